@@ -1,0 +1,70 @@
+# movierec: `make run` serves recommendations, `make test` runs the test suite.
+# Both create .venv, install the pinned environment and generate the gRPC code first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+# The team's MovieLens copies, when this checkout sits beside them (never committed).
+SHARED_ML := $(abspath ../shared/data/ml-1m)
+ifeq ($(origin MOVIELENS_DIR), undefined)
+ifneq ($(wildcard $(SHARED_ML)/ratings.dat),)
+export MOVIELENS_DIR := $(SHARED_ML)
+endif
+endif
+PYTEST_ARGS ?=
+
+.PHONY: help install protos protoset system-deps data test lint run lock clean bench-milvus
+
+help:
+	@echo "make run      install, get data and models, start every service, show recommendations"
+	@echo "make test     install and run the test suite (real PostgreSQL, Redis, Milvus)"
+	@echo "make lint     ruff"
+	@echo "make protos   regenerate the gRPC code;  make protoset  descriptor set for ghz"
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 is pinned (constraints.txt): pip takes the CPU wheel this machine keeps on disk.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q -c constraints.txt "setuptools>=68,<81"
+	$(PIP) install -q --no-build-isolation -c constraints.txt -e ".[all,dev]"
+	touch $(STAMP)
+
+install: $(STAMP) protos
+
+protos: $(STAMP)
+	$(PY) -m movierec.protogen
+
+protoset: $(STAMP)
+	$(PY) -m movierec.protogen --protoset build/movierec.protoset
+
+system-deps:
+	@scripts/system-deps.sh
+
+data: install
+	$(VENV)/bin/movierec data fetch --dataset ml-1m
+
+test: install system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check movierec services gateway tests benchmarks scripts
+
+run: install system-deps data
+	$(VENV)/bin/movierec up
+
+lock: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^movierec' \
+	  | sed 's/^torch==2.13.0+cpu/torch==2.13.0/'; \
+	  echo "setuptools==$$($(PIP) show setuptools | sed -n 's/^Version: //p')"; } > constraints.new
+	mv constraints.new constraints.txt
+
+bench-milvus: install
+	$(PY) benchmarks/milvus_embedded.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The movierec gateway: the public gRPC API."""

@@ -1,0 +1,1 @@
+"""Workarounds for third-party libraries, each isolated in one module."""

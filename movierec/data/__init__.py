@@ -1,0 +1,1 @@
+"""MovieLens data: locating and fetching the files, parsing, synthetic data and splits."""

@@ -1,0 +1,107 @@
+"""Deterministic train/validation/test splits of a data set's ratings.
+
+* ``random_90_10``: a seeded random 10 % of all ratings is the test set, the rest is
+  training (rating prediction, RMSE). ``valid`` is empty; models carve their own
+  early-stopping slice out of ``train`` with :func:`holdout`.
+* ``recbole_811``: ratings >= 3 only; each user's interactions are shuffled with the
+  seed and cut 8:1:1 into train/valid/test the way RecBole's ``RS: [0.8, 0.1, 0.1]``
+  with ``group_by: user`` does (ranking protocol).
+* ``leave_last_out``: per user, the last interaction by time is the test item and the
+  second-last the validation item (ties broken by file order); users with fewer than
+  three interactions keep everything in training.
+
+Each frame keeps the ratings columns and the original row index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from movierec.data.movielens import MovieLens
+
+SPLITS = ("random_90_10", "recbole_811", "leave_last_out")
+DEFAULT_SEED = 2026
+
+
+@dataclass(frozen=True)
+class Split:
+    """Three disjoint parts of one data set's ratings."""
+
+    name: str
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+
+def make_split(data: MovieLens, name: str, seed: int = DEFAULT_SEED) -> Split:
+    """Build split ``name`` (one of :data:`SPLITS`) of ``data`` with ``seed``."""
+    if name == "random_90_10":
+        return _random_90_10(data.ratings, seed)
+    if name == "recbole_811":
+        return _recbole_811(data.ratings, seed)
+    if name == "leave_last_out":
+        return _leave_last_out(data.ratings)
+    raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+
+
+def holdout(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``frame`` randomly into (rest, ``fraction`` of the rows)."""
+    order = np.random.default_rng(seed).permutation(len(frame))
+    cut = int(round(len(frame) * fraction))
+    return frame.iloc[np.sort(order[cut:])], frame.iloc[np.sort(order[:cut])]
+
+
+def _random_90_10(ratings: pd.DataFrame, seed: int) -> Split:
+    train, test = holdout(ratings, 0.1, seed)
+    return Split("random_90_10", train, ratings.iloc[0:0], test)
+
+
+def recbole_cuts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> list[int]:
+    """Part sizes for ``total`` interactions, RecBole's ``_calcu_split_ids`` rule."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def _recbole_811(ratings: pd.DataFrame, seed: int) -> Split:
+    kept = ratings[ratings["rating"] >= 3]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(kept))
+    shuffled = kept.iloc[order]
+    users = shuffled["user_id"].to_numpy()
+    grouped = np.argsort(users, kind="stable")
+    part = np.empty(len(shuffled), dtype=np.int8)
+    bounds = np.flatnonzero(np.diff(users[grouped])) + 1
+    for block in np.split(grouped, bounds):
+        train_n, valid_n, _ = recbole_cuts(len(block))
+        part[block[:train_n]] = 0
+        part[block[train_n:train_n + valid_n]] = 1
+        part[block[train_n + valid_n:]] = 2
+    pieces = [shuffled[part == k].sort_index() for k in range(3)]
+    return Split("recbole_811", *pieces)
+
+
+def _leave_last_out(ratings: pd.DataFrame) -> Split:
+    position = np.arange(len(ratings))
+    frame = ratings.assign(_pos=position).sort_values(["user_id", "timestamp", "_pos"],
+                                                      kind="stable")
+    from_end = frame.groupby("user_id").cumcount(ascending=False).to_numpy()
+    counts = frame.groupby("user_id")["user_id"].transform("size").to_numpy()
+    eligible = counts >= 3
+    test = frame[(from_end == 0) & eligible]
+    valid = frame[(from_end == 1) & eligible]
+    train = frame[(from_end >= 2) | ~eligible]
+    return Split("leave_last_out", *(p.drop(columns="_pos").sort_index()
+                                     for p in (train, valid, test)))

@@ -1,0 +1,1 @@
+"""The recommendation models (fusion two-tower, PinSage) and their shared artifact format."""

@@ -1,0 +1,108 @@
+"""Versioned model artifacts: one directory per model version, written atomically.
+
+Layout under ``$MOVIEREC_ARTIFACTS`` (default ``./artifacts``)::
+
+    <model>/<version>/metadata.json    model, version, dim, dataset, data checksum, metrics...
+    <model>/<version>/item_ids.npy     int64 movie ids, row i of item_vectors is item_ids[i]
+    <model>/<version>/item_vectors.npy float32, L2-normalized, one row per movie
+    <model>/<version>/...              the model's own weights and vocabularies
+    <model>/LATEST                     the name of the newest complete version
+
+A version is built in a hidden temporary directory and renamed into place, and
+``LATEST`` is replaced atomically, so readers never see a half-written version.
+Servers only load artifacts; training code writes them through :class:`ArtifactWriter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from movierec.errors import DataError
+
+FORMAT_VERSION = 1
+
+
+def artifacts_root(root: Path | None = None) -> Path:
+    return (root or Path(os.environ.get("MOVIEREC_ARTIFACTS", "artifacts"))).resolve()
+
+
+def new_version() -> str:
+    """A sortable UTC version name, e.g. ``20261122T190102Z``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+class ArtifactWriter:
+    """Collects one version's files in a temporary directory, then publishes them."""
+
+    def __init__(self, model: str, root: Path | None = None, version: str | None = None) -> None:
+        self.model = model
+        self.version = version or new_version()
+        self.model_dir = artifacts_root(root) / model
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".tmp-{self.version}-", dir=self.model_dir))
+
+    def finish(self, metadata: dict[str, Any], item_ids: np.ndarray,
+               item_vectors: np.ndarray) -> Path:
+        """Write vectors and metadata, move the version into place, point LATEST at it."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        vectors = normalize(item_vectors)
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise DataError("item_ids and item_vectors must have one row per movie")
+        np.save(self.path / "item_ids.npy", ids)
+        np.save(self.path / "item_vectors.npy", vectors)
+        meta = {"format": FORMAT_VERSION, "model": self.model, "version": self.version,
+                "dim": int(vectors.shape[1]), "num_items": int(len(ids)),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **metadata}
+        (self.path / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        final = self.model_dir / self.version
+        if final.exists():
+            shutil.rmtree(final)
+        self.path.rename(final)
+        _write_atomic(self.model_dir / "LATEST", self.version)
+        return final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".latest-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def latest(model: str, root: Path | None = None) -> Path:
+    """The directory of ``model``'s newest complete version."""
+    pointer = artifacts_root(root) / model / "LATEST"
+    if not pointer.is_file():
+        raise DataError(f"no {model} artifact under {pointer.parent}; train it first "
+                        f"(`movierec train {model}`)")
+    return pointer.parent / pointer.read_text().strip()
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "metadata.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable artifact metadata in {path}: {exc}") from exc
+
+
+def read_item_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(movie ids, normalized vectors) of an artifact."""
+    return np.load(path / "item_ids.npy"), np.load(path / "item_vectors.npy")

@@ -1,0 +1,49 @@
+"""``movierec train MODEL`` and ``movierec evaluate MODEL``.
+
+Common flags are added here; each model package's ``commands`` module adds its own
+(``add_train_args``/``add_evaluate_args``) and does the work (``train``/``evaluate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from movierec.data.splits import DEFAULT_SEED
+
+MODELS = ("fusion", "pinsage")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="ml-1m", help="ml-1m, ml-100k or synthetic[-UxM]")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory with the MovieLens files (default: MOVIELENS_DIR)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="artifacts root (default: MOVIEREC_ARTIFACTS or ./artifacts)")
+
+
+def _run(action: str, argv: Sequence[str]) -> int:
+    top = argparse.ArgumentParser(prog=f"movierec {action}")
+    top.add_argument("model", choices=MODELS)
+    known, rest = top.parse_known_args(list(argv)[:1])
+    commands = importlib.import_module(f"movierec.models.{known.model}.commands")
+    parser = argparse.ArgumentParser(prog=f"movierec {action} {known.model}")
+    _common(parser)
+    if action == "evaluate":
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--artifact", type=Path, default=None,
+                            help="artifact version directory (default: the latest)")
+    getattr(commands, f"add_{action}_args")(parser)
+    args = parser.parse_args([*rest, *list(argv)[1:]])
+    return int(getattr(commands, action)(args) or 0)
+
+
+def train_main(argv: Sequence[str]) -> int:
+    return _run("train", argv)
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    return _run("evaluate", argv)

@@ -1,0 +1,1 @@
+"""gRPC server and client plumbing shared by every service."""

@@ -1,0 +1,117 @@
+"""Server factory and lifecycle shared by every service.
+
+``build_server`` returns ``(server, port)``: a started :class:`ManagedServer` with
+the gRPC health service (every registered service NOT_SERVING until
+``server.readiness.set_serving(True)``), server reflection, the interceptor and
+message-size limits; binding port 0 picks a free port, which is what tests do.
+``run_until_signal`` serves until SIGTERM/SIGINT, then reports NOT_SERVING, drains
+in-flight calls for the grace period and runs the server's cleanups (pools, clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from movierec.server.interceptor import ServiceInterceptor
+from movierec.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One gRPC service to host: its full name, servicer and generated registrar."""
+
+    name: str
+    servicer: Any
+    register: Callable[[Any, grpc.aio.Server], None]
+
+
+class Readiness:
+    """Health status of the services in one process (overall name "" included)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self.names = ["", *names]
+        self.serving = False
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in self.names:
+            await self.servicer.set(name, status)
+        self.serving = serving
+
+    async def shutdown(self) -> None:
+        await self.servicer.enter_graceful_shutdown()
+        self.serving = False
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0)]
+
+
+@dataclass
+class ManagedServer:
+    """A started gRPC server with its health state and the resources it must close."""
+
+    grpc: grpc.aio.Server
+    readiness: Readiness
+    grace: float
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        self.cleanups.append(cleanup)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, drain for ``grace`` seconds, then close resources newest first."""
+        await self.readiness.shutdown()
+        await self.grpc.stop(self.grace if grace is None else grace)
+        for cleanup in reversed(self.cleanups):
+            await cleanup()
+        self.cleanups.clear()
+
+
+async def build_server(process: str, services: Sequence[ServiceSpec], port: int,
+                       settings: ServerSettings) -> tuple[ManagedServer, int]:
+    """Create and start a server hosting ``services``; health starts NOT_SERVING."""
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(process)],
+                             options=server_options(settings))
+    readiness = Readiness([s.name for s in services])
+    for spec in services:
+        spec.register(spec.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(readiness.servicer, server)
+    names = [s.name for s in services]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{settings.host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {settings.host}:{port}")
+    await readiness.set_serving(False)
+    await server.start()
+    log.info("listening", extra={"server": process, "port": bound})
+    return ManagedServer(server, readiness, settings.grace_seconds), bound
+
+
+async def run_until_signal(server: ManagedServer) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"grace_seconds": server.grace})
+    await server.stop()
+    log.info("stopped")

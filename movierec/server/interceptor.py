@@ -1,0 +1,72 @@
+"""Server interceptor: request ids, JSON access logs, metrics and error mapping.
+
+Every unary-unary handler is wrapped so that an exception it raises becomes the status
+chosen by :func:`movierec.server.errors.status_for`, and its latency and code are
+recorded. Streaming handlers (health ``Watch``, reflection) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+
+from movierec.logs import request_id
+from movierec.server import metrics
+from movierec.server.errors import status_for
+
+log = logging.getLogger("movierec.rpc")
+REQUEST_ID_KEY = "x-request-id"
+
+
+def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and value:
+            return str(value)[:64]
+    return uuid.uuid4().hex[:16]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary handlers of one service process."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    def _wrap(self, behaviour, method: str):
+        async def wrapped(request, context: grpc.aio.ServicerContext):
+            token = request_id.set(_incoming_request_id(context))
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await behaviour(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
+                code, message = status_for(exc)
+                await context.abort(code, message)
+            finally:
+                self._record(method, code, time.perf_counter() - start)
+                request_id.reset(token)
+        return wrapped
+
+    def _record(self, method: str, code, seconds: float) -> None:
+        name = code.name if hasattr(code, "name") else str(code)
+        metrics.RPC_LATENCY.labels(self.service, method, name).observe(seconds)
+        metrics.RPC_TOTAL.labels(self.service, method, name).inc()
+        level = logging.DEBUG if name == "OK" else logging.WARNING
+        if log.isEnabledFor(level):
+            log.log(level, "rpc", extra={"method": method, "code": name,
+                                         "ms": round(seconds * 1000, 3)})

@@ -1,0 +1,26 @@
+"""Prometheus metrics shared by every service: per-RPC latency and outcome counters.
+
+Each process exposes them on its own HTTP port (``start``); services add their own
+counters (cache hits, pool errors) to the same default registry.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+
+RPC_LATENCY = prometheus_client.Histogram(
+    "movierec_rpc_latency_seconds", "Server-side latency of unary RPCs",
+    ["service", "method", "code"],
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1, 2.5, 5))
+RPC_TOTAL = prometheus_client.Counter(
+    "movierec_rpc_total", "Unary RPCs handled, by status code", ["service", "method", "code"])
+CLIENT_LATENCY = prometheus_client.Histogram(
+    "movierec_client_latency_seconds", "Latency of outbound RPCs to other services",
+    ["target", "method", "code"],
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1, 2.5, 5))
+
+
+def start(port: int, host: str = "127.0.0.1") -> int:
+    """Serve ``/metrics`` on ``port`` (0 picks a free one); return the bound port."""
+    httpd, _thread = prometheus_client.start_http_server(port, addr=host)
+    return int(httpd.server_port)

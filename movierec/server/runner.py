@@ -1,0 +1,53 @@
+"""The ``movierec serve NAME`` entry point shared by every service process.
+
+Parses ``--port``/``--metrics-port``, reads settings once (failing fast), installs
+JSON logging, starts the metrics endpoint, builds the server through the service's
+``create_server`` and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from movierec import logs, settings
+from movierec.server import metrics
+from movierec.server.factory import ManagedServer, run_until_signal
+
+log = logging.getLogger(__name__)
+Factory = Callable[[Any, int], Awaitable[tuple[ManagedServer, int]]]
+
+
+def serve_main(name: str, settings_cls: type, factory: Factory, argv: Sequence[str],
+               port_attr: str = "port", metrics_attr: str = "metrics_port") -> int:
+    """Run service ``name`` until SIGTERM; exit 2 on bad settings."""
+    parser = argparse.ArgumentParser(prog=f"movierec serve {name}")
+    parser.add_argument("--port", type=int, help="gRPC port (overrides the environment)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port (0 = free port)")
+    args = parser.parse_args(argv)
+    try:
+        config = settings.load(settings_cls)
+        server_config = settings.load(settings.ServerSettings)
+    except settings.SettingsError as exc:
+        print(f"movierec serve {name}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(name, server_config.log_level)
+    log.info("settings", extra={"settings": settings.describe(config)})
+    port = args.port if args.port is not None else getattr(config, port_attr)
+    metrics_port = args.metrics_port
+    if metrics_port is None:
+        metrics_port = getattr(config, metrics_attr, -1)
+    asyncio.run(_serve(factory, config, port, metrics_port, server_config.host))
+    return 0
+
+
+async def _serve(factory: Factory, config: Any, port: int, metrics_port: int, host: str) -> None:
+    if metrics_port >= 0:
+        bound = metrics.start(metrics_port, host)
+        log.info("metrics", extra={"metrics_port": bound})
+    server, _bound = await factory(config, port)
+    await run_until_signal(server)

@@ -1,0 +1,110 @@
+"""Typed settings read once from environment variables; bad values fail fast.
+
+A service declares a frozen dataclass whose fields carry their variable name::
+
+    @dataclass(frozen=True)
+    class CatalogSettings:
+        database_url: str = setting("DATABASE_URL", "", secret=True)
+        port: int = setting("CATALOG_PORT", 50053, minimum=0, maximum=65535)
+
+and calls ``load(CatalogSettings)``. Every bad variable is reported at once in one
+:class:`SettingsError`; ``describe`` renders the values with secrets masked for logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]+@")
+
+
+class SettingsError(ValueError):
+    """One or more environment variables hold values that cannot be used."""
+
+
+def setting(env: str, default: Any, *, minimum: float | None = None,
+            maximum: float | None = None, choices: tuple[str, ...] | None = None,
+            secret: bool = False, doc: str = "") -> Any:
+    """A dataclass field bound to environment variable ``env``."""
+    meta = {"env": env, "min": minimum, "max": maximum, "choices": choices, "secret": secret,
+            "doc": doc}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _convert(raw: str, kind: type, meta: Mapping[str, Any]) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise ValueError("expected true/false")
+        return lowered in _TRUE
+    value = kind(raw.strip()) if kind in (int, float) else raw
+    if meta["min"] is not None and value < meta["min"]:
+        raise ValueError(f"must be >= {meta['min']}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise ValueError(f"must be <= {meta['max']}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ValueError(f"must be one of {', '.join(meta['choices'])}")
+    return value
+
+
+def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
+    """Build ``cls`` from ``environ`` (default ``os.environ``); raise SettingsError if bad."""
+    environ = os.environ if environ is None else environ
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for field in dataclasses.fields(cls):
+        name = field.metadata["env"]
+        if name not in environ or environ[name] == "":
+            continue
+        try:
+            values[field.name] = _convert(environ[name], hints[field.name], field.metadata)
+        except ValueError as exc:
+            shown = "***" if field.metadata["secret"] else repr(environ[name])
+            problems.append(f"{name}={shown}: {exc}")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return cls(**values)
+
+
+def mask(value: Any) -> str:
+    """A secret's log form: URLs keep scheme/host with the password hidden, others vanish."""
+    text = str(value)
+    if "://" in text:
+        return _URL_PASSWORD.sub(r"\1***@", text)
+    return "***" if text else ""
+
+
+def describe(settings: Any) -> dict[str, Any]:
+    """Settings as ``{ENV_NAME: value}`` with secrets masked, for start-up logs."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        out[field.metadata["env"]] = mask(value) if field.metadata["secret"] else value
+    return out
+
+
+def variables(cls: type) -> dict[str, str]:
+    """``{ENV_NAME: doc}`` for a settings class (README tables, manifest checks)."""
+    return {f.metadata["env"]: f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """What every gRPC service process reads."""
+
+    host: str = setting("MOVIEREC_HOST", "127.0.0.1", doc="address the gRPC servers bind")
+    log_level: str = setting("MOVIEREC_LOG_LEVEL", "INFO",
+                             choices=("DEBUG", "INFO", "WARNING", "ERROR"), doc="log level")
+    grace_seconds: float = setting("MOVIEREC_GRACE_SECONDS", 5.0, minimum=0, maximum=120,
+                                   doc="SIGTERM drain time before in-flight calls are cancelled")
+    max_message_bytes: int = setting("MOVIEREC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
+                                     minimum=1024, maximum=64 * 1024 * 1024,
+                                     doc="largest gRPC message accepted or sent")

@@ -1,0 +1,1 @@
+"""movierec gRPC services (catalog, retriever, embedder); the gateway is the top-level package."""

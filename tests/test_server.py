@@ -1,0 +1,166 @@
+"""Server plumbing: health, reflection, error mapping, request ids, metrics, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from movierec import errors, settings
+from movierec.echo.v1 import echo_pb2, echo_pb2_grpc
+from movierec.logs import request_id
+from movierec.runtime.process import free_port
+from movierec.server import client, metrics
+from movierec.server.echo import SERVICE, create_server
+from movierec.server.factory import ServiceSpec, build_server
+from movierec.server.interceptor import REQUEST_ID_KEY
+
+
+class Faulty(echo_pb2_grpc.EchoServicer):
+    """Raises whatever the payload names, to exercise the error mapping."""
+
+    seen_ids: list[str] = []
+
+    async def Echo(self, request, context):  # noqa: N802
+        Faulty.seen_ids.append(request_id.get())
+        kind = request.payload.decode()
+        if kind == "invalid":
+            raise errors.InvalidArgument("payload", "must not be 'invalid'")
+        if kind == "missing":
+            raise errors.NotFound("no such thing")
+        if kind == "down":
+            raise errors.Unavailable("database unreachable")
+        if kind == "boom":
+            raise RuntimeError("secret internals")
+        return echo_pb2.EchoResponse(payload=request.payload)
+
+
+async def _health(port: int, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        stub = health_pb2_grpc.HealthStub(chan)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return reply.status
+
+
+def test_health_starts_not_serving_until_ready() -> None:
+    async def scenario():
+        spec = ServiceSpec(SERVICE, Faulty(), echo_pb2_grpc.add_EchoServicer_to_server)
+        server, port = await build_server("t", [spec], 0, settings.ServerSettings())
+        try:
+            assert await _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING
+            await server.readiness.set_serving(True)
+            assert await _health(port, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await server.stop(0)
+    asyncio.run(scenario())
+
+
+def test_reflection_lists_the_service() -> None:
+    async def scenario():
+        server, port = await create_server()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+                stub = reflection_pb2_grpc.ServerReflectionStub(chan)
+                request = reflection_pb2.ServerReflectionRequest(list_services="")
+                async for reply in stub.ServerReflectionInfo(iter([request])):
+                    return {s.name for s in reply.list_services_response.service}
+        finally:
+            await server.stop(0)
+    names = asyncio.run(scenario())
+    assert SERVICE in names and "grpc.health.v1.Health" in names
+
+
+@pytest.mark.parametrize(("payload", "code", "detail"), [
+    ("invalid", grpc.StatusCode.INVALID_ARGUMENT, "payload: must not be 'invalid'"),
+    ("missing", grpc.StatusCode.NOT_FOUND, "no such thing"),
+    ("down", grpc.StatusCode.UNAVAILABLE, "database unreachable"),
+    ("boom", grpc.StatusCode.INTERNAL, "internal error"),
+])
+def test_errors_map_to_codes_in_one_place(payload: str, code, detail: str) -> None:
+    async def scenario():
+        spec = ServiceSpec(SERVICE, Faulty(), echo_pb2_grpc.add_EchoServicer_to_server)
+        server, port = await build_server("t", [spec], 0, settings.ServerSettings())
+        try:
+            async with client.channel(f"127.0.0.1:{port}") as chan:
+                stub = echo_pb2_grpc.EchoStub(chan)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Echo(echo_pb2.EchoRequest(payload=payload.encode()), timeout=2)
+                return info.value
+        finally:
+            await server.stop(0)
+    logging.getLogger("movierec.server.errors").disabled = True
+    error = asyncio.run(scenario())
+    assert error.code() == code and error.details() == detail
+    assert "secret" not in error.details()
+
+
+def test_request_id_propagates_and_metrics_count() -> None:
+    async def scenario():
+        spec = ServiceSpec(SERVICE, Faulty(), echo_pb2_grpc.add_EchoServicer_to_server)
+        server, port = await build_server("rid", [spec], 0, settings.ServerSettings())
+        try:
+            async with client.channel(f"127.0.0.1:{port}") as chan:
+                stub = echo_pb2_grpc.EchoStub(chan)
+                token = request_id.set("abc123")
+                await client.call(stub.Echo, echo_pb2.EchoRequest(payload=b"ok"), timeout=2)
+                request_id.reset(token)
+                await stub.Echo(echo_pb2.EchoRequest(payload=b"ok"), timeout=2,
+                                metadata=((REQUEST_ID_KEY, "given"),))
+        finally:
+            await server.stop(0)
+    Faulty.seen_ids.clear()
+    asyncio.run(scenario())
+    assert Faulty.seen_ids == ["abc123", "given"]
+    metrics_port = metrics.start(0)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    assert 'movierec_rpc_total{code="OK",method="Echo",service="rid"} 2.0' in body
+
+
+def test_retry_only_idempotent_calls_and_respects_deadline() -> None:
+    async def scenario(idempotent: bool) -> float:
+        port = free_port()
+        async with client.channel(f"127.0.0.1:{port}") as chan:
+            stub = echo_pb2_grpc.EchoStub(chan)
+            start = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.call(stub.Echo, echo_pb2.EchoRequest(), timeout=0.5,
+                                  idempotent=idempotent)
+            assert info.value.code() in (grpc.StatusCode.UNAVAILABLE,
+                                         grpc.StatusCode.DEADLINE_EXCEEDED)
+            return time.monotonic() - start
+    assert asyncio.run(scenario(True)) < 1.0
+    assert asyncio.run(scenario(False)) < 1.0
+
+
+def test_sigterm_drains_and_exits_cleanly(tmp_path) -> None:
+    port = free_port()
+    env = {**os.environ, "MOVIEREC_GRACE_SECONDS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "movierec.cli", "serve", "echo", "--port",
+                             str(port)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if asyncio.run(_health(port)) == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.aio.AioRpcError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("echo server never became SERVING")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+    lines = proc.stdout.read().splitlines()
+    assert any('"msg": "stopped"' in line for line in lines), lines
+    assert all(line.startswith("{") for line in lines if line)
