@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 from movierec.errors import Unavailable
@@ -19,7 +20,9 @@ from movierec.runtime.process import free_port, stop_process, wait_for_port
 
 def _lite_bin_dir() -> Path:
     try:
-        import milvus_lite
+        with warnings.catch_warnings():  # milvus-lite 2.5 imports the deprecated pkg_resources
+            warnings.simplefilter("ignore")
+            import milvus_lite
     except ImportError as exc:
         raise Unavailable("milvus-lite is not installed (pip install 'movierec[retriever]') "
                           "and MILVUS_URI is not set") from exc
