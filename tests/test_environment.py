@@ -49,3 +49,24 @@ def test_generated_code_matches_protos(tmp_path) -> None:
     for fresh in tmp_path.rglob("*_pb2*.py"):
         current = root / fresh.relative_to(tmp_path)
         assert current.read_text() == fresh.read_text(), f"{current} is stale: run make protos"
+
+
+def test_pyproject_pins_agree_with_the_lock() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    lock = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$",
+                           (root / "constraints.txt").read_text(), re.M))
+    lock = {k.lower().replace("_", "-"): v for k, v in lock.items()}
+    pins = [*project["dependencies"],
+            *(d for group in project["optional-dependencies"].values() for d in group)]
+    for pin in pins:
+        match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==(\S+)$", pin)
+        if match and not match.group(1).startswith("movierec"):
+            name = match.group(1).lower().replace("_", "-")
+            assert lock.get(name) == match.group(3), f"{pin} disagrees with constraints.txt"
+    for name in ("grpcio", "grpcio-tools", "protobuf", "torch"):
+        assert name in lock, f"{name} is not locked"

@@ -42,8 +42,10 @@ class LocalStores:
                 self.addresses[env] = self.environ[env]
                 continue
             server = self._make(store)
+            already = isinstance(server, LocalPostgres) and server.running()
             self.addresses[env] = server.start()
-            self.started[store] = server
+            if not already:  # a server another process started is left to it
+                self.started[store] = server
             log.info("started local %s", store, extra={"address": self.addresses[env]})
         return dict(self.addresses)
 

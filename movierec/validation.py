@@ -1,0 +1,85 @@
+"""Bounds on every request field, shared by the servicers.
+
+Each check raises :class:`movierec.errors.InvalidArgument` naming the field, so a
+caller always learns which value to fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from movierec.errors import InvalidArgument
+
+MAX_ID = 2**31 - 1
+MAX_TEXT = 200
+
+
+def limit(field: str, value: int, default: int, maximum: int) -> int:
+    """``value`` if in 1..maximum, ``default`` if 0; otherwise InvalidArgument."""
+    if value == 0:
+        return default
+    if value < 0 or value > maximum:
+        raise InvalidArgument(field, f"must be between 1 and {maximum}, got {value}")
+    return value
+
+
+def positive_id(field: str, value: int) -> int:
+    if value <= 0 or value > MAX_ID:
+        raise InvalidArgument(field, f"must be between 1 and {MAX_ID}, got {value}")
+    return value
+
+
+def id_list(field: str, values: Sequence[int], maximum: int, *, allow_empty: bool = True,
+            unique: bool = False) -> list[int]:
+    """Ids, each positive; at most ``maximum`` of them; order kept."""
+    ids = list(values)
+    if not ids and not allow_empty:
+        raise InvalidArgument(field, "must not be empty")
+    if len(ids) > maximum:
+        raise InvalidArgument(field, f"at most {maximum} ids, got {len(ids)}")
+    for value in ids:
+        positive_id(field, value)
+    if unique and len(set(ids)) != len(ids):
+        raise InvalidArgument(field, "must not repeat an id")
+    return ids
+
+
+def text(field: str, value: str, maximum: int = MAX_TEXT, *, required: bool = False) -> str:
+    """Stripped text of at most ``maximum`` characters without NUL bytes."""
+    stripped = value.strip()
+    if required and not stripped:
+        raise InvalidArgument(field, "must not be empty")
+    if len(stripped) > maximum:
+        raise InvalidArgument(field, f"at most {maximum} characters, got {len(stripped)}")
+    if "\x00" in stripped:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return stripped
+
+
+def text_list(field: str, values: Sequence[str], maximum: int = 20,
+              each: int = 50) -> list[str]:
+    if len(values) > maximum:
+        raise InvalidArgument(field, f"at most {maximum} values, got {len(values)}")
+    return [text(field, v, each, required=True) for v in values]
+
+
+def year_range(field: str, low: int, high: int) -> tuple[int | None, int | None]:
+    """(min, max) with 0 meaning open; InvalidArgument if reversed or absurd."""
+    for value in (low, high):
+        if value and not 1800 <= value <= 2200:
+            raise InvalidArgument(field, f"years must be between 1800 and 2200, got {value}")
+    if low and high and low > high:
+        raise InvalidArgument(field, f"min_year {low} is after max_year {high}")
+    return (low or None, high or None)
+
+
+def finite_vector(field: str, values: Sequence[float], dim: int | None = None) -> list[float]:
+    vector = list(values)
+    if not vector:
+        raise InvalidArgument(field, "must not be empty")
+    if dim is not None and len(vector) != dim:
+        raise InvalidArgument(field, f"must have {dim} dimensions, got {len(vector)}")
+    if not all(math.isfinite(v) for v in vector):
+        raise InvalidArgument(field, "must contain only finite numbers")
+    return vector

@@ -1,0 +1,114 @@
+"""The catalog service process: settings, server factory and background upkeep.
+
+``create_server`` starts serving at once with health NOT_SERVING, then connects the
+pool and applies migrations in the background, retrying until PostgreSQL answers;
+health turns SERVING only then, and follows the database afterwards (a failed ping
+turns it NOT_SERVING until the database is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from movierec import settings
+from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from movierec.errors import MovierecError
+from movierec.server.factory import ManagedServer, ServiceSpec, build_server
+from movierec.server.runner import serve_main
+from services.catalog.migrate import migrate
+from services.catalog.servicer import CatalogServicer
+from services.catalog.store import CatalogStore
+
+log = logging.getLogger(__name__)
+SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    database_url: str = settings.setting("DATABASE_URL", "", secret=True,
+                                         doc="PostgreSQL URL (required by the catalog)")
+    port: int = settings.setting("CATALOG_PORT", 50053, minimum=0, maximum=65535,
+                                 doc="catalog gRPC port")
+    metrics_port: int = settings.setting("CATALOG_METRICS_PORT", 9093, minimum=-1,
+                                         maximum=65535, doc="catalog metrics port (-1 off)")
+    pool_min: int = settings.setting("CATALOG_POOL_MIN", 2, minimum=1, maximum=100,
+                                     doc="smallest PostgreSQL connection pool")
+    pool_max: int = settings.setting("CATALOG_POOL_MAX", 10, minimum=1, maximum=200,
+                                     doc="largest PostgreSQL connection pool")
+    statement_timeout_ms: int = settings.setting(
+        "CATALOG_STATEMENT_TIMEOUT_MS", 2000, minimum=10, maximum=600_000,
+        doc="PostgreSQL statement_timeout for every query")
+    call_timeout: float = settings.setting("CATALOG_CALL_TIMEOUT", 2.0, minimum=0.01,
+                                           maximum=60, doc="longest database time per call (s)")
+    refresh_seconds: float = settings.setting(
+        "CATALOG_POPULARITY_REFRESH_SECONDS", 300.0, minimum=0, maximum=86_400,
+        doc="how often ListPopular's counts are recomputed (0 = only after loads)")
+    health_interval: float = settings.setting(
+        "CATALOG_HEALTH_INTERVAL", 2.0, minimum=0.1, maximum=60,
+        doc="seconds between database pings that drive the health status")
+
+
+async def _connect(store: CatalogStore) -> None:
+    """Wait for PostgreSQL, then apply migrations; retried with backoff."""
+    await store.open()
+    delay = 0.2
+    while True:
+        try:
+            async with store.connection(5) as conn:
+                applied = await migrate(conn)
+            log.info("catalog ready", extra={"migrations_applied": applied})
+            return
+        except Exception as exc:  # noqa: BLE001 - logged and retried until it works
+            log.warning("database not ready: %s", exc, exc_info=not isinstance(exc, MovierecError))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _upkeep(server: ManagedServer, store: CatalogStore, config: CatalogSettings) -> None:
+    await _connect(store)
+    await server.readiness.set_serving(True)
+    since_refresh = 0.0
+    while True:
+        await asyncio.sleep(config.health_interval)
+        since_refresh += config.health_interval
+        try:
+            await store.ping(timeout=config.health_interval)
+            if not server.readiness.serving:
+                await server.readiness.set_serving(True)
+            if config.refresh_seconds and since_refresh >= config.refresh_seconds:
+                since_refresh = 0.0
+                await store.refresh_popularity()
+        except MovierecError:
+            if server.readiness.serving:
+                log.warning("database unreachable; NOT_SERVING until it is back")
+                await server.readiness.set_serving(False)
+
+
+async def create_server(config: CatalogSettings, port: int = 0) -> tuple[ManagedServer, int]:
+    """Serve the catalog on ``port``; health turns SERVING once the database is ready."""
+    if not config.database_url:
+        raise settings.SettingsError("DATABASE_URL is required by the catalog service")
+    store = CatalogStore(config.database_url, min_size=config.pool_min,
+                         max_size=config.pool_max,
+                         statement_timeout_ms=config.statement_timeout_ms)
+    servicer = CatalogServicer(store, config.call_timeout)
+    spec = ServiceSpec(SERVICE, servicer, catalog_pb2_grpc.add_CatalogServicer_to_server)
+    server, bound = await build_server("catalog", [spec], port,
+                                       settings.load(settings.ServerSettings))
+    task = asyncio.create_task(_upkeep(server, store, config))
+
+    async def cleanup() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+    server.on_stop(cleanup)
+    return server, bound
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve_main("catalog", CatalogSettings, create_server, argv or [])

@@ -1,0 +1,182 @@
+"""The catalog's PostgreSQL store: psycopg 3 async with a connection pool.
+
+Every query is parameterized. Connection problems (server down, pool exhausted,
+statement timeout) become :class:`movierec.errors.Unavailable` or
+:class:`~movierec.errors.DeadlineExceeded`; the pool checks connections before handing
+them out, so after a PostgreSQL restart the next calls succeed without restarting us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from movierec.errors import DeadlineExceeded, NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class Movie:
+    movie_id: int
+    title: str
+    year: int | None
+    genres: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: int
+    gender: str | None
+    age: int | None
+    occupation: int | None
+    zip: str | None
+
+
+@dataclass(frozen=True)
+class Rating:
+    user_id: int
+    movie_id: int
+    rating: int
+    rated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str
+    genres: tuple[str, ...] = ()
+    min_year: int | None = None
+    max_year: int | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+_MOVIE_COLS = "m.movie_id, m.title, m.year, m.genres"
+_SEARCH_SQL = f"""
+SELECT {_MOVIE_COLS},
+       CASE WHEN %(q)s = '' THEN 0 ELSE word_similarity(%(q)s, lower(m.title)) END AS score
+FROM movies m LEFT JOIN movie_popularity p ON p.movie_id = m.movie_id
+WHERE (%(q)s = '' OR %(q)s <%% lower(m.title) OR lower(m.title) LIKE %(like)s)
+  AND (cardinality(%(genres)s::text[]) = 0 OR m.genres && %(genres)s::text[])
+  AND (%(min_year)s::int IS NULL OR m.year >= %(min_year)s::int)
+  AND (%(max_year)s::int IS NULL OR m.year <= %(max_year)s::int)
+ORDER BY (lower(m.title) LIKE %(like)s) DESC, score DESC,
+         coalesce(p.rating_count, 0) DESC, m.movie_id
+LIMIT %(limit)s OFFSET %(offset)s"""
+_POPULAR_SQL = f"""
+SELECT {_MOVIE_COLS}, p.rating_count::real
+FROM movie_popularity p JOIN movies m ON m.movie_id = p.movie_id
+WHERE (cardinality(%(genres)s::text[]) = 0 OR m.genres && %(genres)s::text[])
+  AND NOT (m.movie_id = ANY(%(exclude)s::int[]))
+ORDER BY p.rating_count DESC, p.damped_mean DESC, m.movie_id
+LIMIT %(limit)s"""
+_UPSERT_RATING = """
+WITH new_user AS (
+    INSERT INTO users (user_id) VALUES (%(user)s) ON CONFLICT (user_id) DO NOTHING
+)
+INSERT INTO ratings (user_id, movie_id, rating, rated_at)
+VALUES (%(user)s, %(movie)s, %(rating)s, now())
+ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = now()
+RETURNING user_id, movie_id, rating, rated_at"""
+
+
+def _movie(row: Sequence) -> Movie:
+    return Movie(int(row[0]), row[1], row[2], tuple(row[3] or ()))
+
+
+class CatalogStore:
+    """Queries of the catalog service; one instance per process."""
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
+                 statement_timeout_ms: int = 2000, connect_timeout: float = 3.0) -> None:
+        options = f"-c statement_timeout={statement_timeout_ms}"
+        self.pool = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"options": options, "connect_timeout": max(1, int(connect_timeout)),
+                    "autocommit": True, "row_factory": tuple_row},
+            check=AsyncConnectionPool.check_connection)
+
+    async def open(self) -> None:
+        """Start the pool; connections are made in the background and retried."""
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float) -> AsyncIterator[psycopg.AsyncConnection]:
+        try:
+            async with self.pool.connection(timeout=timeout) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise Unavailable("catalog database unavailable") from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise DeadlineExceeded("catalog query timed out") from exc
+        except psycopg.OperationalError as exc:
+            raise Unavailable("catalog database unavailable") from exc
+
+    async def _fetch(self, sql: str, params: dict | tuple, timeout: float) -> list[tuple]:
+        async with self.connection(timeout) as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        await self._fetch("SELECT 1", (), timeout)
+
+    async def get_movies(self, ids: Sequence[int], timeout: float) -> dict[int, Movie]:
+        rows = await self._fetch(f"SELECT {_MOVIE_COLS} FROM movies m "
+                                 "WHERE m.movie_id = ANY(%s::int[])", (list(ids),), timeout)
+        return {int(r[0]): _movie(r) for r in rows}
+
+    async def search_movies(self, query: SearchQuery, timeout: float) -> list[tuple[Movie, float]]:
+        text = query.text.lower()
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        params = {"q": text, "like": like, "genres": list(query.genres),
+                  "min_year": query.min_year, "max_year": query.max_year,
+                  "limit": query.limit, "offset": query.offset}
+        rows = await self._fetch(_SEARCH_SQL, params, timeout)
+        return [(_movie(r), float(r[4])) for r in rows]
+
+    async def list_genres(self, timeout: float) -> list[str]:
+        rows = await self._fetch("SELECT DISTINCT unnest(genres) AS g FROM movies ORDER BY g",
+                                 (), timeout)
+        return [r[0] for r in rows]
+
+    async def list_popular(self, genres: Sequence[str], limit: int, exclude: Sequence[int],
+                           timeout: float) -> list[tuple[Movie, float]]:
+        params = {"genres": list(genres), "limit": limit, "exclude": list(exclude)}
+        rows = await self._fetch(_POPULAR_SQL, params, timeout)
+        return [(_movie(r), float(r[4])) for r in rows]
+
+    async def get_user(self, user_id: int, timeout: float) -> User:
+        rows = await self._fetch("SELECT user_id, gender, age, occupation, zip FROM users "
+                                 "WHERE user_id = %s", (user_id,), timeout)
+        if not rows:
+            raise NotFound(f"user {user_id} not found")
+        return User(*rows[0])
+
+    async def get_user_history(self, user_id: int, limit: int, min_rating: int,
+                               timeout: float) -> list[Rating]:
+        await self.get_user(user_id, timeout)
+        rows = await self._fetch(
+            "SELECT user_id, movie_id, rating, rated_at FROM ratings WHERE user_id = %s "
+            "AND rating >= %s ORDER BY rated_at DESC, movie_id LIMIT %s",
+            (user_id, min_rating, limit), timeout)
+        return [Rating(*r) for r in rows]
+
+    async def record_rating(self, user_id: int, movie_id: int, rating: int,
+                            timeout: float) -> Rating:
+        if not await self.get_movies([movie_id], timeout):
+            raise NotFound(f"movie {movie_id} not found")
+        params = {"user": user_id, "movie": movie_id, "rating": rating}
+        rows = await self._fetch(_UPSERT_RATING, params, timeout)
+        return Rating(*rows[0])
+
+    async def refresh_popularity(self, timeout: float = 60.0) -> None:
+        """Recompute ListPopular's counts (readers are not blocked while it runs)."""
+        async with self.connection(timeout) as conn:
+            await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY movie_popularity")

@@ -1,0 +1,286 @@
+"""Catalog service on a real PostgreSQL: every RPC, error codes, injection, loader, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from movierec.catalog.v1 import catalog_pb2 as pb
+from movierec.catalog.v1 import catalog_pb2_grpc
+from movierec.common.v1 import common_pb2
+from movierec.data.synthetic import generate
+from movierec.runtime.postgres import LocalPostgres
+from services.catalog import loader
+from services.catalog.server import CatalogSettings, create_server
+
+INJECTION = "'; DROP TABLE movies; --"
+DATA = generate(60, 80, 12, seed=11)
+
+
+def _fresh_database(base_url: str) -> str:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="module")
+def catalog_url(database_url: str) -> str:
+    url = _fresh_database(database_url)
+    asyncio.run(loader.load(url, DATA, DATA.ratings, progress=False))
+    return url
+
+
+async def _serve(url: str, **overrides):
+    config = CatalogSettings(database_url=url, metrics_port=-1, health_interval=0.2, **overrides)
+    server, port = await create_server(config, 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return server, channel, catalog_pb2_grpc.CatalogStub(channel)
+
+
+async def _wait_serving(channel, timeout: float = 20.0) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("catalog never became SERVING")
+
+
+def run(url: str, scenario):
+    """Start the catalog on ``url``, wait until SERVING, run ``scenario(stub)``."""
+    async def main():
+        server, channel, stub = await _serve(url)
+        try:
+            await _wait_serving(channel)
+            return await scenario(stub)
+        finally:
+            await channel.close()
+            await server.stop(0)
+    return asyncio.run(main())
+
+
+async def _code(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code(), info.value.details()
+
+
+def test_get_movies_keeps_order_and_reports_missing(catalog_url: str) -> None:
+    async def scenario(stub):
+        return await stub.GetMovies(pb.GetMoviesRequest(movie_ids=[5, 999, 2, 5]), timeout=5)
+    reply = run(catalog_url, scenario)
+    assert [m.movie_id for m in reply.movies] == [5, 2, 5]
+    assert list(reply.missing_ids) == [999]
+    expected = DATA.movies.set_index("movie_id").loc[5]
+    assert reply.movies[0].title == expected.title and list(reply.movies[0].genres) == \
+        list(expected.genres)
+
+
+def test_search_ranks_titles_and_pages(catalog_url: str) -> None:
+    word = DATA.movies.title.iloc[0].split()[0]
+
+    async def scenario(stub):
+        first = await stub.SearchMovies(pb.SearchMoviesRequest(query=word, limit=3), timeout=5)
+        second = await stub.SearchMovies(pb.SearchMoviesRequest(
+            query=word, limit=3, page_token=first.next_page_token), timeout=5)
+        foreign = _code(stub.SearchMovies(pb.SearchMoviesRequest(
+            query="other", limit=3, page_token=first.next_page_token), timeout=5))
+        return first, second, await foreign
+    first, second, foreign = run(catalog_url, scenario)
+    titles = [m.movie.title for m in first.movies]
+    assert titles and all(word.lower() in t.lower() for t in titles)
+    assert first.next_page_token
+    ids = [m.movie.movie_id for m in first.movies] + [m.movie.movie_id for m in second.movies]
+    assert len(ids) == len(set(ids))
+    assert foreign[0] == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in foreign[1]
+
+
+def test_search_filters_by_genre_and_year(catalog_url: str) -> None:
+    async def scenario(stub):
+        return await stub.SearchMovies(pb.SearchMoviesRequest(
+            genres=["Drama"], years=common_pb2.YearRange(min_year=1950, max_year=1980),
+            limit=100), timeout=5)
+    reply = run(catalog_url, scenario)
+    expected = DATA.movies[DATA.movies.genres.map(lambda g: "Drama" in g)
+                           & DATA.movies.year.between(1950, 1980)]
+    assert {m.movie.movie_id for m in reply.movies} == set(expected.movie_id)
+
+
+def test_genres_and_popular(catalog_url: str) -> None:
+    async def scenario(stub):
+        genres = await stub.ListGenres(pb.ListGenresRequest(), timeout=5)
+        popular = await stub.ListPopular(pb.ListPopularRequest(limit=5), timeout=5)
+        comedy = await stub.ListPopular(pb.ListPopularRequest(
+            genres=["Comedy"], limit=5, exclude_movie_ids=[popular.movies[0].movie.movie_id]),
+            timeout=5)
+        return genres, popular, comedy
+    genres, popular, comedy = run(catalog_url, scenario)
+    assert list(genres.genres) == sorted(DATA.genres)
+    counts = DATA.ratings.movie_id.value_counts()
+    assert [int(m.score) for m in popular.movies] == sorted(counts.values, reverse=True)[:5]
+    assert popular.movies[0].movie.movie_id == counts.index[0] or \
+        counts[popular.movies[0].movie.movie_id] == counts.iloc[0]
+    assert all("Comedy" in m.movie.genres for m in comedy.movies)
+    assert popular.movies[0].movie.movie_id not in {m.movie.movie_id for m in comedy.movies}
+
+
+def test_user_and_history_newest_first(catalog_url: str) -> None:
+    async def scenario(stub):
+        user = await stub.GetUser(pb.GetUserRequest(user_id=3), timeout=5)
+        history = await stub.GetUserHistory(pb.GetUserHistoryRequest(user_id=3), timeout=5)
+        liked = await stub.GetUserHistory(pb.GetUserHistoryRequest(user_id=3, min_rating=4,
+                                                                   limit=2), timeout=5)
+        missing = await _code(stub.GetUser(pb.GetUserRequest(user_id=10_000), timeout=5))
+        return user, history, liked, missing
+    user, history, liked, missing = run(catalog_url, scenario)
+    row = DATA.users.set_index("user_id").loc[3]
+    assert (user.user.gender, user.user.age, user.user.occupation) == (row.gender, row.age,
+                                                                      row.occupation)
+    times = [r.timestamp for r in history.ratings]
+    assert times == sorted(times, reverse=True)
+    assert len(history.ratings) == int((DATA.ratings.user_id == 3).sum())
+    assert len(liked.ratings) <= 2 and all(r.rating >= 4 for r in liked.ratings)
+    assert missing[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_record_rating_upserts_and_validates(catalog_url: str) -> None:
+    async def scenario(stub):
+        first = await stub.RecordRating(pb.RecordRatingRequest(user_id=7, movie_id=1, rating=2),
+                                        timeout=5)
+        second = await stub.RecordRating(pb.RecordRatingRequest(user_id=7, movie_id=1, rating=5),
+                                         timeout=5)
+        newcomer = await stub.RecordRating(pb.RecordRatingRequest(user_id=5000, movie_id=2,
+                                                                  rating=4), timeout=5)
+        history = await stub.GetUserHistory(pb.GetUserHistoryRequest(user_id=7, limit=1),
+                                            timeout=5)
+        bad = [await _code(stub.RecordRating(pb.RecordRatingRequest(user_id=7, movie_id=1,
+                                                                     rating=r), timeout=5))
+               for r in (0, 6)]
+        unknown = await _code(stub.RecordRating(pb.RecordRatingRequest(
+            user_id=7, movie_id=99_999, rating=3), timeout=5))
+        return first, second, newcomer, history, bad, unknown
+    first, second, newcomer, history, bad, unknown = run(catalog_url, scenario)
+    assert (second.rating.rating, second.rating.movie_id) == (5, 1)
+    assert second.rating.timestamp >= first.rating.timestamp
+    assert history.ratings[0].movie_id == 1 and history.ratings[0].rating == 5
+    assert newcomer.rating.user_id == 5000
+    assert all(code == grpc.StatusCode.INVALID_ARGUMENT and "rating" in text
+               for code, text in bad)
+    assert unknown[0] == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(("method", "request_", "field"), [
+    ("GetMovies", pb.GetMoviesRequest(movie_ids=[0]), "movie_ids"),
+    ("GetMovies", pb.GetMoviesRequest(movie_ids=list(range(1, 1002))), "movie_ids"),
+    ("SearchMovies", pb.SearchMoviesRequest(query="x" * 201), "query"),
+    ("SearchMovies", pb.SearchMoviesRequest(limit=-1), "limit"),
+    ("SearchMovies", pb.SearchMoviesRequest(limit=10_000), "limit"),
+    ("SearchMovies", pb.SearchMoviesRequest(page_token="garbage!"), "page_token"),
+    ("SearchMovies", pb.SearchMoviesRequest(years=common_pb2.YearRange(min_year=1990,
+                                                                       max_year=1980)), "years"),
+    ("ListPopular", pb.ListPopularRequest(limit=2_000_000), "limit"),
+    ("GetUser", pb.GetUserRequest(user_id=-4), "user_id"),
+    ("GetUserHistory", pb.GetUserHistoryRequest(user_id=1, min_rating=9), "min_rating"),
+    ("RecordRating", pb.RecordRatingRequest(user_id=0, movie_id=1, rating=3), "user_id"),
+])
+def test_bad_input_is_invalid_argument_naming_the_field(catalog_url, method, request_,
+                                                        field) -> None:
+    async def scenario(stub):
+        return await _code(getattr(stub, method)(request_, timeout=5))
+    code, details = run(catalog_url, scenario)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field)
+
+
+def test_sql_metacharacters_are_just_data(catalog_url: str) -> None:
+    async def scenario(stub):
+        search = await stub.SearchMovies(pb.SearchMoviesRequest(query=INJECTION), timeout=5)
+        genre = await stub.SearchMovies(pb.SearchMoviesRequest(genres=[INJECTION]), timeout=5)
+        popular = await stub.ListPopular(pb.ListPopularRequest(genres=["x' OR '1'='1"]),
+                                         timeout=5)
+        like = await stub.SearchMovies(pb.SearchMoviesRequest(query="%"), timeout=5)
+        return search, genre, popular, like
+    search, genre, popular, like = run(catalog_url, scenario)
+    assert not genre.movies and not popular.movies and not like.movies
+    assert all("drop" not in m.movie.title.lower() for m in search.movies)
+    with psycopg.connect(catalog_url) as conn:
+        assert conn.execute("SELECT count(*) FROM movies").fetchone()[0] == len(DATA.movies)
+
+
+def test_loader_is_idempotent_and_atomic(database_url: str) -> None:
+    url = _fresh_database(database_url)
+    first = asyncio.run(loader.load(url, DATA, DATA.ratings, progress=False))
+    second = asyncio.run(loader.load(url, DATA, DATA.ratings, progress=False))
+    assert first == second == {"movies": 80, "users": 60, "ratings": len(DATA.ratings)}
+    broken = DATA.ratings.copy()
+    broken.loc[broken.index[-1], "movie_id"] = 77_777  # no such movie: the merge fails
+    bigger = generate(90, 120, 12, seed=12)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        asyncio.run(loader.load(url, bigger, broken, progress=False))
+    with psycopg.connect(url) as conn:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+                  for t in ("movies", "users", "ratings")]
+        assert counts == [80, 60, len(DATA.ratings)]
+
+
+def test_health_waits_for_database_and_survives_restart(tmp_path: Path) -> None:
+    pg = LocalPostgres(tmp_path / "pg", durable=False)
+    url = pg.url  # port 0 until started: the service must wait, NOT_SERVING
+
+    async def scenario():
+        pg_port_url = pg.start()
+        server, channel, stub = await _serve(pg_port_url)
+        try:
+            await _wait_serving(channel)
+            await stub.ListGenres(pb.ListGenresRequest(), timeout=5)
+            pg.stop(mode="immediate")
+            start = time.monotonic()
+            code, _ = await _code(stub.ListGenres(pb.ListGenresRequest(), timeout=1.5))
+            elapsed = time.monotonic() - start
+            await asyncio.sleep(0.5)
+            health = health_pb2_grpc.HealthStub(channel)
+            down = (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
+            pg.start()
+            await _wait_serving(channel)
+            genres = await stub.ListGenres(pb.ListGenresRequest(), timeout=5)
+            return code, elapsed, down, genres
+        finally:
+            await channel.close()
+            await server.stop(0)
+            pg.stop()
+    assert url.endswith("/movierec")
+    code, elapsed, down, genres = asyncio.run(scenario())
+    assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert elapsed < 2.5
+    assert down == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert list(genres.genres) == []
+
+
+def test_not_serving_until_database_is_reachable(tmp_path: Path) -> None:
+    pg = LocalPostgres(tmp_path / "pg2", durable=False)
+
+    async def scenario():
+        pg_url = pg.start()
+        pg.stop(mode="immediate")
+        server, channel, _stub = await _serve(pg_url)
+        try:
+            health = health_pb2_grpc.HealthStub(channel)
+            await asyncio.sleep(0.5)
+            before = (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
+            pg.start()
+            await _wait_serving(channel)
+            return before
+        finally:
+            await channel.close()
+            await server.stop(0)
+            pg.stop()
+    assert asyncio.run(scenario()) == health_pb2.HealthCheckResponse.NOT_SERVING
