@@ -42,7 +42,7 @@ class LocalStores:
                 self.addresses[env] = self.environ[env]
                 continue
             server = self._make(store)
-            already = isinstance(server, LocalPostgres) and server.running()
+            already = isinstance(server, LocalPostgres | LocalMilvus) and server.running()
             self.addresses[env] = server.start()
             if not already:  # a server another process started is left to it
                 self.started[store] = server

@@ -11,6 +11,7 @@ in-flight calls for the grace period and runs the server's cleanups (pools, clie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -115,3 +116,35 @@ async def run_until_signal(server: ManagedServer) -> None:
     log.info("stopping", extra={"grace_seconds": server.grace})
     await server.stop()
     log.info("stopped")
+
+
+async def follow_health(server: ManagedServer, probe: Callable[[], Awaitable[bool]],
+                        interval: float, name: str) -> None:
+    """Forever: run ``probe`` every ``interval`` s and publish SERVING/NOT_SERVING from it.
+
+    Start the returned coroutine as a task and register its cancellation with
+    ``server.on_stop``; a probe that raises counts as not ready.
+    """
+    while True:
+        try:
+            ready = await probe()
+        except Exception as exc:  # noqa: BLE001 - a failing probe means not ready
+            log.warning("%s probe failed: %s", name, exc)
+            ready = False
+        if ready != server.readiness.serving:
+            log.log(logging.INFO if ready else logging.WARNING, "%s %s", name,
+                    "ready: SERVING" if ready else "not ready: NOT_SERVING")
+            await server.readiness.set_serving(ready)
+        await asyncio.sleep(interval)
+
+
+def start_task(server: ManagedServer, coroutine: Awaitable[None]) -> asyncio.Task:
+    """Run ``coroutine`` in the background until the server stops."""
+    task = asyncio.ensure_future(coroutine)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    server.on_stop(cancel)
+    return task

@@ -1,23 +1,27 @@
 """The catalog service process: settings, server factory and background upkeep.
 
-``create_server`` starts serving at once with health NOT_SERVING, then connects the
-pool and applies migrations in the background, retrying until PostgreSQL answers;
-health turns SERVING only then, and follows the database afterwards (a failed ping
-turns it NOT_SERVING until the database is back).
+``create_server`` starts serving at once with health NOT_SERVING; a background probe
+applies the migrations as soon as PostgreSQL answers and only then reports SERVING,
+and afterwards follows the database (a failed ping turns it NOT_SERVING until the
+database is back) and refreshes ListPopular's counts on schedule.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from movierec import settings
 from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from movierec.errors import MovierecError
-from movierec.server.factory import ManagedServer, ServiceSpec, build_server
+from movierec.server.factory import (
+    ManagedServer,
+    ServiceSpec,
+    build_server,
+    follow_health,
+    start_task,
+)
 from movierec.server.runner import serve_main
 from services.catalog.migrate import migrate
 from services.catalog.servicer import CatalogServicer
@@ -52,40 +56,27 @@ class CatalogSettings:
         doc="seconds between database pings that drive the health status")
 
 
-async def _connect(store: CatalogStore) -> None:
-    """Wait for PostgreSQL, then apply migrations; retried with backoff."""
-    await store.open()
-    delay = 0.2
-    while True:
-        try:
-            async with store.connection(5) as conn:
+class _Upkeep:
+    """Health probe of the catalog: migrations once, then a ping and timed refreshes."""
+
+    def __init__(self, store: CatalogStore, config: CatalogSettings) -> None:
+        self.store = store
+        self.config = config
+        self.migrated = False
+        self.refreshed = time.monotonic()
+
+    async def __call__(self) -> bool:
+        if not self.migrated:
+            async with self.store.connection(5) as conn:
                 applied = await migrate(conn)
             log.info("catalog ready", extra={"migrations_applied": applied})
-            return
-        except Exception as exc:  # noqa: BLE001 - logged and retried until it works
-            log.warning("database not ready: %s", exc, exc_info=not isinstance(exc, MovierecError))
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-
-
-async def _upkeep(server: ManagedServer, store: CatalogStore, config: CatalogSettings) -> None:
-    await _connect(store)
-    await server.readiness.set_serving(True)
-    since_refresh = 0.0
-    while True:
-        await asyncio.sleep(config.health_interval)
-        since_refresh += config.health_interval
-        try:
-            await store.ping(timeout=config.health_interval)
-            if not server.readiness.serving:
-                await server.readiness.set_serving(True)
-            if config.refresh_seconds and since_refresh >= config.refresh_seconds:
-                since_refresh = 0.0
-                await store.refresh_popularity()
-        except MovierecError:
-            if server.readiness.serving:
-                log.warning("database unreachable; NOT_SERVING until it is back")
-                await server.readiness.set_serving(False)
+            self.migrated = True
+        await self.store.ping(timeout=self.config.health_interval)
+        due = time.monotonic() - self.refreshed >= self.config.refresh_seconds
+        if self.config.refresh_seconds and due:
+            self.refreshed = time.monotonic()
+            await self.store.refresh_popularity()
+        return True
 
 
 async def create_server(config: CatalogSettings, port: int = 0) -> tuple[ManagedServer, int]:
@@ -99,14 +90,10 @@ async def create_server(config: CatalogSettings, port: int = 0) -> tuple[Managed
     spec = ServiceSpec(SERVICE, servicer, catalog_pb2_grpc.add_CatalogServicer_to_server)
     server, bound = await build_server("catalog", [spec], port,
                                        settings.load(settings.ServerSettings))
-    task = asyncio.create_task(_upkeep(server, store, config))
-
-    async def cleanup() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await store.close()
-    server.on_stop(cleanup)
+    await store.open()
+    server.on_stop(store.close)
+    start_task(server, follow_health(server, _Upkeep(store, config), config.health_interval,
+                                     "database"))
     return server, bound
 
 

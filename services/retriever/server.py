@@ -1,0 +1,66 @@
+"""The retriever service process: settings and server factory.
+
+Health is NOT_SERVING until Milvus answers and the model registry exists, and follows
+Milvus afterwards, so a Milvus outage is visible to probes and ends when it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from movierec import settings
+from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc
+from movierec.server.factory import (
+    ManagedServer,
+    ServiceSpec,
+    build_server,
+    follow_health,
+    start_task,
+)
+from movierec.server.runner import serve_main
+from services.retriever.engine import SearchEngine
+from services.retriever.milvus import MilvusVectors
+from services.retriever.servicer import RetrieverServicer
+
+SERVICE = retriever_pb2.DESCRIPTOR.services_by_name["Retriever"].full_name
+
+
+@dataclass(frozen=True)
+class RetrieverSettings:
+    milvus_uri: str = settings.setting("MILVUS_URI", "", secret=True,
+                                       doc="Milvus address (required by the retriever)")
+    port: int = settings.setting("RETRIEVER_PORT", 50052, minimum=0, maximum=65535,
+                                 doc="retriever gRPC port")
+    metrics_port: int = settings.setting("RETRIEVER_METRICS_PORT", 9092, minimum=-1,
+                                         maximum=65535, doc="retriever metrics port (-1 off)")
+    call_timeout: float = settings.setting("RETRIEVER_CALL_TIMEOUT", 1.0, minimum=0.01,
+                                           maximum=60, doc="longest Milvus time per call (s)")
+    registry_ttl: float = settings.setting("RETRIEVER_REGISTRY_TTL", 1.0, minimum=0,
+                                           maximum=3600,
+                                           doc="seconds a model's live collection is cached")
+    health_interval: float = settings.setting("RETRIEVER_HEALTH_INTERVAL", 2.0, minimum=0.1,
+                                              maximum=60, doc="seconds between Milvus probes")
+
+
+async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[ManagedServer, int]:
+    """Serve the retriever on ``port``; health turns SERVING once Milvus answers."""
+    if not config.milvus_uri:
+        raise settings.SettingsError("MILVUS_URI is required by the retriever service")
+    store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout)
+    engine = SearchEngine(store, config.registry_ttl)
+    spec = ServiceSpec(SERVICE, RetrieverServicer(engine, config.call_timeout),
+                       retriever_pb2_grpc.add_RetrieverServicer_to_server)
+    server, bound = await build_server("retriever", [spec], port,
+                                       settings.load(settings.ServerSettings))
+    start_task(server, follow_health(server, lambda: engine.ready(config.health_interval),
+                                     config.health_interval, "milvus"))
+
+    async def close() -> None:
+        store.close()
+    server.on_stop(close)
+    return server, bound
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve_main("retriever", RetrieverSettings, create_server, argv or [])
