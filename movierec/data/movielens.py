@@ -30,6 +30,13 @@ AGE_BUCKETS: dict[int, tuple[int, int]] = {
     1: (0, 17), 18: (18, 24), 25: (25, 34), 35: (35, 44), 45: (45, 49), 50: (50, 55), 56: (56, 200),
 }
 NUM_OCCUPATIONS = 21
+#: ml-1m occupation ids 0-20 and their names (ml-1m README).
+OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)
 #: ml-100k occupation names mapped onto the ml-1m occupation ids (README of ml-1m).
 ML100K_OCCUPATIONS: dict[str, int] = {
     "administrator": 3, "artist": 2, "doctor": 6, "educator": 1, "engineer": 17,

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -78,21 +79,26 @@ def wait_serving(proc: subprocess.Popen, name: str, port: int, timeout: float) -
     raise Unavailable(f"{name} was not SERVING on port {port} after {timeout:.0f}s")
 
 
+def launch(service: ServiceProcess, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    """Start ``movierec serve NAME`` with ``env``, its output appended to a log file."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"{service.name}.log").open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "movierec.cli", "serve", service.name],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 def start_services(env: dict[str, str], timeout: float) -> list[subprocess.Popen]:
     procs: list[subprocess.Popen] = []
     logs = runtime_root() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     for service in SERVICES:
         if not available(service):
             print(f"  {service.name:9s} missing: {service.module} is not built yet")
             continue
         port = int(env.setdefault(service.port_env, str(service.port)))
-        out = (logs / f"{service.name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "movierec.cli", "serve", service.name],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = launch(service, env, logs)
         procs.append(proc)
         wait_serving(proc, service.name, port, timeout)
-        print(f"  {service.name:9s} SERVING on 127.0.0.1:{port}  (log {out.name})")
+        print(f"  {service.name:9s} SERVING on 127.0.0.1:{port}  (log {logs / service.name}.log)")
     return procs
 
 

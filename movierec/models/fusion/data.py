@@ -1,0 +1,110 @@
+"""Training batches: rating rows joined to the per-user and per-movie feature tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+
+from movierec.data.movielens import MovieLens
+from movierec.models.fusion.features import (
+    UNKNOWN,
+    MovieFeatures,
+    UserFeatures,
+    Vocab,
+    movie_features,
+    user_features,
+)
+
+
+@dataclass
+class Tables:
+    """Feature rows for every user and movie of a data set, and raw id -> row maps."""
+
+    users: UserFeatures
+    movies: MovieFeatures
+    user_ids: np.ndarray
+    movie_ids: np.ndarray
+    windows: np.ndarray
+
+    def user_rows(self, ids: np.ndarray) -> np.ndarray:
+        return _rows(self.user_ids, ids, "user")
+
+    def movie_rows(self, ids: np.ndarray) -> np.ndarray:
+        return _rows(self.movie_ids, ids, "movie")
+
+
+def _rows(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    pos = np.searchsorted(sorted_ids, ids)
+    if len(ids) and (pos.max() >= len(sorted_ids) or (sorted_ids[pos] != ids).any()):
+        raise ValueError(f"rating refers to a {what} id missing from the {what}s file")
+    return pos
+
+
+def build_tables(vocab: Vocab, data: MovieLens, window: int) -> Tables:
+    """Feature tables of every user and movie, with the title word windows precomputed."""
+    users = data.users.sort_values("user_id")
+    movies = data.movies.sort_values("movie_id")
+    movie_table = movie_features(vocab, movies)
+    return Tables(user_features(vocab, users), movie_table,
+                  users["user_id"].to_numpy().astype(np.int64),
+                  movies["movie_id"].to_numpy().astype(np.int64), movie_table.windows(window))
+
+
+@dataclass
+class Batch:
+    """One mini-batch of model inputs (numpy) and ratings in stars."""
+
+    users: UserFeatures
+    movies: MovieFeatures
+    windows: np.ndarray
+    rating: np.ndarray
+
+    def inputs(self) -> list[paddle.Tensor]:
+        u, m = self.users, self.movies
+        return [paddle.to_tensor(a) for a in (u.uid, u.gender, u.age, u.occupation,
+                                               m.mid, m.genres, self.windows)]
+
+
+class Batcher:
+    """Shuffled mini-batches of (user row, movie row, rating) with id dropout."""
+
+    def __init__(self, tables: Tables, user_rows: np.ndarray, movie_rows: np.ndarray,
+                 ratings: np.ndarray) -> None:
+        self.tables = tables
+        self.user_rows = user_rows
+        self.movie_rows = movie_rows
+        self.ratings = ratings.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.ratings)
+
+    def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None,
+              user_drop: float = 0.0, movie_drop: float = 0.0) -> Batch:
+        users = self.tables.users.take(self.user_rows[rows])
+        movie_rows = self.movie_rows[rows]
+        movies = self.tables.movies.take(movie_rows)
+        if rng is not None and user_drop > 0:
+            users.uid = np.where(rng.random(len(rows)) < user_drop, UNKNOWN, users.uid)
+        if rng is not None and movie_drop > 0:
+            movies.mid = np.where(rng.random(len(rows)) < movie_drop, UNKNOWN, movies.mid)
+        return Batch(users, movies, self.tables.windows[movie_rows], self.ratings[rows])
+
+    def epoch(self, batch_size: int, rng: np.random.Generator, user_drop: float,
+              movie_drop: float) -> Iterator[Batch]:
+        order = rng.permutation(len(self))
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start:start + batch_size], rng, user_drop, movie_drop)
+
+    def ordered(self, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, len(self), batch_size):
+            yield self.batch(np.arange(start, min(start + batch_size, len(self))))
+
+
+def batcher_for(tables: Tables, frame) -> Batcher:
+    """A batcher over the rows of a ratings frame."""
+    return Batcher(tables, tables.user_rows(frame["user_id"].to_numpy().astype(np.int64)),
+                   tables.movie_rows(frame["movie_id"].to_numpy().astype(np.int64)),
+                   frame["rating"].to_numpy())

@@ -1,0 +1,88 @@
+"""Writing and reading fusion artifacts (see :mod:`movierec.models.artifact`).
+
+Files of one version, besides ``metadata.json``, ``item_ids.npy`` and
+``item_vectors.npy`` (every movie of the movies file, rated or not, L2-normalized):
+
+* ``model.pdparams``: the Paddle state dict; ``config.json``: the
+  :class:`FusionConfig` plus the vocabulary sizes needed to rebuild the network;
+* ``vocab.json``: user/movie id maps, title words, genres;
+* ``user_tower.npz``: the user tower's weights as numpy arrays, so the embedder can
+  encode profiles without importing Paddle (:mod:`movierec.models.fusion.inference`).
+
+Scores convert to stars as ``offset + scale * dot(user_vector, item_vector)``; both
+numbers are in ``metadata["score"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+
+from movierec.data.movielens import MovieLens
+from movierec.models.artifact import ArtifactWriter, normalize
+from movierec.models.fusion.data import Tables, build_tables
+from movierec.models.fusion.features import Vocab
+from movierec.models.fusion.model import FusionConfig, FusionModel
+
+MODEL_NAME = "fusion"
+USER_TOWER_PREFIX = "user."
+
+
+@paddle.no_grad()
+def movie_vectors(model: FusionModel, tables: Tables, batch_size: int = 4096) -> np.ndarray:
+    """L2-normalized movie-tower outputs for every row of ``tables.movies``."""
+    model.eval()
+    movies, out = tables.movies, []
+    for start in range(0, len(movies.mid), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(movies.mid)))
+        part = movies.take(rows)
+        out.append(model.movie(paddle.to_tensor(part.mid), paddle.to_tensor(part.genres),
+                               paddle.to_tensor(tables.windows[rows])).numpy())
+    return normalize(np.concatenate(out))
+
+
+def user_tower_arrays(model: FusionModel) -> dict[str, np.ndarray]:
+    """The user tower's parameters by state-dict name (without the ``user.`` prefix)."""
+    return {name[len(USER_TOWER_PREFIX):]: value.numpy()
+            for name, value in model.state_dict().items() if name.startswith(USER_TOWER_PREFIX)}
+
+
+def score_map(model: FusionModel) -> dict[str, Any]:
+    return {"scale": model.scale.item(), "offset": model.offset.item(), "clip": [1.0, 5.0],
+            "formula": "stars = clip(offset + scale * dot(user_vector, item_vector), 1, 5)"}
+
+
+def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
+           metadata: dict[str, Any], root: Path | None = None) -> Path:
+    """Publish a new fusion version; returns its directory."""
+    writer = ArtifactWriter(MODEL_NAME, root)
+    try:
+        tables = build_tables(vocab, data, cfg.window)
+        paddle.save(model.state_dict(), str(writer.path / "model.pdparams"))
+        config = {"config": cfg.to_dict(), "num_users": vocab.num_users,
+                  "num_movies": vocab.num_movies, "num_genres": len(vocab.genres),
+                  "num_words": vocab.num_words}
+        (writer.path / "config.json").write_text(json.dumps(config, indent=2))
+        vocab.save(writer.path / "vocab.json")
+        np.savez(writer.path / "user_tower.npz", **user_tower_arrays(model))
+        meta = {"dataset": data.name, "data_checksum": data.checksum,
+                "score": score_map(model), "params": cfg.to_dict(), **metadata}
+        return writer.finish(meta, tables.movie_ids, movie_vectors(model, tables))
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def load_model(path: Path) -> tuple[FusionModel, FusionConfig, Vocab]:
+    """Rebuild the Paddle network of an artifact version (in eval mode)."""
+    config = json.loads((path / "config.json").read_text())
+    cfg = FusionConfig.from_dict(config["config"])
+    model = FusionModel(cfg, config["num_users"], config["num_movies"], config["num_genres"],
+                        config["num_words"])
+    model.set_state_dict(paddle.load(str(path / "model.pdparams")))
+    model.eval()
+    return model, cfg, Vocab.load(path / "vocab.json")

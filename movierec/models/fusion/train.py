@@ -1,0 +1,177 @@
+"""Training loop: Adam on squared error in stars, early stopping on a holdout slice.
+
+The validation slice is carved out of the training split with
+:func:`movierec.data.splits.holdout`; after every epoch the model is scored on it,
+the best weights are checkpointed (``best.pdparams``) together with a resumable
+``last`` state, and training stops after ``patience`` epochs without improvement,
+after ``epochs`` epochs, or when the wall-clock budget ``max_minutes`` runs out.
+The same seed, data and config reproduce the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pandas as pd
+from tqdm import tqdm
+
+from movierec.data.movielens import MovieLens
+from movierec.data.splits import holdout
+from movierec.models.fusion.baselines import scores
+from movierec.models.fusion.data import Batcher, Tables, batcher_for, build_tables
+from movierec.models.fusion.features import Vocab, build_vocab
+from movierec.models.fusion.model import FusionConfig, FusionModel
+
+
+@dataclass
+class TrainResult:
+    """A trained model with everything needed to evaluate and export it."""
+
+    model: FusionModel
+    config: FusionConfig
+    vocab: Vocab
+    tables: Tables
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    valid_rmse: float = float("inf")
+    seconds: float = 0.0
+
+
+def use_cpu(threads: int = 1) -> None:
+    """Run Paddle on ``threads`` CPU threads."""
+    paddle.set_device("cpu")
+    paddle.base.core.set_num_threads(threads)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Paddle's, Python's and numpy's global generators."""
+    paddle.seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def build_model(cfg: FusionConfig, vocab: Vocab, mean_rating: float) -> FusionModel:
+    return FusionModel(cfg, vocab.num_users, vocab.num_movies, len(vocab.genres),
+                       vocab.num_words, mean_rating)
+
+
+@paddle.no_grad()
+def predict(model: FusionModel, batcher: Batcher, batch_size: int = 8192) -> np.ndarray:
+    """Raw (unclipped) predicted stars for every row of ``batcher``."""
+    model.eval()
+    out = [model(*b.inputs()).numpy() for b in batcher.ordered(batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _optimizer(cfg: FusionConfig, model: FusionModel) -> paddle.optimizer.Optimizer:
+    if cfg.weight_decay > 0:
+        return paddle.optimizer.AdamW(cfg.lr, parameters=model.parameters(),
+                                      weight_decay=cfg.weight_decay)
+    return paddle.optimizer.Adam(cfg.lr, parameters=model.parameters())
+
+
+def _run_epoch(model, opt, batcher: Batcher, cfg: FusionConfig, rng: np.random.Generator,
+               deadline: float, desc: str, progress: bool) -> tuple[float, bool]:
+    """One pass over the data; returns (mean loss, whether the time budget ran out)."""
+    model.train()
+    total, count = 0.0, 0
+    steps = -(-len(batcher) // cfg.batch_size)
+    with tqdm(batcher.epoch(cfg.batch_size, rng, cfg.user_id_dropout, cfg.movie_id_dropout),
+              total=steps, desc=desc, disable=not progress, leave=False) as bar:
+        for batch in bar:
+            inputs = batch.inputs()
+            loss = paddle.mean((model(*inputs) - paddle.to_tensor(batch.rating)) ** 2)
+            loss.backward()
+            opt.step()
+            opt.clear_grad()
+            total += float(loss) * len(batch.rating)
+            count += len(batch.rating)
+            bar.set_postfix(mse=f"{total / count:.4f}", refresh=False)
+            if time.monotonic() > deadline:
+                return total / count, True
+    return total / max(count, 1), False
+
+
+def _param_names(model: FusionModel) -> dict[str, str]:
+    """Structured name -> Paddle's unique tensor name (which differs between processes)."""
+    return {key: param.name for key, param in model.named_parameters()}
+
+
+def _renamed(opt_state: dict, old: dict[str, str], new: dict[str, str]) -> dict:
+    """Optimizer state keyed by the current model's tensor names instead of the saved ones."""
+    prefixes = {old[key] + "_": new[key] + "_" for key in new}
+    out = {}
+    for key, value in opt_state.items():
+        match = next((p for p in prefixes if isinstance(key, str) and key.startswith(p)), None)
+        out[prefixes[match] + key[len(match):] if match else key] = value
+    return out
+
+
+def _save_last(ckpt: Path, model, opt, state: dict) -> None:
+    paddle.save(model.state_dict(), str(ckpt / "last.pdparams"))
+    paddle.save(opt.state_dict(), str(ckpt / "last.pdopt"))
+    (ckpt / "last.json").write_text(json.dumps({**state, "param_names": _param_names(model)}))
+
+
+def _resume(ckpt: Path, model, opt, rng: np.random.Generator) -> dict | None:
+    if not (ckpt / "last.json").is_file():
+        return None
+    state = json.loads((ckpt / "last.json").read_text())
+    model.set_state_dict(paddle.load(str(ckpt / "last.pdparams")))
+    opt.set_state_dict(_renamed(paddle.load(str(ckpt / "last.pdopt")), state["param_names"],
+                                _param_names(model)))
+    rng.bit_generator.state = state["rng"]
+    return state
+
+
+def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: int,
+                checkpoint_dir: Path, *, progress: bool = True,
+                resume: bool = False) -> TrainResult:
+    """Fit on ``train`` minus a holdout slice; return the best-on-validation model."""
+    started = time.monotonic()
+    seed_everything(seed)
+    fit, valid = holdout(train, cfg.valid_fraction, seed)
+    vocab = build_vocab(fit, data.movies, data.genres, cfg.title_len)
+    tables = build_tables(vocab, data, cfg.window)
+    fit_b, valid_b = batcher_for(tables, fit), batcher_for(tables, valid)
+    model = build_model(cfg, vocab, float(fit["rating"].mean()))
+    opt = _optimizer(cfg, model)
+    rng = np.random.default_rng(seed)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    state = (_resume(checkpoint_dir, model, opt, rng) if resume else None) or {
+        "epoch": 0, "best_epoch": 0, "best": float("inf"), "history": []}
+    deadline = started + cfg.max_minutes * 60
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        loss, out_of_time = _run_epoch(model, opt, fit_b, cfg, rng, deadline,
+                                       f"epoch {epoch}/{cfg.epochs}", progress)
+        valid_rmse = scores(predict(model, valid_b), valid_b.ratings)["rmse"]
+        state["history"].append({"epoch": epoch, "train_mse": round(loss, 5),
+                                 "valid_rmse": round(valid_rmse, 5),
+                                 "seconds": round(time.monotonic() - started, 1)})
+        if progress:
+            tqdm.write(f"epoch {epoch}: train mse {loss:.4f}  valid rmse {valid_rmse:.4f}")
+        if valid_rmse < state["best"]:
+            state.update(best=valid_rmse, best_epoch=epoch)
+            paddle.save(model.state_dict(), str(checkpoint_dir / "best.pdparams"))
+        state.update(epoch=epoch, rng=rng.bit_generator.state)
+        _save_last(checkpoint_dir, model, opt, state)
+        if out_of_time or epoch - state["best_epoch"] >= cfg.patience:
+            break
+    model.set_state_dict(paddle.load(str(checkpoint_dir / "best.pdparams")))
+    model.eval()
+    return TrainResult(model, cfg, vocab, tables, state["history"], state["best_epoch"],
+                       state["best"], time.monotonic() - started)
+
+
+def split_metrics(result: TrainResult, frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """RMSE/MAE in stars on ``frame``, with user ids known and hidden (cold start)."""
+    known = batcher_for(result.tables, frame)
+    hidden = batcher_for(replace(result.tables, users=result.tables.users.hide_ids()), frame)
+    return {"test": scores(predict(result.model, known), known.ratings),
+            "test_cold_start": scores(predict(result.model, hidden), hidden.ratings)}

@@ -1,0 +1,171 @@
+"""``movierec train pinsage`` and ``movierec evaluate pinsage``.
+
+The CLI adds the common flags (``--dataset``, ``--data-dir``, ``--seed``,
+``--artifacts``, and for evaluate ``--json`` and ``--artifact``); the flags below are
+PinSage's own. Defaults are the documented ml-1m configuration (docs/pinsage.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from movierec.data.source import home_dir, load_dataset
+from movierec.data.splits import make_split
+from movierec.errors import DataError
+from movierec.models.artifact import latest, read_metadata
+from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
+from movierec.models.pinsage.evaluate import baselines
+from movierec.models.pinsage.evaluate.protocols import (
+    PROTOCOL_SPLITS,
+    embedding_scorer,
+    ranking_tasks,
+    split_for,
+)
+from movierec.models.pinsage.evaluate.ranking import RankingTask
+from movierec.models.pinsage.evaluate.ranking import evaluate as rank_evaluate
+from movierec.models.pinsage.export import export
+from movierec.models.pinsage.graph import build_training_graph
+from movierec.models.pinsage.sampler import WalkConfig
+from movierec.models.pinsage.train import TrainConfig, item_vectors
+from movierec.models.pinsage.train import train as run_training
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    parser.add_argument("--split", choices=list(PROTOCOL_SPLITS.values()), default="recbole_811",
+                        help="training data is this split's training part")
+    parser.add_argument("--objective", choices=["softmax", "margin"], default=d.objective)
+    parser.add_argument("--aggregation", choices=["mean", "rating"], default=d.aggregation)
+    parser.add_argument("--dim", type=int, default=d.dim)
+    parser.add_argument("--layers", type=int, default=d.layers)
+    parser.add_argument("--temperature", type=float, default=d.temperature)
+    parser.add_argument("--target-frac", type=float, default=d.target_frac)
+    parser.add_argument("--batch-users", type=int, default=d.batch_users)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--max-epochs", type=int, default=d.max_epochs)
+    parser.add_argument("--patience", type=int, default=d.patience)
+    parser.add_argument("--time-budget", type=float, default=d.time_budget_s / 60,
+                        help="minutes of training before stopping at the best epoch so far")
+    parser.add_argument("--neighbors", type=int, default=d.walks.num_neighbors)
+    parser.add_argument("--walks", type=int, default=d.walks.num_random_walks)
+    parser.add_argument("--checkpoint-dir", type=str, default=None,
+                        help="where best.pt goes (default: $MOVIEREC_HOME/checkpoints/pinsage)")
+    _common_runtime_args(parser)
+
+
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=list(PROTOCOL_SPLITS), default="recbole")
+    parser.add_argument("--no-baselines", action="store_true", help="score PinSage only")
+    parser.add_argument("--bpr-epochs", type=int, default=baselines.BprConfig.epochs)
+    parser.add_argument("--knn-k", type=int, default=100)
+    _common_runtime_args(parser)
+
+
+def _common_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the CPU is shared)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    walks = WalkConfig(num_random_walks=args.walks, num_neighbors=args.neighbors)
+    values = {"dim": args.dim, "layers": args.layers, "objective": args.objective,
+              "aggregation": args.aggregation, "temperature": args.temperature,
+              "target_frac": args.target_frac, "batch_users": args.batch_users, "lr": args.lr,
+              "dropout": args.dropout, "max_epochs": args.max_epochs, "patience": args.patience,
+              "time_budget_s": args.time_budget * 60, "walks": walks, "seed": args.seed}
+    return TrainConfig(**values)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train on the split's training part, evaluate on its test part, export the artifact."""
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    data = load_dataset(args.dataset, args.data_dir)
+    split = make_split(data, args.split, seed=args.seed)
+    graph = build_training_graph(data, split.train)
+    valid, test = ranking_tasks(data, split)
+    config = _config(args)
+    checkpoints = Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)
+    result = run_training(graph, valid, config, checkpoints, progress=not args.no_progress)
+    vectors = item_vectors(result.model, result.export_graphs)
+    scorer = embedding_scorer(vectors, test.history, config.aggregation)
+    test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
+    info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
+            "split_seed": args.seed, "metrics": {"test": test_metrics},
+            "wall_seconds": round(time.perf_counter() - started, 1)}
+    path = export(result, graph, config, info, args.artifacts)
+    print(f"pinsage: best epoch {result.best_epoch}, {result.seconds:.0f} s training, "
+          f"test recall@10 {test_metrics['recall@10']:.4f} ndcg@10 {test_metrics['ndcg@10']:.4f}"
+          f"\nartifact: {path}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Full-ranking test metrics of the artifact and of the baselines, same split."""
+    torch.set_num_threads(args.threads)
+    path = args.artifact or latest(MODEL, args.artifacts)
+    meta = read_metadata(path)
+    split_name = split_for(args.protocol)
+    data = load_dataset(args.dataset, args.data_dir)
+    if meta.get("split") != split_name:
+        raise DataError(f"{path} was trained on split {meta.get('split')}; protocol "
+                        f"{args.protocol} needs a model trained on {split_name} "
+                        f"(movierec train pinsage --split {split_name})")
+    if data.checksum != meta.get("data_checksum"):
+        raise DataError(f"{path} was trained on {meta.get('dataset')}, not on these "
+                        f"{data.name} files (data checksum differs)")
+    split = make_split(data, split_name, seed=int(meta["split_seed"]))
+    valid, test = ranking_tasks(data, split)
+    results = _score_all(path, valid, test, args)
+    report = {"dataset": args.dataset, "protocol": args.protocol, "split": split_name,
+              "split_seed": meta["split_seed"], "artifact": str(path), "users": test.rows.size,
+              "results": results}
+    print(json.dumps(report, indent=2) if args.json else _table(report))
+    return 0
+
+
+def _score_all(path: Path, valid: RankingTask, test: RankingTask,
+               args: argparse.Namespace) -> dict[str, dict]:
+    """PinSage from the artifact's vectors, then MostPop, ItemKNN and BPR fitted on train."""
+    encoder = PinSageEncoder.load(path)
+    vectors = encoder.vectors[encoder.rows(test.movie_ids)]
+    out = {"pinsage": _timed(lambda: embedding_scorer(vectors, test.history,
+                                                      encoder.aggregation), test)}
+    if args.no_baselines:
+        return out
+    out["mostpop"] = _timed(lambda: baselines.most_pop(valid.history), test)
+    out["itemknn"] = _timed(lambda: baselines.item_knn(valid.history, test.history,
+                                                       k=args.knn_k), test)
+    config = baselines.BprConfig(epochs=args.bpr_epochs, seed=args.seed)
+    bpr_info: dict = {}
+
+    def fit_bpr():
+        scorer, info = baselines.bpr(valid.history, valid, config)
+        bpr_info.update(info)
+        return scorer
+
+    out["bpr"] = {**_timed(fit_bpr, test), **bpr_info}
+    return out
+
+
+def _timed(build, task) -> dict:
+    started = time.perf_counter()
+    metrics = rank_evaluate(build(), task)
+    return {**{k: round(v, 5) for k, v in metrics.items()},
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _table(report: dict) -> str:
+    names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit@10", "mrr@10", "precision@10"]
+    lines = [f"{report['dataset']} protocol={report['protocol']} users={report['users']}",
+             f"{'model':<10}" + "".join(f"{n:>13}" for n in names)]
+    for model, metrics in report["results"].items():
+        lines.append(f"{model:<10}" + "".join(f"{metrics[n]:>13.4f}" for n in names))
+    return "\n".join(lines)

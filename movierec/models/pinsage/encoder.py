@@ -1,0 +1,104 @@
+"""Light inference over an exported PinSage artifact: numpy only, no torch or dgl.
+
+>>> encoder = PinSageEncoder.load()                  # latest artifacts/pinsage version
+>>> vector = encoder.embed_liked([1, 260, 1196])     # unit vector, see .aggregation
+>>> encoder.recommend([1, 260, 1196], n=10)          # [(movie_id, score), ...]
+
+The user vector is :func:`movierec.models.pinsage.aggregation.aggregate` of the
+exported item vectors: the same function evaluation uses, so served
+recommendations are the ones that were measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from movierec.errors import InvalidArgument
+from movierec.models.artifact import latest, read_item_vectors, read_metadata
+from movierec.models.pinsage.aggregation import aggregate, history_weights
+
+MODEL = "pinsage"
+FIELD = "liked_movie_ids"
+
+
+class PinSageEncoder:
+    """Maps liked movie ids to a user vector and ranks movies against it."""
+
+    def __init__(self, movie_ids: np.ndarray, vectors: np.ndarray,
+                 metadata: dict[str, Any] | None = None) -> None:
+        order = np.argsort(movie_ids, kind="stable")
+        self.movie_ids = np.asarray(movie_ids, dtype=np.int64)[order]
+        self.vectors = np.asarray(vectors, dtype=np.float32)[order]
+        self.metadata = metadata or {}
+
+    @classmethod
+    def load(cls, path: Path | None = None, root: Path | None = None) -> PinSageEncoder:
+        """Load an artifact version directory (default: the latest pinsage version)."""
+        path = Path(path) if path is not None else latest(MODEL, root)
+        ids, vectors = read_item_vectors(path)
+        return cls(ids, vectors, read_metadata(path))
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def aggregation(self) -> str:
+        """How a known user's rated history is weighted (see :mod:`.aggregation`)."""
+        return str(self.metadata.get("aggregation", "mean"))
+
+    def rows(self, movie_ids: Sequence[int]) -> np.ndarray:
+        """Row of each movie id; unknown ids raise InvalidArgument(liked_movie_ids)."""
+        ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
+        pos = np.clip(np.searchsorted(self.movie_ids, ids), 0, len(self.movie_ids) - 1)
+        unknown = ids[self.movie_ids[pos] != ids]
+        if len(unknown):
+            shown = ", ".join(str(i) for i in unknown[:10])
+            raise InvalidArgument(FIELD, f"unknown movie ids: {shown}")
+        return pos
+
+    def embed_liked(self, movie_ids: Sequence[int],
+                    weights: Sequence[float] | None = None) -> np.ndarray:
+        """Unit vector of a liked list: weighted mean of its item vectors (weights default 1)."""
+        if len(movie_ids) == 0:
+            raise InvalidArgument(FIELD, "at least one liked movie is required")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float32)
+            if weights.shape != (len(movie_ids),) or (weights < 0).any() or weights.sum() <= 0:
+                raise InvalidArgument("weights", "need one non-negative weight per liked movie")
+        return aggregate(self.vectors, self.rows(movie_ids), weights)
+
+    def embed_liked_batch(self, lists: Sequence[Sequence[int]],
+                          weights: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
+        """(len(lists), dim) unit vectors, one per liked list."""
+        weights = weights if weights is not None else [None] * len(lists)
+        if len(weights) != len(lists):
+            raise InvalidArgument("weights", "need one weight list (or None) per liked list")
+        out = np.zeros((len(lists), self.dim), dtype=np.float32)
+        for i, (ids, w) in enumerate(zip(lists, weights, strict=True)):
+            out[i] = self.embed_liked(ids, w)
+        return out
+
+    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> np.ndarray:
+        """A known user's vector from their rated history, weighted by the artifact's scheme."""
+        return self.embed_liked(movie_ids, history_weights(np.asarray(ratings), self.aggregation))
+
+    def top_n(self, vector: np.ndarray, n: int,
+              exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
+        """The ``n`` movies with the highest dot product with ``vector``, minus ``exclude``."""
+        scores = self.vectors @ np.asarray(vector, dtype=np.float32)
+        if len(exclude):
+            scores[self.rows(exclude)] = -np.inf
+        n = max(0, min(n, int(np.isfinite(scores).sum())))
+        best = np.argpartition(-scores, n - 1)[:n] if n else np.array([], dtype=np.int64)
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(self.movie_ids[i]), float(scores[i])) for i in best]
+
+    def recommend(self, liked: Sequence[int], n: int = 10,
+                  weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+        """Top ``n`` movies for a liked list, the liked movies excluded."""
+        return self.top_n(self.embed_liked(liked, weights), n, exclude=liked)

@@ -1,0 +1,62 @@
+"""Export a trained PinSage as a versioned artifact (see :mod:`movierec.models.artifact`).
+
+Besides ``item_ids.npy``/``item_vectors.npy`` (every movie of the movies file, unit
+vectors computed with the export neighbourhoods) and ``metadata.json``, a version holds:
+
+* ``model.pt``: the network's ``state_dict`` (torch) and ``config.json`` (hyper-parameters),
+* ``vocab.json``: title-token vocabulary and genre list (to rebuild the features),
+* ``cold_movie_ids.json``: movies without training edges, embedded from features only.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from movierec.models.artifact import ArtifactWriter
+from movierec.models.pinsage.encoder import MODEL
+from movierec.models.pinsage.graph import TrainingGraph
+from movierec.models.pinsage.train import TrainConfig, TrainResult, item_vectors
+
+
+def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
+           info: dict[str, Any], root: Path | None = None) -> Path:
+    """Write the artifact; ``info`` adds dataset, split, checksum and metrics to metadata."""
+    writer = ArtifactWriter(MODEL, root)
+    try:
+        torch.save(result.model.state_dict(), writer.path / "model.pt")
+        (writer.path / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        vocab = {"title_tokens": data.vocab, "genres": list(data.genres)}
+        (writer.path / "vocab.json").write_text(json.dumps(vocab))
+        cold = data.movie_ids[~data.features.has_edges].tolist()
+        (writer.path / "cold_movie_ids.json").write_text(json.dumps(cold))
+        vectors = item_vectors(result.model, result.export_graphs)
+        metadata = {**info, **_training_metadata(result, config, len(cold))}
+        return writer.finish(metadata, data.movie_ids, vectors)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _training_metadata(result: TrainResult, config: TrainConfig, cold: int) -> dict[str, Any]:
+    return {
+        "aggregation": config.aggregation,
+        "objective": config.objective,
+        "dims": {"hidden": config.dim, "output": config.dim, "layers": config.layers},
+        "cold_movies": {"count": cold, "file": "cold_movie_ids.json"},
+        "training": {"seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
+                     "epochs_run": len(result.log), "threads": torch.get_num_threads(),
+                     "torch": torch.__version__, "python": platform.python_version(),
+                     "log": result.log},
+        "valid_metrics": {k: round(v, 5) for k, v in result.best_valid.items()},
+        "seed": config.seed,
+        "vector_norm": "l2",
+        "score": "dot",
+        "numpy": np.__version__,
+    }

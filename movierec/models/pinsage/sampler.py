@@ -1,0 +1,102 @@
+"""Sampling: PinSage neighbourhoods, item-item positives and user training batches.
+
+* :class:`NeighbourSampler` wraps ``dgl.sampling.PinSAGESampler``: random walks
+  movie -> user -> movie with restart from every movie; the ``num_neighbors`` most
+  visited movies become its neighbours, weighted by visit count (edge data
+  ``weights``). One sample covers the whole catalog (a homogeneous movie graph,
+  edges neighbour -> movie), so a training step embeds every movie at once.
+* :func:`cooccurrence_pairs` draws (movie, movie) positives from movie -> user ->
+  movie walks: the reference design's item-item objective.
+* :func:`split_histories` cuts each user's history into an input part (aggregated
+  into the user vector) and target part (to be ranked): the user-aware objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from movierec.compat.dgl import import_dgl
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """PinSAGESampler settings (DGL example: 2 traversals, 0.5, 10 walks, 3 neighbours)."""
+
+    num_traversals: int = 2
+    termination_prob: float = 0.5
+    num_random_walks: int = 20
+    num_neighbors: int = 10
+
+
+class NeighbourSampler:
+    """Whole-catalog PinSage neighbourhoods of a user-movie heterograph."""
+
+    def __init__(self, graph, config: WalkConfig) -> None:
+        dgl = import_dgl()
+        self._dgl = dgl
+        self.num_items = graph.num_nodes("movie")
+        self._sampler = dgl.sampling.PinSAGESampler(
+            graph, "movie", "user", config.num_traversals, config.termination_prob,
+            config.num_random_walks, config.num_neighbors)
+
+    def sample(self):
+        """A movie graph: each movie's top-visited neighbours, edge data ``weights``."""
+        frontier = self._sampler(torch.arange(self.num_items))
+        frontier = self._dgl.remove_self_loop(frontier)
+        frontier.edata["weights"] = frontier.edata["weights"].float()
+        return frontier
+
+    def layers(self, count: int) -> list:
+        """``count`` independent samples, one per convolution layer."""
+        return [self.sample() for _ in range(count)]
+
+
+def cooccurrence_pairs(graph, heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head, tail) movie pairs where tail follows head on a movie -> user -> movie walk."""
+    dgl = import_dgl()
+    traces, _ = dgl.sampling.random_walk(graph, heads, metapath=["watched-by", "watched"])
+    tails = traces[:, 2]
+    keep = (tails >= 0) & (tails != heads)
+    return heads[keep], tails[keep]
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Input weights (aggregated into the user vector) and targets of some users."""
+
+    inputs: torch.Tensor   # sparse COO (B, N) aggregation weights
+    seen: torch.Tensor     # bool (B, N): input items, excluded from the ranking
+    targets: torch.Tensor  # float (B, N): 1 for held-out target items
+
+
+def split_histories(weights: sparse.csr_matrix, target_frac: float,
+                    rng: np.random.Generator) -> UserBatch:
+    """Hold out ``target_frac`` of each row's items (at least one, never all) as targets.
+
+    Every row must have at least two items.
+    """
+    counts = np.diff(weights.indptr)
+    draw = rng.random(weights.nnz)
+    starts = weights.indptr[:-1]
+    row_min = np.repeat(np.minimum.reduceat(draw, starts), counts)
+    row_max = np.repeat(np.maximum.reduceat(draw, starts), counts)
+    is_target = ((draw < target_frac) | (draw == row_min)) & (draw != row_max)
+    rows = np.repeat(np.arange(weights.shape[0]), counts)
+    shape = weights.shape
+    inputs = _coo(rows[~is_target], weights.indices[~is_target], weights.data[~is_target], shape)
+    seen = torch.zeros(shape, dtype=torch.bool)
+    seen[rows[~is_target], weights.indices[~is_target]] = True
+    targets = torch.zeros(shape)
+    targets[rows[is_target], weights.indices[is_target]] = 1.0
+    return UserBatch(inputs, seen, targets)
+
+
+def _coo(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
+         shape: tuple[int, int]) -> torch.Tensor:
+    index = torch.from_numpy(np.vstack([rows, cols]).astype(np.int64))
+    values_t = torch.from_numpy(values.astype(np.float32))
+    return torch.sparse_coo_tensor(index, values_t, shape, check_invariants=False)

@@ -1,0 +1,77 @@
+"""The models the embedder serves, loaded from artifacts and swapped in when newer.
+
+``ModelSet.reload`` reads each model's ``LATEST`` pointer and loads a version only
+when it differs from the one in memory; the new encoders replace the old ones in one
+assignment, so a request sees either the old or the new set, never a mix. Servers
+only load and infer: nothing here trains.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from movierec.errors import DataError, FailedPrecondition
+from movierec.models.artifact import artifacts_root, latest, read_metadata
+from movierec.models.fusion.inference import FusionEncoder
+from movierec.models.pinsage.encoder import PinSageEncoder
+
+log = logging.getLogger(__name__)
+MODELS = ("fusion", "pinsage")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded model version."""
+
+    model: str
+    version: str
+    dim: int
+    path: Path
+    encoder: object
+
+
+@dataclass
+class ModelSet:
+    """The current fusion and PinSage encoders of this process."""
+
+    root: Path | None = None
+    current: dict[str, Loaded] = field(default_factory=dict)
+
+    def _load(self, model: str, path: Path) -> Loaded:
+        meta = read_metadata(path)
+        encoder = FusionEncoder.load(path) if model == "fusion" else PinSageEncoder.load(path)
+        return Loaded(model, str(meta["version"]), int(meta["dim"]), path, encoder)
+
+    def reload(self) -> list[str]:
+        """Load every model whose LATEST version is new; return what changed."""
+        changed, updated = [], dict(self.current)
+        for model in MODELS:
+            try:
+                path = latest(model, self.root)
+            except DataError:
+                continue
+            if model in updated and updated[model].path == path:
+                continue
+            try:
+                updated[model] = self._load(model, path)
+            except (OSError, DataError, KeyError, ValueError) as exc:
+                log.error("could not load %s from %s: %s", model, path, exc)
+                continue
+            changed.append(f"{model}@{updated[model].version}")
+        self.current = updated
+        if changed:
+            log.info("models loaded", extra={"models": changed,
+                                             "root": str(artifacts_root(self.root))})
+        return changed
+
+    @property
+    def ready(self) -> bool:
+        return all(m in self.current for m in MODELS)
+
+    def get(self, model: str) -> Loaded:
+        try:
+            return self.current[model]
+        except KeyError:
+            raise FailedPrecondition(f"no {model} model loaded; train and export it") from None

@@ -1,0 +1,270 @@
+"""The whole recommendation path: four service processes over real stores.
+
+Models are trained on a small synthetic data set, the catalog and vectors are loaded
+into real PostgreSQL and Milvus, and catalog, retriever, embedder and gateway run as
+separate ``movierec serve`` processes, as ``make run`` starts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from movierec import cli
+from movierec.common.v1 import common_pb2
+from movierec.data.source import load_dataset
+from movierec.gateway.v1 import gateway_pb2 as pb
+from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.models.artifact import latest
+from movierec.runtime.process import free_port, stop_process
+from movierec.runtime.redis import LocalRedis
+from movierec.runtime.up import SERVICES, launch, wait_serving
+from services.catalog import loader
+from services.retriever.loader import items_from_artifact, publish
+from services.retriever.milvus import MilvusVectors
+
+DATASET = "synthetic-150x200x25-s5"
+PROFILE = common_pb2.Profile(age=25, gender="F", occupation=4)
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    procs: dict[str, object]
+    redis: LocalRedis
+    logs: Path
+
+    @property
+    def gateway(self) -> str:
+        return f"127.0.0.1:{self.env['GATEWAY_PORT']}"
+
+    def restart(self, name: str) -> None:
+        service = next(s for s in SERVICES if s.name == name)
+        self.procs[name] = launch(service, self.env, self.logs)
+        wait_serving(self.procs[name], name, int(self.env[service.port_env]), 60)
+
+    def stop(self, name: str) -> None:
+        stop_process(self.procs[name])
+
+
+def _train(artifacts: Path, root: Path) -> None:
+    common = ["--dataset", DATASET, "--artifacts", str(artifacts), "--no-progress"]
+    assert cli.main(["train", "fusion", *common, "--epochs", "3",
+                     "--checkpoint-dir", str(root / "ckpt-f")]) == 0
+    assert cli.main(["train", "pinsage", *common, "--dim", "16", "--max-epochs", "3",
+                     "--checkpoint-dir", str(root / "ckpt-p")]) == 0
+
+
+def _database(base_url: str) -> str:
+    name = f"e2e_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _env(root: Path, database: str, milvus_uri: str, redis_url: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database, "MILVUS_URI": milvus_uri,
+           "REDIS_URL": redis_url, "MOVIEREC_ARTIFACTS": str(root / "artifacts"),
+           "GATEWAY_CALL_TIMEOUT": "1.0", "MOVIEREC_GRACE_SECONDS": "0.5"}
+    for service in SERVICES:
+        port = str(free_port())
+        env[service.port_env] = port
+        env[f"{service.name.upper()}_ADDR"] = f"127.0.0.1:{port}"
+        env[f"{service.name.upper()}_METRICS_PORT"] = "-1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, database_url: str, milvus_uri: str):
+    root = tmp_path_factory.mktemp("e2e")
+    _train(root / "artifacts", root)
+    data = load_dataset(DATASET)
+    database = _database(database_url)
+    asyncio.run(loader.load(database, data, data.ratings, progress=False))
+    store = MilvusVectors(milvus_uri, timeout=30)
+    for model in ("fusion", "pinsage"):
+        path = latest(model, root / "artifacts")
+        publish(store, model, path.name, items_from_artifact(path, DATASET, None),
+                drain_seconds=0, progress=False)
+    store.close()
+    redis = LocalRedis(root / "redis")
+    env = _env(root, database, milvus_uri, redis.start())
+    running = Stack(env, {}, redis, root / "logs")
+    try:
+        for service in SERVICES:
+            running.restart(service.name)
+        yield running
+    finally:
+        for proc in running.procs.values():
+            stop_process(proc)
+        redis.stop()
+
+
+def call(stack: Stack, method: str, request, timeout: float = 5.0):
+    async def go():
+        async with grpc.aio.insecure_channel(stack.gateway) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            return await getattr(stub, method)(request, timeout=timeout)
+    return asyncio.run(go())
+
+
+def error(stack: Stack, method: str, request, timeout: float = 5.0):
+    with pytest.raises(grpc.RpcError) as info:
+        call(stack, method, request, timeout)
+    return info.value.code(), info.value.details()
+
+
+def test_profile_query(stack: Stack) -> None:
+    reply = call(stack, "Recommend", pb.RecommendRequest(profile=PROFILE, top_k=5))
+    assert len(reply.items) == 5 and reply.model_version.startswith("fusion@")
+    assert all(1 <= i.score <= 5 and i.title for i in reply.items)
+    assert "predicted" in reply.items[0].reason and "women aged 25-34" in reply.items[0].reason
+    scores = [i.score for i in reply.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_liked_query_excludes_liked_and_explains(stack: Stack) -> None:
+    liked = [1, 2, 3]
+    reply = call(stack, "Recommend", pb.RecommendRequest(
+        liked=common_pb2.LikedMovies(movie_ids=liked), top_k=8))
+    assert len(reply.items) == 8 and reply.model_version.startswith("pinsage@")
+    assert not {i.movie_id for i in reply.items} & set(liked)
+    assert all(i.reason.startswith("because you liked ") for i in reply.items)
+
+
+def test_user_queries_known_and_unknown(stack: Stack) -> None:
+    known = call(stack, "Recommend", pb.RecommendRequest(user_id=3, top_k=5))
+    assert known.model_version.startswith("pinsage@") and len(known.items) == 5
+    assert all(i.reason.startswith("because you liked") for i in known.items)
+    unknown = call(stack, "Recommend", pb.RecommendRequest(user_id=99_999, top_k=5))
+    assert unknown.model_version == "popular" and len(unknown.items) == 5
+    assert "user 99999 is new here" in unknown.items[0].reason
+
+
+def test_filters_and_exclusions(stack: Stack) -> None:
+    first = call(stack, "Recommend", pb.RecommendRequest(profile=PROFILE, top_k=3))
+    banned = [i.movie_id for i in first.items]
+    reply = call(stack, "Recommend", pb.RecommendRequest(
+        profile=PROFILE, top_k=10, genres=["Drama", "Comedy"], exclude_movie_ids=banned))
+    assert len(reply.items) == 10
+    assert all({"Drama", "Comedy"} & set(i.genres) for i in reply.items)
+    assert not {i.movie_id for i in reply.items} & set(banned)
+
+
+def test_paging_never_repeats(stack: Stack) -> None:
+    request = pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[5, 6]), top_k=7)
+    seen, token = [], ""
+    for _ in range(4):
+        request.page_token = token
+        reply = call(stack, "Recommend", request)
+        seen += [i.movie_id for i in reply.items]
+        token = reply.next_page_token
+        assert token
+    assert len(seen) == 28 == len(set(seen))
+    request.page_token = token
+    request.top_k = 3
+    code, details = error(stack, "Recommend", request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("page_token")
+
+
+def test_second_call_is_cached(stack: Stack) -> None:
+    request = pb.RecommendRequest(profile=common_pb2.Profile(age=40, gender="M", occupation=12),
+                                  top_k=4)
+    first, second = call(stack, "Recommend", request), call(stack, "Recommend", request)
+    assert not first.cached and second.cached
+    assert [i.movie_id for i in first.items] == [i.movie_id for i in second.items]
+
+
+def test_record_rating_invalidates_and_exclude_seen_hides(stack: Stack) -> None:
+    request = pb.RecommendRequest(user_id=7, top_k=5, exclude_seen=True)
+    first = call(stack, "Recommend", request)
+    assert call(stack, "Recommend", request).cached
+    target = first.items[0].movie_id
+    stored = call(stack, "RecordRating", pb.RecordRatingRequest(user_id=7, movie_id=target,
+                                                                rating=5))
+    assert (stored.movie_id, stored.rating) == (target, 5)
+    after = call(stack, "Recommend", request)
+    assert not after.cached and target not in {i.movie_id for i in after.items}
+
+
+def test_similar_and_search(stack: Stack) -> None:
+    similar = call(stack, "SimilarMovies", pb.SimilarMoviesRequest(movie_id=10, top_k=5))
+    assert len(similar.items) == 5 and 10 not in {i.movie_id for i in similar.items}
+    assert similar.items[0].reason.startswith("similar to ")
+    word = load_dataset(DATASET).movies.title.iloc[0].split()[0]
+    found = call(stack, "SearchMovies", pb.SearchMoviesRequest(query=word, limit=5))
+    assert found.movies and all(word.lower() in m.title.lower() for m in found.movies)
+    code, _ = error(stack, "SimilarMovies", pb.SimilarMoviesRequest(movie_id=987_654))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (pb.RecommendRequest(top_k=5), "query"),
+    (pb.RecommendRequest(profile=PROFILE, top_k=1000), "top_k"),
+    (pb.RecommendRequest(profile=common_pb2.Profile(age=25, gender="X", occupation=1)),
+     "profile.gender"),
+    (pb.RecommendRequest(profile=common_pb2.Profile(age=0, gender="F", occupation=1)),
+     "profile.age"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies()), "liked.movie_ids"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[999_999])), "liked_movie_ids"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1]), exclude_seen=True),
+     "exclude_seen"),
+    (pb.RecommendRequest(user_id=-1), "user_id"),
+])
+def test_malformed_requests_are_invalid_argument(stack: Stack, request_, field) -> None:
+    code, details = error(stack, "Recommend", request_)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), details
+
+
+def test_reflection_serves_the_gateway(stack: Stack) -> None:
+    async def go():
+        async with grpc.aio.insecure_channel(stack.gateway) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            async for reply in stub.ServerReflectionInfo(iter([request])):
+                return {s.name for s in reply.list_services_response.service}
+    assert "movierec.gateway.v1.Gateway" in asyncio.run(go())
+
+
+def test_redis_down_never_fails_a_request(stack: Stack) -> None:
+    request = pb.RecommendRequest(profile=common_pb2.Profile(age=60, gender="F", occupation=13))
+    stack.redis.stop()
+    try:
+        start = time.monotonic()
+        replies = [call(stack, "Recommend", request) for _ in range(3)]
+        assert all(r.items and not r.cached for r in replies)
+        assert time.monotonic() - start < 3
+        stored = call(stack, "RecordRating", pb.RecordRatingRequest(user_id=9, movie_id=1,
+                                                                    rating=4))
+        assert stored.rating == 4
+    finally:
+        stack.redis.start()
+    time.sleep(1.2)  # the breaker lets Redis back in
+    call(stack, "Recommend", request)
+    assert call(stack, "Recommend", request).cached
+
+
+@pytest.mark.parametrize("service", ["catalog", "retriever"])
+def test_downstream_loss_is_unavailable_then_recovers(stack: Stack, service: str) -> None:
+    request = pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[11, 12]), top_k=3,
+                                  genres=[service])  # a fresh cache key per service
+    request.genres[:] = []
+    request.exclude_movie_ids.append(100 + len(service))
+    stack.stop(service)
+    try:
+        start = time.monotonic()
+        code, _ = error(stack, "Recommend", request, timeout=3.0)
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - start < 3.2
+    finally:
+        stack.restart(service)
+    assert call(stack, "Recommend", request).items

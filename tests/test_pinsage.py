@@ -1,0 +1,238 @@
+"""PinSage: dgl import shim, sampler, training, export round trip, metrics, inference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from movierec.compat.dgl import import_dgl
+from movierec.data.source import load_dataset
+from movierec.data.splits import make_split
+from movierec.errors import InvalidArgument
+from movierec.models.artifact import normalize, read_metadata
+from movierec.models.pinsage import commands
+from movierec.models.pinsage.aggregation import history_matrix
+from movierec.models.pinsage.encoder import PinSageEncoder
+from movierec.models.pinsage.evaluate import metrics
+from movierec.models.pinsage.evaluate.protocols import embedding_scorer, ranking_tasks
+from movierec.models.pinsage.evaluate.ranking import evaluate
+from movierec.models.pinsage.export import export
+from movierec.models.pinsage.graph import build_training_graph
+from movierec.models.pinsage.model import PinSage
+from movierec.models.pinsage.sampler import NeighbourSampler, WalkConfig, split_histories
+from movierec.models.pinsage.train import TrainConfig, item_vectors, train
+
+torch.set_num_threads(1)
+DATASET = "synthetic-300x400-s0"
+COLD = np.array([3, 77, 250])  # movie ids whose interactions are dropped from training
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = load_dataset(DATASET)
+    split = make_split(data, "recbole_811", seed=7)
+    train_part = split.train[~split.train["movie_id"].isin(COLD)]
+    graph = build_training_graph(data, train_part)
+    valid, test = ranking_tasks(data, split)
+    return data, graph, valid, test
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    _, graph, valid, _ = setup
+    config = TrainConfig(dim=32, max_epochs=12, patience=12, batch_users=64, seed=1)
+    return config, train(graph, valid, config, progress=False)
+
+
+def test_import_dgl_is_quiet_and_uses_pytorch(tmp_path):
+    code = "from movierec.compat.dgl import import_dgl; print(import_dgl().backend.backend_name)"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("DGLBACKEND", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True, cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == "pytorch"
+    assert "backend" not in done.stderr.lower()
+    assert not (tmp_path / ".dgl").exists()
+    assert import_dgl().__version__.startswith("1.1")
+
+
+def test_serving_imports_neither_torch_nor_dgl():
+    code = ("import sys, movierec.models.pinsage.encoder; "
+            "print(sorted({'torch', 'dgl', 'scipy'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).parents[1])
+    assert done.stdout.strip() == "[]"
+
+
+def test_sampler_gives_weighted_cowatched_neighbours(setup):
+    _, graph, _, _ = setup
+    import_dgl().seed(0)
+    frontier = NeighbourSampler(graph.graph, WalkConfig(num_random_walks=30,
+                                                        num_neighbors=5)).sample()
+    src, dst = (t.numpy() for t in frontier.edges())
+    weights = frontier.edata["weights"].numpy()
+    assert frontier.num_nodes() == len(graph.movie_ids)
+    assert len(src) > 0 and (weights >= 1).all() and weights.max() > 1
+    assert (src != dst).all()
+    assert np.bincount(dst, minlength=frontier.num_nodes()).max() <= 5
+    binary = (graph.history > 0).astype(np.float32)
+    co = binary.T @ binary
+    reachable = (co @ co).toarray() > 0  # two movie -> user -> movie traversals
+    assert reachable[src, dst].all()
+    cold = np.flatnonzero(~graph.features.has_edges)
+    assert not np.isin(dst, cold).any() and not np.isin(src, cold).any()
+
+
+def test_split_histories_keeps_inputs_and_targets(setup):
+    _, graph, _, _ = setup
+    rows = history_matrix(graph.history, "mean")[:20]
+    batch = split_histories(rows, 0.2, np.random.default_rng(0))
+    seen, targets = batch.seen.numpy(), batch.targets.numpy() > 0
+    assert (seen.sum(1) >= 1).all() and (targets.sum(1) >= 1).all()
+    assert not (seen & targets).any()
+    assert ((seen | targets) == (rows.toarray() > 0)).all()
+
+
+def test_training_lowers_loss_and_beats_random(setup, trained):
+    _, graph, _, test = setup
+    config, result = trained
+    losses = [entry["loss"] for entry in result.log]
+    assert losses[-1] < losses[0] * 0.9
+    vectors = item_vectors(result.model, result.export_graphs)
+    model = evaluate(embedding_scorer(vectors, test.history, config.aggregation), test)
+    rng = np.random.default_rng(0)
+    chance = evaluate(lambda rows: rng.random((len(rows), len(test.movie_ids))), test)
+    assert model["recall@10"] > 3 * chance["recall@10"]
+    assert model["ndcg@10"] > 3 * chance["ndcg@10"]
+
+
+def test_margin_objective_lowers_loss(setup):
+    _, graph, valid, _ = setup
+    config = TrainConfig(dim=16, objective="margin", max_epochs=6, patience=6, batch_items=64)
+    log = train(graph, valid, config, progress=False).log
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_export_round_trip_covers_every_movie(setup, trained, tmp_path):
+    data, graph, _, _ = setup
+    config, result = trained
+    path = export(result, graph, config, {"dataset": DATASET, "data_checksum": data.checksum},
+                  tmp_path)
+    encoder = PinSageEncoder.load(root=tmp_path)
+    expected = item_vectors(result.model, result.export_graphs)
+    assert np.array_equal(encoder.movie_ids, np.sort(data.movies["movie_id"].to_numpy()))
+    np.testing.assert_array_equal(encoder.vectors, normalize(expected))  # what was written
+    np.testing.assert_allclose(encoder.vectors, expected, atol=1e-6)
+    reloaded = PinSage(graph.features, len(graph.vocab), config.dim, config.layers)
+    reloaded.load_state_dict(torch.load(path / "model.pt"))
+    np.testing.assert_array_equal(item_vectors(reloaded, result.export_graphs), expected)
+    np.testing.assert_allclose(np.linalg.norm(encoder.vectors, axis=1), 1.0, atol=1e-5)
+    meta = read_metadata(path)
+    assert meta["cold_movies"]["count"] == len(COLD)
+    assert json.loads((path / "cold_movie_ids.json").read_text()) == COLD.tolist()
+    assert meta["aggregation"] == config.aggregation and meta["dim"] == 32
+    assert meta["data_checksum"] == data.checksum and meta["training"]["seconds"] > 0
+    assert np.isfinite(encoder.vectors[encoder.rows(COLD)]).all()
+
+
+def test_serving_vector_is_the_evaluated_one(setup, trained):
+    _, graph, _, test = setup
+    _, result = trained
+    vectors = item_vectors(result.model, result.export_graphs)
+    encoder = PinSageEncoder(graph.movie_ids, vectors, {"aggregation": "rating"})
+    row = test.rows[0]
+    history = test.history[row]
+    served = encoder.embed_history(test.movie_ids[history.indices], history.data)
+    scores = embedding_scorer(vectors, test.history, "rating")(np.array([row]))[0]
+    np.testing.assert_allclose(vectors @ served, scores, atol=1e-5)
+
+
+def test_encoder_aggregates_and_ranks(setup, trained):
+    _, graph, _, _ = setup
+    _, result = trained
+    encoder = PinSageEncoder(graph.movie_ids, item_vectors(result.model, result.export_graphs))
+    liked = [5, 9, 12]
+    mean = encoder.vectors[encoder.rows(liked)].mean(0)
+    np.testing.assert_allclose(encoder.embed_liked(liked), mean / np.linalg.norm(mean), atol=1e-6)
+    weighted = encoder.embed_liked(liked, weights=[1, 0, 0])
+    np.testing.assert_allclose(weighted, encoder.vectors[encoder.rows([5])[0]], atol=1e-6)
+    batch = encoder.embed_liked_batch([liked, [7]])
+    np.testing.assert_allclose(batch[0], encoder.embed_liked(liked), atol=1e-6)
+    top = encoder.recommend(liked, n=10)
+    assert len(top) == 10 and not {m for m, _ in top} & set(liked)
+    scores = [s for _, s in top]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_liked_id_is_invalid_argument(setup, trained):
+    _, graph, _, _ = setup
+    _, result = trained
+    encoder = PinSageEncoder(graph.movie_ids, item_vectors(result.model, result.export_graphs))
+    with pytest.raises(InvalidArgument) as error:
+        encoder.embed_liked([5, 999_999])
+    assert error.value.field == "liked_movie_ids" and "999999" in str(error.value)
+    with pytest.raises(InvalidArgument):
+        encoder.embed_liked([])
+    with pytest.raises(InvalidArgument):
+        encoder.embed_liked([5, 9], weights=[1.0])
+
+
+def test_metrics_match_hand_computed_values():
+    hits = np.array([[False, True, False, True],   # relevant at ranks 2 and 4, 3 relevant
+                     [False, False, False, False],  # nothing found, 1 relevant
+                     [True, False, False, False]])  # relevant at rank 1, 1 relevant
+    relevant = np.array([3, 1, 1])
+    np.testing.assert_allclose(metrics.recall(hits, relevant), [2 / 3, 0, 1])
+    np.testing.assert_allclose(metrics.precision(hits), [0.5, 0, 0.25])
+    np.testing.assert_allclose(metrics.hit(hits), [1, 0, 1])
+    np.testing.assert_allclose(metrics.mrr(hits), [0.5, 0, 1])
+    dcg = 1 / np.log2(3) + 1 / np.log2(5)
+    idcg = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    np.testing.assert_allclose(metrics.ndcg(hits, relevant), [dcg / idcg, 0, 1])
+    summary = metrics.summarize(hits, relevant, (2,))
+    assert summary["recall@2"] == pytest.approx((1 / 3 + 0 + 1) / 3)
+    assert summary["ndcg@2"] == pytest.approx(((1 / np.log2(3)) / idcg_at(2) + 1) / 3)
+    np.testing.assert_array_equal(metrics.top_k(np.array([[0.1, 0.9, 0.5, 0.7]]), 3), [[1, 3, 2]])
+
+
+def idcg_at(k: int) -> float:
+    return float(sum(1 / np.log2(r + 1) for r in range(1, k + 1)))
+
+
+def test_commands_train_then_evaluate(tmp_path, capsys):
+    parser = _with_common(argparse.ArgumentParser(), evaluate=False)
+    commands.add_train_args(parser)
+    args = parser.parse_args(["--dataset", DATASET, "--artifacts", str(tmp_path), "--dim", "16",
+                              "--max-epochs", "3", "--no-progress", "--checkpoint-dir",
+                              str(tmp_path / "ckpt")])
+    assert commands.train(args) == 0
+    assert (tmp_path / "ckpt" / "best.pt").is_file()
+    eval_parser = _with_common(argparse.ArgumentParser(), evaluate=True)
+    commands.add_evaluate_args(eval_parser)
+    eval_args = eval_parser.parse_args(["--dataset", DATASET, "--artifacts", str(tmp_path),
+                                        "--json", "--bpr-epochs", "2"])
+    capsys.readouterr()
+    assert commands.evaluate(eval_args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["results"]) == {"pinsage", "mostpop", "itemknn", "bpr"}
+    assert 0 <= report["results"]["pinsage"]["recall@10"] <= 1
+
+
+def _with_common(parser: argparse.ArgumentParser, evaluate: bool) -> argparse.ArgumentParser:
+    """The flags movierec/cli.py adds before calling the model's add_*_args."""
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--artifacts", type=Path, default=None)
+    if evaluate:
+        parser.add_argument("--json", action="store_true")
+        parser.add_argument("--artifact", type=Path, default=None)
+    return parser
