@@ -70,3 +70,20 @@ def test_pyproject_pins_agree_with_the_lock() -> None:
             assert lock.get(name) == match.group(3), f"{pin} disagrees with constraints.txt"
     for name in ("grpcio", "grpcio-tools", "protobuf", "torch"):
         assert name in lock, f"{name} is not locked"
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from gateway.server import GatewaySettings
+    from movierec import settings
+    from movierec.server.echo import EchoSettings
+    from services.catalog.server import CatalogSettings
+    from services.embedder.server import EmbedderSettings
+    from services.retriever.server import RetrieverSettings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for cls in (settings.ServerSettings, EchoSettings, CatalogSettings, RetrieverSettings,
+                EmbedderSettings, GatewaySettings):
+        for name in settings.variables(cls):
+            assert f"| `{name}` |" in readme, f"{name} missing from the README table"

@@ -1,10 +1,11 @@
 """``movierec up`` (what ``make run`` calls): the whole stack on this machine.
 
-Starts the stores (or uses the ones the environment names), then every service whose
-code exists as its own ``movierec serve NAME`` process on a fixed loopback port, waits
-for each to report SERVING through the gRPC health service, prints where everything
-is and serves until Ctrl-C/SIGTERM, then stops everything it started. Parts that are
-not built yet are listed as missing instead of failing the run.
+Starts the stores (or uses the ones the environment names), prepares data, models,
+catalog and vectors (:mod:`movierec.runtime.prepare`), then starts every service as
+its own ``movierec serve NAME`` process on a fixed loopback port, waits for each to
+report SERVING through the gRPC health service, prints sample recommendations and
+how to call the gateway, and serves until Ctrl-C/SIGTERM, then stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec.errors import Unavailable
+from movierec.runtime.prepare import prepare
 from movierec.runtime.process import runtime_root, stop_process
 from movierec.runtime.stack import LocalStores
 
@@ -102,9 +104,27 @@ def start_services(env: dict[str, str], timeout: float) -> list[subprocess.Popen
     return procs
 
 
+def demo(env: dict[str, str]) -> None:
+    """Show what the stack answers, the way the seed system printed it."""
+    from movierec import recommend
+
+    gateway = f"127.0.0.1:{env.get('GATEWAY_PORT', '50050')}"
+    for title, argv in (("profile: age 25, F, occupation 4 (college/grad student)",
+                         ["--age", "25", "--gender", "F", "--occupation", "4", "--top", "5"]),
+                        ("liked: Toy Story, Star Wars, Fargo", ["--liked", "1,260,608", "--top",
+                                                                "5"])):
+        print(f"\n{title}")
+        recommend.main([*argv, "--gateway", gateway])
+    print(f"\ntry:  movierec recommend --user 42 --top 5 --gateway {gateway}")
+    print(f"      grpcurl -plaintext -d '{{\"user_id\": 42}}' {gateway} "
+          "movierec.gateway.v1.Gateway/Recommend")
+    print(f"      ghz --insecure --config loadtest/ghz/recommend_profile.json {gateway}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="movierec up", description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="start, report, then stop")
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--once", action="store_true", help="start, show, then stop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per service")
     args = parser.parse_args(argv)
     stores = LocalStores()
@@ -114,11 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stores:")
         for env_name, address in addresses.items():
             print(f"  {env_name:12s} {address}")
+        prepare(addresses, args.dataset)
         env = {**os.environ, **addresses}
         print("services:")
         procs = start_services(env, args.timeout)
+        if all(available(s) for s in SERVICES):
+            demo(env)
         if not args.once:
-            print("serving; Ctrl-C stops everything")
+            print("serving; Ctrl-C stops everything", flush=True)
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             signal.pause()
     except KeyboardInterrupt:

@@ -1,0 +1,88 @@
+"""What ``movierec up`` does before it starts the services: data, models, stores.
+
+Each step is skipped when its result is already there: MovieLens is located (or
+downloaded), each model is trained with its default budget only when it has no
+artifact, the catalog load is idempotent, and a model's vectors are published to
+Milvus only when the live version differs from the newest artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+from movierec.data.source import load_dataset, locate
+from movierec.errors import DataError, NotFound
+from movierec.models.artifact import latest, read_metadata
+
+MODELS = ("fusion", "pinsage")
+
+
+def step(text: str) -> float:
+    print(f"==> {text}", flush=True)
+    return time.perf_counter()
+
+
+def ensure_data(dataset: str) -> None:
+    if dataset.startswith("synthetic") or locate(dataset) is not None:
+        return
+    start = step(f"downloading {dataset} (set MOVIELENS_DIR to use a local copy)")
+    subprocess.run([sys.executable, "-m", "movierec.cli", "data", "fetch", "--dataset",
+                    dataset], check=True)
+    print(f"    done in {time.perf_counter() - start:.0f}s")
+
+
+def ensure_models(dataset: str) -> None:
+    for model in MODELS:
+        try:
+            path = latest(model)
+            print(f"==> {model}: using artifact {path.name}")
+            continue
+        except DataError:
+            pass
+        start = step(f"training {model} on {dataset} (first run only; default budget)")
+        subprocess.run([sys.executable, "-m", "movierec.cli", "train", model, "--dataset",
+                        dataset], check=True)
+        print(f"    {model} trained in {time.perf_counter() - start:.0f}s")
+
+
+def load_catalog(database_url: str, dataset: str) -> None:
+    from services.catalog import loader
+
+    start = step("loading the catalog into PostgreSQL")
+    data = load_dataset(dataset)
+    counts = asyncio.run(loader.load(database_url, data,
+                                     loader.select_ratings(data, "recbole_811", "train", 2026),
+                                     progress=False))
+    print(f"    {counts} in {time.perf_counter() - start:.1f}s")
+
+
+def load_vectors(milvus_uri: str, dataset: str) -> None:
+    from services.retriever.loader import items_from_artifact, publish
+    from services.retriever.milvus import MilvusVectors
+
+    store = MilvusVectors(milvus_uri, timeout=60)
+    store.ensure_registry()
+    for model in MODELS:
+        path = latest(model)
+        version = read_metadata(path)["version"]
+        try:
+            if store.resolve(model).version == version:
+                print(f"==> {model} vectors {version} already live in Milvus")
+                continue
+        except NotFound:
+            pass
+        start = step(f"publishing {model} vectors {version} to Milvus")
+        publish(store, model, version, items_from_artifact(path, dataset, None),
+                drain_seconds=0, progress=False)
+        print(f"    done in {time.perf_counter() - start:.1f}s")
+    store.close()
+
+
+def prepare(addresses: dict[str, str], dataset: str) -> None:
+    ensure_data(dataset)
+    ensure_models(dataset)
+    load_catalog(addresses["DATABASE_URL"], dataset)
+    load_vectors(addresses["MILVUS_URI"], dataset)
