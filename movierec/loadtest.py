@@ -1,0 +1,187 @@
+"""``movierec loadtest CONFIG``: run a ghz config file from Python and report like ghz.
+
+Reads the same JSON config ghz takes (``call``, ``host``, ``total``, ``concurrency``,
+``duration``, ``data`` — an object, or an array used round-robin —, ``metadata``,
+``timeout``, ``connections``), resolves the method from movierec's generated
+descriptors (what ghz gets from reflection or the protoset), and drives the server
+with grpc.aio. Like ghz, requests/s counts every call and the latency figures use
+successful calls only. Bounded by ``total`` and ``duration``; loopback targets only.
+
+    movierec loadtest loadtest/ghz/recommend_profile.json [--host 127.0.0.1:50050]
+        [--total N] [--concurrency C] [--duration 10s] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import ipaddress
+import json
+import pkgutil
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pool, json_format, message_factory
+
+import movierec
+
+PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
+MAX_TOTAL = 1_000_000
+MAX_SECONDS = 600.0
+
+
+@dataclass
+class Result:
+    """Outcome of one run: latencies of OK calls (s) and every call's status."""
+
+    latencies: list[float] = field(default_factory=list)
+    codes: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    elapsed: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.codes.values())
+
+
+def parse_duration(text: str | int | float | None) -> float | None:
+    """ghz durations: ``10s``, ``500ms``, ``1m``, or seconds as a number."""
+    if text in (None, "", 0, "0"):
+        return None
+    if isinstance(text, int | float):
+        return float(text)
+    for suffix, factor in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    raise ValueError(f"bad duration {text!r}")
+
+
+def _load_descriptors() -> None:
+    root = Path(movierec.__file__).parent
+    for info in pkgutil.walk_packages([str(root)], "movierec."):
+        if info.name.endswith("_pb2"):
+            importlib.import_module(info.name)
+
+
+def resolve_method(call: str):
+    """(path, request class, response class) for ``pkg.Service.Method`` or ``.../Method``."""
+    _load_descriptors()
+    service_name, _, method_name = call.replace("/", ".").rpartition(".")
+    service = descriptor_pool.Default().FindServiceByName(service_name)
+    method = service.methods_by_name[method_name]
+    request = message_factory.GetMessageClass(method.input_type)
+    response = message_factory.GetMessageClass(method.output_type)
+    return f"/{service.full_name}/{method.name}", request, response
+
+
+def check_loopback(host: str) -> None:
+    name = host.rsplit(":", 1)[0].strip("[]")
+    address = ipaddress.ip_address(socket.gethostbyname(name) if name != "::1" else name)
+    if not address.is_loopback:
+        raise SystemExit(f"movierec loadtest drives loopback servers only, not {host}")
+
+
+async def _worker(stub, requests, metadata, timeout, result, stop) -> None:
+    i = 0
+    while stop():
+        request = requests[i % len(requests)]
+        i += 1
+        start = time.perf_counter()
+        try:
+            await stub(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            result.codes[exc.code().name] += 1
+            result.errors[f"rpc error: code = {exc.code().name} desc = {exc.details()}"] += 1
+            continue
+        result.latencies.append(time.perf_counter() - start)
+        result.codes["OK"] += 1
+
+
+async def run(config: dict) -> Result:
+    path, request_cls, response_cls = resolve_method(config["call"])
+    data = config.get("data") or {}
+    requests = [json_format.ParseDict(d, request_cls()) for d in
+                (data if isinstance(data, list) else [data])]
+    total = min(int(config.get("total") or 200), MAX_TOTAL)
+    duration = min(parse_duration(config.get("duration")) or MAX_SECONDS, MAX_SECONDS)
+    timeout = parse_duration(config.get("timeout")) or 20.0
+    metadata = tuple((config.get("metadata") or {}).items())
+    concurrency = max(1, int(config.get("concurrency") or 50))
+    channels = [grpc.aio.insecure_channel(config["host"])
+                for _ in range(max(1, int(config.get("connections") or 1)))]
+    stubs = [c.unary_unary(path, request_serializer=request_cls.SerializeToString,
+                           response_deserializer=response_cls.FromString) for c in channels]
+    result, issued = Result(), [0]
+    deadline = time.perf_counter() + duration
+
+    def keep_going() -> bool:
+        issued[0] += 1
+        return issued[0] <= total and time.perf_counter() < deadline
+    start = time.perf_counter()
+    await asyncio.gather(*(_worker(stubs[i % len(stubs)], requests, metadata, timeout, result,
+                                   keep_going) for i in range(concurrency)))
+    result.elapsed = time.perf_counter() - start
+    await asyncio.gather(*(c.close() for c in channels))
+    return result
+
+
+def summary(result: Result) -> dict:
+    """ghz's JSON report fields (durations in nanoseconds, as ghz writes them)."""
+    lat = np.asarray(result.latencies) * 1e9
+    pct = np.percentile(lat, PERCENTILES) if len(lat) else [0] * len(PERCENTILES)
+    return {
+        "count": result.count, "total": int(result.elapsed * 1e9),
+        "average": int(lat.mean()) if len(lat) else 0,
+        "fastest": int(lat.min()) if len(lat) else 0,
+        "slowest": int(lat.max()) if len(lat) else 0,
+        "rps": result.count / result.elapsed if result.elapsed else 0.0,
+        "latencyDistribution": [{"percentage": p, "latency": int(v)}
+                                for p, v in zip(PERCENTILES, pct, strict=True)],
+        "statusCodeDistribution": dict(result.codes),
+        "errorDistribution": dict(result.errors),
+    }
+
+
+def render(report: dict) -> str:
+    """The text layout of ghz's summary."""
+    ms = lambda ns: f"{ns / 1e6:.2f} ms"  # noqa: E731
+    lines = ["", "Summary:", f"  Count:\t{report['count']}",
+             f"  Total:\t{report['total'] / 1e6:.2f} ms", f"  Slowest:\t{ms(report['slowest'])}",
+             f"  Fastest:\t{ms(report['fastest'])}", f"  Average:\t{ms(report['average'])}",
+             f"  Requests/sec:\t{report['rps']:.2f}", "", "Latency distribution:"]
+    lines += [f"  {d['percentage']} % in {ms(d['latency'])} "
+              for d in report["latencyDistribution"]]
+    lines += ["", "Status code distribution:"]
+    lines += [f"  [{code}]   {n} responses" for code, n in report["statusCodeDistribution"].items()]
+    if report["errorDistribution"]:
+        lines += ["", "Error distribution:"]
+        lines += [f"  [{n}]   {text}" for text, n in report["errorDistribution"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="movierec loadtest", description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="a ghz JSON config file")
+    parser.add_argument("--host", help="override the config's host")
+    parser.add_argument("--total", "-n", type=int)
+    parser.add_argument("--concurrency", "-c", type=int)
+    parser.add_argument("--duration", "-z")
+    parser.add_argument("--json", action="store_true", help="print ghz's JSON report")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text())
+    for key in ("host", "total", "concurrency", "duration"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    config.setdefault("host", "127.0.0.1:50050")
+    check_loopback(config["host"])
+    report = summary(asyncio.run(run(config)))
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else render(report))
+    return 0 if report["statusCodeDistribution"].keys() <= {"OK"} else 1
