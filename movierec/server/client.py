@@ -34,7 +34,11 @@ def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.C
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.keepalive_time_ms", 30_000),
-               ("grpc.enable_retries", 0)]
+               ("grpc.enable_retries", 0),
+               # A restarted peer is found again within about a second, not minutes.
+               ("grpc.initial_reconnect_backoff_ms", 100),
+               ("grpc.min_reconnect_backoff_ms", 100),
+               ("grpc.max_reconnect_backoff_ms", 1000)]
     return grpc.aio.insecure_channel(target, options=options,
                                      interceptors=[_RequestIdInterceptor()])
 
