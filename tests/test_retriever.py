@@ -166,8 +166,8 @@ def test_swap_under_concurrent_searches_never_fails(milvus_uri: str) -> None:
         tasks = [asyncio.create_task(searcher()) for _ in range(4)]
         for version in ("v2", "v3"):
             await asyncio.to_thread(publish, store, "swapmodel", version, items(2),
-                                    None, 1.5, False)
-        await asyncio.sleep(1.5)
+                                    None, 3.0, False)
+        await asyncio.sleep(1.0)
         done.set()
         await asyncio.gather(*tasks)
         final = await stub.DescribeModel(pb.DescribeModelRequest(model="swapmodel"), timeout=5)
@@ -212,3 +212,19 @@ def test_unavailable_within_deadline_and_recovery(tmp_path: Path) -> None:
     assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert elapsed < 1.5
     assert reply.hits[0].movie_id == 1
+
+
+@pytest.mark.parametrize("uri", ["", "./milvus.db", "/var/lib/milvus.db"])
+def test_retriever_refuses_an_embedded_database_file(uri: str) -> None:
+    from movierec.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="MILVUS_URI"):
+        asyncio.run(create_server(RetrieverSettings(milvus_uri=uri, metrics_port=-1), 0))
+
+
+def test_lite_falls_back_to_exact_search_when_an_index_is_refused(milvus_uri: str) -> None:
+    store = MilvusVectors(milvus_uri, timeout=10)
+    live = publish(store, "hnswmodel", "v1", items(4), index_type="HNSW", drain_seconds=0,
+                   progress=False)
+    store.close()
+    assert live.index_type == "FLAT" and live.count == N

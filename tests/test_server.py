@@ -164,3 +164,18 @@ def test_sigterm_drains_and_exits_cleanly(tmp_path) -> None:
     lines = proc.stdout.read().splitlines()
     assert any('"msg": "stopped"' in line for line in lines), lines
     assert all(line.startswith("{") for line in lines if line)
+
+
+def test_liveness_is_serving_while_readiness_is_not() -> None:
+    from movierec.server.factory import LIVENESS_SERVICE
+
+    async def scenario():
+        spec = ServiceSpec(SERVICE, Faulty(), echo_pb2_grpc.add_EchoServicer_to_server)
+        server, port = await build_server("t", [spec], 0, settings.ServerSettings())
+        try:
+            return await _health(port), await _health(port, LIVENESS_SERVICE)
+        finally:
+            await server.stop(0)
+    ready, alive = asyncio.run(scenario())
+    assert ready == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert alive == health_pb2.HealthCheckResponse.SERVING

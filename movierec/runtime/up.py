@@ -118,7 +118,7 @@ def demo(env: dict[str, str]) -> None:
     print(f"\ntry:  movierec recommend --user 42 --top 5 --gateway {gateway}")
     print(f"      grpcurl -plaintext -d '{{\"user_id\": 42}}' {gateway} "
           "movierec.gateway.v1.Gateway/Recommend")
-    print(f"      ghz --insecure --config loadtest/ghz/recommend_profile.json {gateway}\n")
+    print(f"      ghz --insecure --config loadtest/ghz/gateway_recommend_profile.json {gateway}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,8 @@ def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.C
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.keepalive_time_ms", 30_000),
                ("grpc.enable_retries", 0),
+               # Kubernetes services are headless: spread calls over every replica.
+               ("grpc.lb_policy_name", "round_robin"),
                # A restarted peer is found again within about a second, not minutes.
                ("grpc.initial_reconnect_backoff_ms", 100),
                ("grpc.min_reconnect_backoff_ms", 100),

@@ -26,6 +26,10 @@ from movierec.server.interceptor import ServiceInterceptor
 from movierec.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+#: Health service name that stays SERVING while the process lives (liveness probes):
+#: readiness ("" and each service) follows dependencies, and restarting a pod because
+#: its database is down would not help.
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ async def build_server(process: str, services: Sequence[ServiceSpec], port: int,
     if bound == 0:
         raise OSError(f"could not bind {settings.host}:{port}")
     await readiness.set_serving(False)
+    await readiness.servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     log.info("listening", extra={"server": process, "port": bound})
     return ManagedServer(server, readiness, settings.grace_seconds), bound

@@ -10,6 +10,7 @@ keep going to the old version until the registry switches, so none fail.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
 
 from movierec.data.source import load_dataset
@@ -35,6 +36,7 @@ from services.retriever.milvus import (
 )
 
 BATCH = 1000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class ItemBatch:
 
 
 def _create(client: MilvusClient, name: str, dim: int, index_type: str, count: int,
-            timeout: float) -> None:
+            timeout: float) -> str:
+    """Create the collection with ``index_type`` (or FLAT where refused); the type used."""
     if client.has_collection(name, timeout=timeout):
         client.drop_collection(name, timeout=timeout)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -62,7 +65,16 @@ def _create(client: MilvusClient, name: str, dim: int, index_type: str, count: i
         params["nlist"] = int(min(65536, max(16, 4 * math.sqrt(count))))
     index = client.prepare_index_params()
     index.add_index("vector", index_type=index_type, metric_type="IP", params=params)
-    client.create_collection(name, schema=schema, index_params=index, timeout=timeout)
+    try:
+        client.create_collection(name, schema=schema, index_params=index, timeout=timeout)
+    except MilvusException as exc:
+        if index_type == "FLAT" or "only support" not in str(exc):
+            raise
+        log.warning("this Milvus (Lite) refuses %s; using exact FLAT search", index_type)
+        if client.has_collection(name, timeout=timeout):
+            client.drop_collection(name, timeout=timeout)
+        return _create(client, name, dim, "FLAT", count, timeout)
+    return index_type
 
 
 def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
@@ -74,7 +86,8 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
     store.ensure_registry()
     name = collection_name(model, version)
     index_type = index_type or default_index(len(items.ids))
-    _create(client, name, items.vectors.shape[1], index_type, len(items.ids), timeout)
+    index_type = _create(client, name, items.vectors.shape[1], index_type, len(items.ids),
+                         timeout)
     for start in tqdm(range(0, len(items.ids), BATCH), desc=f"insert {model}",
                       disable=not progress):
         end = start + BATCH

@@ -23,6 +23,7 @@ from services.retriever.engine import SearchEngine
 from services.retriever.milvus import MilvusVectors
 from services.retriever.servicer import RetrieverServicer
 
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
 SERVICE = retriever_pb2.DESCRIPTOR.services_by_name["Retriever"].full_name
 
 
@@ -45,8 +46,11 @@ class RetrieverSettings:
 
 async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[ManagedServer, int]:
     """Serve the retriever on ``port``; health turns SERVING once Milvus answers."""
-    if not config.milvus_uri:
-        raise settings.SettingsError("MILVUS_URI is required by the retriever service")
+    if not config.milvus_uri.startswith(SERVER_SCHEMES):
+        raise settings.SettingsError(
+            "MILVUS_URI must be a Milvus server address (http://host:port); a Lite database "
+            "file can be opened by one process only, so the retriever never opens one itself "
+            "(`movierec up` runs milvus-lite as a loopback server instead)")
     store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout)
     engine = SearchEngine(store, config.registry_ttl)
     spec = ServiceSpec(SERVICE, RetrieverServicer(engine, config.call_timeout),

@@ -55,17 +55,30 @@ def build_tables(vocab: Vocab, data: MovieLens, window: int) -> Tables:
 
 @dataclass
 class Batch:
-    """One mini-batch of model inputs (numpy) and ratings in stars."""
+    """One mini-batch: features of its distinct users and movies, and per-rating indices.
+
+    Each tower runs once per distinct (user, id dropped) or (movie, id dropped) of the
+    batch; ``user_index``/``movie_index`` map every rating to its tower output.
+    """
 
     users: UserFeatures
     movies: MovieFeatures
     windows: np.ndarray
+    user_index: np.ndarray
+    movie_index: np.ndarray
     rating: np.ndarray
 
     def inputs(self) -> list[paddle.Tensor]:
         u, m = self.users, self.movies
         return [paddle.to_tensor(a) for a in (u.uid, u.gender, u.age, u.occupation,
-                                               m.mid, m.genres, self.windows)]
+                                               m.mid, m.genres, self.windows,
+                                               self.user_index, self.movie_index)]
+
+
+def _distinct(rows: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct rows, whether their id is dropped, inverse index) of (row, dropped) pairs."""
+    keys, inverse = np.unique(rows * 2 + dropped, return_inverse=True)
+    return keys // 2, keys % 2 == 1, inverse.astype(np.int64)
 
 
 class Batcher:
@@ -83,14 +96,16 @@ class Batcher:
 
     def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None,
               user_drop: float = 0.0, movie_drop: float = 0.0) -> Batch:
-        users = self.tables.users.take(self.user_rows[rows])
-        movie_rows = self.movie_rows[rows]
+        user_rows, user_dropped, user_index = _distinct(
+            self.user_rows[rows], _dropped(rng, user_drop, len(rows)))
+        movie_rows, movie_dropped, movie_index = _distinct(
+            self.movie_rows[rows], _dropped(rng, movie_drop, len(rows)))
+        users = self.tables.users.take(user_rows)
+        users.uid = np.where(user_dropped, UNKNOWN, users.uid)
         movies = self.tables.movies.take(movie_rows)
-        if rng is not None and user_drop > 0:
-            users.uid = np.where(rng.random(len(rows)) < user_drop, UNKNOWN, users.uid)
-        if rng is not None and movie_drop > 0:
-            movies.mid = np.where(rng.random(len(rows)) < movie_drop, UNKNOWN, movies.mid)
-        return Batch(users, movies, self.tables.windows[movie_rows], self.ratings[rows])
+        movies.mid = np.where(movie_dropped, UNKNOWN, movies.mid)
+        return Batch(users, movies, self.tables.windows[movie_rows], user_index, movie_index,
+                     self.ratings[rows])
 
     def epoch(self, batch_size: int, rng: np.random.Generator, user_drop: float,
               movie_drop: float) -> Iterator[Batch]:
@@ -101,6 +116,12 @@ class Batcher:
     def ordered(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, len(self), batch_size):
             yield self.batch(np.arange(start, min(start + batch_size, len(self))))
+
+
+def _dropped(rng: np.random.Generator | None, rate: float, size: int) -> np.ndarray:
+    if rng is None or rate <= 0:
+        return np.zeros(size, dtype=np.int64)
+    return (rng.random(size) < rate).astype(np.int64)
 
 
 def batcher_for(tables: Tables, frame) -> Batcher:

@@ -37,6 +37,7 @@ class FusionConfig:
     user_id_dropout: float = 0.1
     movie_id_dropout: float = 0.05
     lr: float = 1e-3
+    lr_decay: float = 1.0
     weight_decay: float = 0.0
     batch_size: int = 1024
     epochs: int = 30
@@ -136,6 +137,12 @@ class FusionModel(nn.Layer):
                  * paddle.sum(movie_vec * movie_vec, axis=-1))
         return dot * paddle.rsqrt(norms + 1e-12)
 
-    def forward(self, uid, gender, age, job, mid, genres, windows):
-        cos = self.cosine(self.user(uid, gender, age, job), self.movie(mid, genres, windows))
-        return self.offset + self.scale * cos
+    def forward(self, uid, gender, age, job, mid, genres, windows, user_index=None,
+                movie_index=None):
+        """Predicted stars; with indices, row ``i`` pairs user ``user_index[i]`` with movie
+        ``movie_index[i]`` (towers run once per distinct user/movie), else row-by-row."""
+        users = self.user(uid, gender, age, job)
+        movies = self.movie(mid, genres, windows)
+        if user_index is not None:
+            users, movies = paddle.gather(users, user_index), paddle.gather(movies, movie_index)
+        return self.offset + self.scale * self.cosine(users, movies)

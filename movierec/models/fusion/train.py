@@ -3,7 +3,9 @@
 The validation slice is carved out of the training split with
 :func:`movierec.data.splits.holdout`; after every epoch the model is scored on it,
 the best weights are checkpointed (``best.pdparams``) together with a resumable
-``last`` state, and training stops after ``patience`` epochs without improvement,
+``last`` state (weights, optimizer, batch-order generator; dropout masks are not
+replayed), the learning rate is multiplied by ``lr_decay`` after an epoch without
+improvement, and training stops after ``patience`` epochs without improvement,
 after ``epochs`` epochs, or when the wall-clock budget ``max_minutes`` runs out.
 The same seed, data and config reproduce the same weights.
 """
@@ -127,6 +129,7 @@ def _resume(ckpt: Path, model, opt, rng: np.random.Generator) -> dict | None:
     opt.set_state_dict(_renamed(paddle.load(str(ckpt / "last.pdopt")), state["param_names"],
                                 _param_names(model)))
     rng.bit_generator.state = state["rng"]
+    opt.set_lr(state["lr"])
     return state
 
 
@@ -159,7 +162,9 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
         if valid_rmse < state["best"]:
             state.update(best=valid_rmse, best_epoch=epoch)
             paddle.save(model.state_dict(), str(checkpoint_dir / "best.pdparams"))
-        state.update(epoch=epoch, rng=rng.bit_generator.state)
+        else:
+            opt.set_lr(opt.get_lr() * cfg.lr_decay)
+        state.update(epoch=epoch, rng=rng.bit_generator.state, lr=opt.get_lr())
         _save_last(checkpoint_dir, model, opt, state)
         if out_of_time or epoch - state["best_epoch"] >= cfg.patience:
             break

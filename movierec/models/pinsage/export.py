@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from movierec.compat.dgl import import_dgl
 from movierec.models.artifact import ArtifactWriter
 from movierec.models.pinsage.encoder import MODEL
 from movierec.models.pinsage.graph import TrainingGraph
@@ -52,7 +53,8 @@ def _training_metadata(result: TrainResult, config: TrainConfig, cold: int) -> d
         "cold_movies": {"count": cold, "file": "cold_movie_ids.json"},
         "training": {"seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
                      "epochs_run": len(result.log), "threads": torch.get_num_threads(),
-                     "torch": torch.__version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "dgl": import_dgl().__version__,
+                     "python": platform.python_version(),
                      "log": result.log},
         "valid_metrics": {k: round(v, 5) for k, v in result.best_valid.items()},
         "seed": config.seed,
