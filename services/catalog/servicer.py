@@ -12,6 +12,7 @@ import grpc
 from movierec import paging, validation
 from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from movierec.common.v1 import common_pb2
+from movierec.server.budget import call_budget
 from services.catalog.store import CatalogStore, Movie, Rating, SearchQuery
 
 MAX_BATCH = 1000
@@ -38,9 +39,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         self.call_timeout = call_timeout
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        return self.call_timeout if remaining is None else max(0.01, min(remaining,
-                                                                          self.call_timeout))
+        return call_budget(context, self.call_timeout)
 
     async def GetMovies(self, request, context):  # noqa: N802
         ids = validation.id_list("movie_ids", request.movie_ids, MAX_BATCH)

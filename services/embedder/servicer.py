@@ -17,6 +17,7 @@ from movierec.embedder.v1 import embedder_pb2_grpc
 from movierec.errors import InvalidArgument
 from movierec.models.fusion.inference import Profile
 from movierec.server import client
+from movierec.server.budget import call_budget
 from services.embedder.models import Loaded, ModelSet
 
 MAX_BATCH = 256
@@ -81,9 +82,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         return pb.EmbedLikedMoviesBatchResponse(embeddings=[self._liked(x) for x in request.liked])
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        return self.call_timeout if remaining is None else max(0.01, min(remaining,
-                                                                          self.call_timeout))
+        return call_budget(context, self.call_timeout)
 
     async def EmbedUser(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)

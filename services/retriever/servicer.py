@@ -10,6 +10,7 @@ from movierec import validation
 from movierec.errors import InvalidArgument
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
+from movierec.server.budget import call_budget
 from services.retriever.engine import SearchEngine
 from services.retriever.milvus import Filters, check_model
 
@@ -34,9 +35,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         self.call_timeout = call_timeout
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        limit = self.call_timeout if remaining is None else min(remaining, self.call_timeout)
-        return max(0.01, limit)
+        return call_budget(context, self.call_timeout)
 
     async def _search(self, request: pb.SearchRequest, timeout: float) -> pb.SearchResponse:
         model = check_model(request.model)
