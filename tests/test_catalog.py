@@ -105,6 +105,21 @@ def test_search_ranks_titles_and_pages(catalog_url: str) -> None:
     assert foreign[0] == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in foreign[1]
 
 
+def test_search_tolerates_a_typo_and_matches_prefixes(catalog_url: str) -> None:
+    word = next(w for t in DATA.movies.title for w in t.split() if len(w) >= 6)
+    typo = word[:-2] + word[-1]  # one letter dropped: no title has it, trigrams still match
+
+    async def scenario(stub):
+        fuzzy = await stub.SearchMovies(pb.SearchMoviesRequest(query=typo, limit=5), timeout=5)
+        prefix = await stub.SearchMovies(pb.SearchMoviesRequest(query=word[:3], limit=5),
+                                         timeout=5)
+        return fuzzy, prefix
+    fuzzy, prefix = run(catalog_url, scenario)
+    assert any(word.lower() in m.movie.title.lower() for m in fuzzy.movies)
+    assert all(any(w.lower().startswith(word[:3].lower()) for w in m.movie.title.split())
+               for m in prefix.movies) and prefix.movies
+
+
 def test_search_filters_by_genre_and_year(catalog_url: str) -> None:
     async def scenario(stub):
         return await stub.SearchMovies(pb.SearchMoviesRequest(

@@ -2,14 +2,18 @@
 
 Every query is parameterized. Connection problems (server down, pool exhausted,
 statement timeout) become :class:`movierec.errors.Unavailable` or
-:class:`~movierec.errors.DeadlineExceeded`; the pool checks connections before handing
-them out, so after a PostgreSQL restart the next calls succeed without restarting us.
+:class:`~movierec.errors.DeadlineExceeded`. Connections are not pinged on checkout
+(that would double every round trip): a connection broken by a PostgreSQL restart
+fails its statement, is discarded by the pool and the statement is retried once on a
+fresh connection, so after a restart the next calls succeed without a service restart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -56,17 +60,30 @@ class SearchQuery:
 
 
 _MOVIE_COLS = "m.movie_id, m.title, m.year, m.genres"
-_SEARCH_SQL = f"""
-SELECT {_MOVIE_COLS},
-       CASE WHEN %(q)s = '' THEN 0 ELSE word_similarity(%(q)s, lower(m.title)) END AS score
-FROM movies m LEFT JOIN movie_popularity p ON p.movie_id = m.movie_id
-WHERE (%(q)s = '' OR %(q)s <%% lower(m.title) OR lower(m.title) LIKE %(like)s)
-  AND (cardinality(%(genres)s::text[]) = 0 OR m.genres && %(genres)s::text[])
+_FILTERS = """(cardinality(%(genres)s::text[]) = 0 OR m.genres && %(genres)s::text[])
   AND (%(min_year)s::int IS NULL OR m.year >= %(min_year)s::int)
-  AND (%(max_year)s::int IS NULL OR m.year <= %(max_year)s::int)
-ORDER BY (lower(m.title) LIKE %(like)s) DESC, score DESC,
-         coalesce(p.rating_count, 0) DESC, m.movie_id
-LIMIT %(limit)s OFFSET %(offset)s"""
+  AND (%(max_year)s::int IS NULL OR m.year <= %(max_year)s::int)"""
+_PAGE = "LIMIT %(limit)s OFFSET %(offset)s"
+# Words as prefixes, all required, ranked by ts_rank then popularity.
+_SEARCH_FTS = f"""
+SELECT {_MOVIE_COLS}, ts_rank(m.title_tsv, q) AS score
+FROM movies m CROSS JOIN to_tsquery('simple', %(tsquery)s) q
+LEFT JOIN movie_popularity p ON p.movie_id = m.movie_id
+WHERE m.title_tsv @@ q AND {_FILTERS}
+ORDER BY score DESC, coalesce(p.rating_count, 0) DESC, m.movie_id {_PAGE}"""
+# Typo-tolerant fallback when no title has every word: trigram word similarity.
+_SEARCH_TRGM = f"""
+SELECT {_MOVIE_COLS}, word_similarity(%(q)s, lower(m.title)) AS score
+FROM movies m LEFT JOIN movie_popularity p ON p.movie_id = m.movie_id
+WHERE %(q)s <%% lower(m.title) AND {_FILTERS}
+ORDER BY score DESC, coalesce(p.rating_count, 0) DESC, m.movie_id {_PAGE}"""
+# No text: browse the filtered catalog by popularity.
+_BROWSE = f"""
+SELECT {_MOVIE_COLS}, coalesce(p.rating_count, 0)::real AS score
+FROM movies m LEFT JOIN movie_popularity p ON p.movie_id = m.movie_id
+WHERE {_FILTERS}
+ORDER BY score DESC, m.movie_id {_PAGE}"""
+_WORD = re.compile(r"[^\W_]+")
 _POPULAR_SQL = f"""
 SELECT {_MOVIE_COLS}, p.rating_count::real
 FROM movie_popularity p JOIN movies m ON m.movie_id = p.movie_id
@@ -97,8 +114,7 @@ class CatalogStore:
         self.pool = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False,
             kwargs={"options": options, "connect_timeout": max(1, int(connect_timeout)),
-                    "autocommit": True, "row_factory": tuple_row},
-            check=AsyncConnectionPool.check_connection)
+                    "autocommit": True, "row_factory": tuple_row})
 
     async def open(self) -> None:
         """Start the pool; connections are made in the background and retried."""
@@ -120,9 +136,20 @@ class CatalogStore:
             raise Unavailable("catalog database unavailable") from exc
 
     async def _fetch(self, sql: str, params: dict | tuple, timeout: float) -> list[tuple]:
-        async with self.connection(timeout) as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
+        """Run one statement; a connection broken by a server restart is replaced once.
+
+        Every statement here is safe to repeat (reads, and an idempotent upsert).
+        """
+        deadline = time.monotonic() + timeout
+        for attempt in (1, 2):
+            try:
+                async with self.connection(max(0.01, deadline - time.monotonic())) as conn:
+                    cursor = await conn.execute(sql, params)
+                    return await cursor.fetchall()
+            except Unavailable:
+                if attempt == 2 or deadline - time.monotonic() < 0.05:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def ping(self, timeout: float = 2.0) -> None:
         await self._fetch("SELECT 1", (), timeout)
@@ -133,13 +160,25 @@ class CatalogStore:
         return {int(r[0]): _movie(r) for r in rows}
 
     async def search_movies(self, query: SearchQuery, timeout: float) -> list[tuple[Movie, float]]:
+        """Full-text prefix search, trigram fallback for typos, popularity when no text."""
         text = query.text.lower()
-        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        params = {"q": text, "like": like, "genres": list(query.genres),
-                  "min_year": query.min_year, "max_year": query.max_year,
-                  "limit": query.limit, "offset": query.offset}
-        rows = await self._fetch(_SEARCH_SQL, params, timeout)
+        params = {"q": text, "genres": list(query.genres), "min_year": query.min_year,
+                  "max_year": query.max_year, "limit": query.limit, "offset": query.offset,
+                  "tsquery": " & ".join(f"{w}:*" for w in _WORD.findall(text))}
+        if not text:
+            rows = await self._fetch(_BROWSE, params, timeout)
+        elif params["tsquery"]:
+            rows = await self._fetch(_SEARCH_FTS, params, timeout)
+            if not rows and (query.offset == 0 or not await self._any_fts(params, timeout)):
+                rows = await self._fetch(_SEARCH_TRGM, params, timeout)
+        else:
+            rows = await self._fetch(_SEARCH_TRGM, params, timeout)
         return [(_movie(r), float(r[4])) for r in rows]
+
+    async def _any_fts(self, params: dict, timeout: float) -> bool:
+        rows = await self._fetch("SELECT EXISTS (SELECT 1 FROM movies WHERE title_tsv @@ "
+                                 "to_tsquery('simple', %(tsquery)s))", params, timeout)
+        return bool(rows[0][0])
 
     async def list_genres(self, timeout: float) -> list[str]:
         rows = await self._fetch("SELECT DISTINCT unnest(genres) AS g FROM movies ORDER BY g",
