@@ -47,11 +47,11 @@ def item_knn(train: sparse.csr_matrix, history: sparse.csr_matrix, k: int = 100,
 @dataclass(frozen=True)
 class BprConfig:
     dim: int = 64
-    lr: float = 5e-3
-    batch: int = 4096
-    epochs: int = 40
+    lr: float = 1e-3
+    batch: int = 2048
+    epochs: int = 50
     reg: float = 0.0
-    eval_every: int = 4
+    eval_every: int = 5
     seed: int = 2026
 
 
