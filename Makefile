@@ -15,11 +15,13 @@ endif
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install protos protoset system-deps data test lint run lock clean bench-milvus
+.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench
 
 help:
 	@echo "make run      install, get data and models, start every service, show recommendations"
 	@echo "make test     install and run the test suite (real PostgreSQL, Redis, Milvus)"
+	@echo "make e2e      only the end-to-end tests (four services, web page in Chromium)"
+	@echo "make bench    benchmarks (minutes; numbers go to docs/benchmarks.md)"
 	@echo "make lint     ruff"
 	@echo "make protos   regenerate the gRPC code;  make protoset  descriptor set for ghz"
 
@@ -51,8 +53,11 @@ data: install
 test: install system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+e2e: install system-deps
+	$(PY) -m pytest -q tests/test_e2e.py tests/test_web_browser.py $(PYTEST_ARGS)
+
 lint: install
-	$(VENV)/bin/ruff check movierec services gateway tests benchmarks scripts
+	$(VENV)/bin/ruff check movierec services gateway web tests benchmarks scripts loadtest
 
 run: install system-deps data
 	$(VENV)/bin/movierec up
@@ -65,6 +70,11 @@ lock: $(STAMP)
 
 bench-milvus: install
 	$(PY) benchmarks/milvus_embedded.py
+
+bench: install system-deps
+	$(PY) benchmarks/catalog_bench.py
+	$(PY) benchmarks/retriever_bench.py
+	$(PY) benchmarks/serving_bench.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
                "retriever": "services.retriever.server:main",
                "embedder": "services.embedder.server:main",
                "gateway": "gateway.server:main",
+               "web": "web.server:main",
                "echo": "movierec.server.echo:main"}),
     "up": ("start the stores and every service locally, then serve until Ctrl-C",
            {"": "movierec.runtime.up:main"}),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages movierec's local runtime needs, when they are missing:
-# PostgreSQL (server binaries) and Redis. Debian/Ubuntu only; needs root (or sudo).
+# Installs the system packages movierec needs, when they are missing: PostgreSQL (server
+# binaries) and Redis for the local runtime, Chromium and its driver for the web page's
+# browser test. Debian/Ubuntu only; needs root (or sudo).
 # Anything already present is left alone, so running it again is cheap.
 set -euo pipefail
 
@@ -8,7 +9,9 @@ need=()
 have_pg() { command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; }
 have_pg || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-[ ${#need[@]} -eq 0 ] && { echo "system-deps: postgresql and redis-server present"; exit 0; }
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ ${#need[@]} -eq 0 ] && { echo "system-deps: postgresql, redis-server, chromium present"; exit 0; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} and no apt-get here; install them, or set" \

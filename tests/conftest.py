@@ -65,3 +65,12 @@ def redis_url(request: pytest.FixtureRequest, runtime_root: Path) -> str:
 @pytest.fixture(scope="session")
 def milvus_uri(request: pytest.FixtureRequest, runtime_root: Path) -> str:
     return _store(request, runtime_root, "milvus")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str, milvus_uri: str):
+    """The four services on synthetic models over real stores, started once per session."""
+    from stack_fixture import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("stack"), database_url, milvus_uri) as running:
+        yield running

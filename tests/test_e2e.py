@@ -1,112 +1,27 @@
 """The whole recommendation path: four service processes over real stores.
 
-Models are trained on a small synthetic data set, the catalog and vectors are loaded
-into real PostgreSQL and Milvus, and catalog, retriever, embedder and gateway run as
-separate ``movierec serve`` processes, as ``make run`` starts them.
+The ``stack`` fixture (conftest.py, tests/stack_fixture.py) trains both models on a
+small synthetic data set, loads the catalog and vectors into real PostgreSQL and
+Milvus, and runs catalog, retriever, embedder and gateway as separate
+``movierec serve`` processes, as ``make run`` starts them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from stack_fixture import DATASET, Stack
 
-from movierec import cli
 from movierec.common.v1 import common_pb2
 from movierec.data.source import load_dataset
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
-from movierec.models.artifact import latest
-from movierec.runtime.process import free_port, stop_process
-from movierec.runtime.redis import LocalRedis
-from movierec.runtime.up import SERVICES, launch, wait_serving
-from services.catalog import loader
-from services.retriever.loader import items_from_artifact, publish
-from services.retriever.milvus import MilvusVectors
 
-DATASET = "synthetic-150x200x25-s5"
 PROFILE = common_pb2.Profile(age=25, gender="F", occupation=4)
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    procs: dict[str, object]
-    redis: LocalRedis
-    logs: Path
-
-    @property
-    def gateway(self) -> str:
-        return f"127.0.0.1:{self.env['GATEWAY_PORT']}"
-
-    def restart(self, name: str) -> None:
-        service = next(s for s in SERVICES if s.name == name)
-        self.procs[name] = launch(service, self.env, self.logs)
-        wait_serving(self.procs[name], name, int(self.env[service.port_env]), 60)
-
-    def stop(self, name: str) -> None:
-        stop_process(self.procs[name])
-
-
-def _train(artifacts: Path, root: Path) -> None:
-    common = ["--dataset", DATASET, "--artifacts", str(artifacts), "--no-progress"]
-    assert cli.main(["train", "fusion", *common, "--epochs", "3",
-                     "--checkpoint-dir", str(root / "ckpt-f")]) == 0
-    assert cli.main(["train", "pinsage", *common, "--dim", "16", "--max-epochs", "3",
-                     "--checkpoint-dir", str(root / "ckpt-p")]) == 0
-
-
-def _database(base_url: str) -> str:
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    return base_url.rsplit("/", 1)[0] + "/" + name
-
-
-def _env(root: Path, database: str, milvus_uri: str, redis_url: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": database, "MILVUS_URI": milvus_uri,
-           "REDIS_URL": redis_url, "MOVIEREC_ARTIFACTS": str(root / "artifacts"),
-           "GATEWAY_CALL_TIMEOUT": "1.0", "MOVIEREC_GRACE_SECONDS": "0.5"}
-    for service in SERVICES:
-        port = str(free_port())
-        env[service.port_env] = port
-        env[f"{service.name.upper()}_ADDR"] = f"127.0.0.1:{port}"
-        env[f"{service.name.upper()}_METRICS_PORT"] = "-1"
-    return env
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, database_url: str, milvus_uri: str):
-    root = tmp_path_factory.mktemp("e2e")
-    _train(root / "artifacts", root)
-    data = load_dataset(DATASET)
-    database = _database(database_url)
-    asyncio.run(loader.load(database, data, data.ratings, progress=False))
-    store = MilvusVectors(milvus_uri, timeout=30)
-    for model in ("fusion", "pinsage"):
-        path = latest(model, root / "artifacts")
-        publish(store, model, path.name, items_from_artifact(path, DATASET, None),
-                drain_seconds=0, progress=False)
-    store.close()
-    redis = LocalRedis(root / "redis")
-    env = _env(root, database, milvus_uri, redis.start())
-    running = Stack(env, {}, redis, root / "logs")
-    try:
-        for service in SERVICES:
-            running.restart(service.name)
-        yield running
-    finally:
-        for proc in running.procs.values():
-            stop_process(proc)
-        redis.stop()
 
 
 def call(stack: Stack, method: str, request, timeout: float = 5.0):

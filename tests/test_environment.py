@@ -81,9 +81,10 @@ def test_readme_documents_every_setting() -> None:
     from services.catalog.server import CatalogSettings
     from services.embedder.server import EmbedderSettings
     from services.retriever.server import RetrieverSettings
+    from web.server import WebSettings
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for cls in (settings.ServerSettings, EchoSettings, CatalogSettings, RetrieverSettings,
-                EmbedderSettings, GatewaySettings):
+                EmbedderSettings, GatewaySettings, WebSettings):
         for name in settings.variables(cls):
             assert f"| `{name}` |" in readme, f"{name} missing from the README table"

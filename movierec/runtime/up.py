@@ -139,7 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("services:")
         procs = start_services(env, args.timeout)
         if all(available(s) for s in SERVICES):
+            from web.launch import start_web
+
+            web, url = start_web(env, runtime_root() / "logs")
+            procs.append(web)
             demo(env)
+            print(f"web page and JSON API: {url}/  (OpenAPI docs: {url}/docs)\n")
         if not args.once:
             print("serving; Ctrl-C stops everything", flush=True)
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -33,13 +33,13 @@ class FusionConfig:
     window: int = 3
     title_len: int = 10
     hidden: int = 200
-    dropout: float = 0.0
+    dropout: float = 0.2
     user_id_dropout: float = 0.1
     movie_id_dropout: float = 0.05
-    lr: float = 1e-3
-    lr_decay: float = 1.0
+    lr: float = 2e-3
+    lr_decay: float = 0.5
     weight_decay: float = 0.0
-    batch_size: int = 1024
+    batch_size: int = 2048
     epochs: int = 30
     patience: int = 3
     valid_fraction: float = 0.05

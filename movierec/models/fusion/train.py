@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -158,7 +159,8 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
                                  "valid_rmse": round(valid_rmse, 5),
                                  "seconds": round(time.monotonic() - started, 1)})
         if progress:
-            tqdm.write(f"epoch {epoch}: train mse {loss:.4f}  valid rmse {valid_rmse:.4f}")
+            tqdm.write(f"epoch {epoch}: train mse {loss:.4f}  valid rmse {valid_rmse:.4f}",
+                       file=sys.stderr)
         if valid_rmse < state["best"]:
             state.update(best=valid_rmse, best_epoch=epoch)
             paddle.save(model.state_dict(), str(checkpoint_dir / "best.pdparams"))

@@ -1,0 +1,127 @@
+"""The web demo in a real headless Chromium over the real stack (synthetic models).
+
+Starts the four services like tests/test_e2e.py, the facade as ``python -m web``, and
+drives Debian's Chromium through chromedriver with Selenium: like three movies (one
+by keyboard), get recommendations that exclude them, page with "More", rate one and
+see it disappear; then the same through the profile form, where the gateway hides the
+rated movie (``exclude_seen`` with the visitor id). Screenshots are saved under
+``build/web-e2e/``. Skips only when chromium or chromedriver is not installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from stack_fixture import Stack
+
+from movierec.runtime.process import stop_process
+from web.launch import start_web
+from web.screenshot import CHROMEDRIVER, CHROMIUM, chromium_driver, full_page, wait_for
+from web.screenshot import movie_ids as ids
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "web-e2e"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="needs Debian's chromium and chromium-driver "
+                              "(apt-get install chromium chromium-driver)"),
+]
+
+
+@pytest.fixture(scope="module")
+def site(stack: Stack):
+    proc, url = start_web({**stack.env, "WEB_CALL_TIMEOUT": "5"}, stack.logs)
+    try:
+        yield stack, url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    driver = chromium_driver(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+def rate_first(driver, stars: int) -> int:
+    """Rate the first recommendation; return its id once it has left the list."""
+    from selenium.webdriver.common.by import By
+
+    target = ids(driver, "#recs li")[0]
+    driver.find_element(By.CSS_SELECTOR, f"#recs li[data-movie-id='{target}'] "
+                                         f"button[data-stars='{stars}']").click()
+    wait_for(driver, lambda d: d.find_element(By.ID, "status").text.startswith("Rated"))
+    assert target not in ids(driver, "#recs li")
+    assert len(ids(driver, "#recs li")) >= 12
+    return target
+
+
+def test_like_recommend_page_and_rate(site: tuple[Stack, str], browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _stack, url = site
+    browser.get(url)
+    wait_for(browser, lambda d: len(ids(d, "#grid .movie")) >= 6)
+    assert browser.find_element(By.ID, "visitor-id").text.isdigit()
+    grid = browser.find_elements(By.CSS_SELECTOR, "#grid .movie")
+    grid[0].click()
+    grid[1].click()
+    grid[2].send_keys(Keys.SPACE)  # keyboard works like a click
+    liked = ids(browser, "#grid .movie[aria-pressed='true']")
+    assert len(liked) == 3
+    browser.find_element(By.ID, "recommend-liked").click()
+    wait_for(browser, lambda d: len(ids(d, "#recs li")) == 12)
+    first_page = ids(browser, "#recs li")
+    assert not set(first_page) & set(liked)
+    reasons = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#recs .reason")]
+    assert all(r.startswith("because you liked") for r in reasons), reasons
+    browser.find_element(By.ID, "more").click()
+    wait_for(browser, lambda d: len(ids(d, "#recs li")) == 24)
+    assert len(set(ids(browser, "#recs li"))) == 24
+    rated = rate_first(browser, 5)
+    assert not set(ids(browser, "#recs li")) & (set(liked) | {rated})
+    full_page(browser, ARTIFACTS / "liked.png")
+
+
+def test_profile_hides_rated_movies(site: tuple[Stack, str], browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _stack, url = site
+    browser.set_window_size(400, 900)  # phone width
+    browser.get(url)
+    age = browser.find_element(By.ID, "age")
+    age.clear()
+    age.send_keys("31")
+    Select(browser.find_element(By.ID, "gender")).select_by_value("M")
+    Select(browser.find_element(By.ID, "occupation")).select_by_value("12")
+    browser.find_element(By.CSS_SELECTOR, "#profile-form button[type=submit]").click()
+    wait_for(browser, lambda d: len(ids(d, "#recs li")) == 12)
+    reasons = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#recs .reason")]
+    assert all("predicted" in r for r in reasons), reasons
+    rated = rate_first(browser, 2)
+    browser.refresh()  # the visitor's id and ratings survive a reload
+    browser.find_element(By.CSS_SELECTOR, "#profile-form button[type=submit]").click()
+    wait_for(browser, lambda d: len(ids(d, "#recs li")) == 12)
+    assert rated not in ids(browser, "#recs li")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 400, "the page must not scroll sideways on a phone"
+    full_page(browser, ARTIFACTS / "profile-phone.png")
+
+
+def test_api_over_the_real_stack(site: tuple[Stack, str]) -> None:
+    _stack, url = site
+    liked = [m["movie_id"] for m in httpx.get(f"{url}/api/movies/popular?limit=3").json()[
+        "movies"]]
+    reply = httpx.post(f"{url}/api/recommend", json={"liked": {"movie_ids": liked},
+                                                     "top_k": 5}).json()
+    assert len(reply["items"]) == 5 and not {i["movie_id"] for i in reply["items"]} & set(liked)
+    missing = httpx.get(f"{url}/api/movies/987654/similar")
+    assert missing.status_code == 404 and missing.json()["error"] == "NOT_FOUND"
+    bad = httpx.post(f"{url}/api/recommend", json={"liked": {"movie_ids": [999_999]}})
+    assert bad.status_code == 400 and bad.json()["message"].startswith("liked_movie_ids")

@@ -1,0 +1,72 @@
+"""The FastAPI application: API routes, offline docs, the demo page and request logs.
+
+Swagger UI (``/docs``) and ReDoc (``/redoc``) load their JavaScript and CSS from the
+``fastapi-offline`` package instead of a CDN, so the docs work without internet.
+Each request gets an id (``X-Request-ID`` or a fresh one) that is logged, returned
+and forwarded to the gateway as gRPC metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import prometheus_client
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+
+from movierec.logs import request_id
+from web import errors, routes
+from web.backend import Backend
+
+log = logging.getLogger("web.http")
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _lifespan(gateway_addr: str, catalog_addr: str, timeout: float):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.backend = Backend(gateway_addr, catalog_addr, timeout)
+        try:
+            yield
+        finally:
+            await app.state.backend.close()
+    return lifespan
+
+
+async def _request_context(request: Request, call_next):
+    rid = (request.headers.get("x-request-id") or uuid.uuid4().hex[:16])[:64]
+    token = request_id.set(rid)
+    start = time.perf_counter()
+    try:
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        if request.url.path.startswith("/api/"):
+            log.info("request", extra={"method": request.method, "path": request.url.path,
+                                       "status": response.status_code,
+                                       "ms": round(1000 * (time.perf_counter() - start), 1)})
+        return response
+    finally:
+        request_id.reset(token)
+
+
+def create_app(gateway_addr: str, catalog_addr: str, timeout: float) -> FastAPI:
+    """The facade over the gateway at ``gateway_addr`` (and the catalog, see backend)."""
+    app = FastAPIOffline(title="movierec web API", version="1",
+                         description="HTTP/JSON facade over the movierec gRPC gateway.",
+                         lifespan=_lifespan(gateway_addr, catalog_addr, timeout))
+    errors.install(app)
+    app.middleware("http")(_request_context)
+    app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/metrics", prometheus_client.make_asgi_app())
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+    return app

@@ -1,0 +1,67 @@
+"""gRPC clients of the facade: the gateway (everything it can answer) and the catalog.
+
+The catalog is called directly only for what the public gateway API has no RPC for:
+the popular movies a visitor picks from (``ListPopular``) and the genre list
+(``ListGenres``). Every call carries a deadline (``WEB_CALL_TIMEOUT``) and the
+current request id; reads are retried on UNAVAILABLE within that deadline.
+"""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from movierec.gateway.v1 import gateway_pb2 as pb
+from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.server import client
+
+
+class Backend:
+    """Open channels to the gateway and the catalog; create inside the serving loop."""
+
+    def __init__(self, gateway_addr: str, catalog_addr: str, timeout: float) -> None:
+        self.timeout = timeout
+        self._gateway_channel = client.channel(gateway_addr)
+        self._catalog_channel = client.channel(catalog_addr)
+        self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
+        self.catalog = catalog_pb2_grpc.CatalogStub(self._catalog_channel)
+        self._health = health_pb2_grpc.HealthStub(self._gateway_channel)
+
+    async def _call(self, method, request, target: str, idempotent: bool = True):
+        return await client.call(method, request, timeout=self.timeout, target=target,
+                                 idempotent=idempotent)
+
+    async def recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
+        return await self._call(self.gateway.Recommend, request, "gateway")
+
+    async def similar(self, request: pb.SimilarMoviesRequest) -> pb.SimilarMoviesResponse:
+        return await self._call(self.gateway.SimilarMovies, request, "gateway")
+
+    async def search(self, request: pb.SearchMoviesRequest) -> pb.SearchMoviesResponse:
+        return await self._call(self.gateway.SearchMovies, request, "gateway")
+
+    async def rate(self, request: pb.RecordRatingRequest) -> pb.RecordRatingResponse:
+        # an upsert of the same value: safe to retry
+        return await self._call(self.gateway.RecordRating, request, "gateway")
+
+    async def popular(self, genres: list[str], limit: int) -> catalog_pb2.ListPopularResponse:
+        return await self._call(self.catalog.ListPopular, catalog_pb2.ListPopularRequest(
+            genres=genres, limit=limit), "catalog")
+
+    async def genres(self) -> catalog_pb2.ListGenresResponse:
+        return await self._call(self.catalog.ListGenres, catalog_pb2.ListGenresRequest(),
+                                "catalog")
+
+    async def gateway_health(self) -> str:
+        """The gateway's health status name; UNAVAILABLE when it cannot be reached."""
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(),
+                                             timeout=min(self.timeout, 1.0))
+        except grpc.aio.AioRpcError:
+            return "UNAVAILABLE"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    async def close(self) -> None:
+        await self._gateway_channel.close()
+        await self._catalog_channel.close()

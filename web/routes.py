@@ -1,0 +1,91 @@
+"""The ``/api`` endpoints: thin translations between JSON and the gRPC calls.
+
+Failures are not handled here: a ``grpc.aio.AioRpcError`` propagates to the handlers
+in :mod:`web.errors`, which choose the HTTP status and body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from movierec.gateway.v1 import gateway_pb2 as pb
+from web import schemas
+from web.backend import Backend
+
+router = APIRouter(prefix="/api")
+ERRORS = {code: {"description": text, "content": {"application/json": {"example": {
+    "error": name, "message": "..."}}}} for code, name, text in (
+    (400, "INVALID_ARGUMENT", "a field is invalid; the message names it"),
+    (404, "NOT_FOUND", "the movie does not exist or has no vector"),
+    (503, "UNAVAILABLE", "the gateway or catalog is down or too slow"))}
+Genre = Annotated[str | None, Query(max_length=50, description="keep movies of this genre")]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def backend(request: Request) -> Backend:
+    return request.app.state.backend
+
+
+Client = Annotated[Backend, Depends(backend)]
+
+
+@router.get("/health", response_model=schemas.Health, responses={503: {}})
+async def health(b: Client):
+    """SERVING (200) once the gateway reports SERVING; 503 otherwise."""
+    status = await b.gateway_health()
+    return JSONResponse({"gateway": status}, status_code=200 if status == "SERVING" else 503)
+
+
+@router.get("/genres", response_model=schemas.Genres, responses=ERRORS)
+async def genres(b: Client) -> schemas.Genres:
+    """Every genre of the catalog (from the catalog service)."""
+    return schemas.Genres(genres=list((await b.genres()).genres))
+
+
+@router.get("/movies/popular", response_model=schemas.MovieList, responses=ERRORS)
+async def popular(b: Client, genre: Genre = None, limit: Limit = 24) -> schemas.MovieList:
+    """The most rated movies, to pick liked ones from (the catalog's ``ListPopular``)."""
+    reply = await b.popular([genre] if genre else [], limit)
+    return schemas.MovieList(movies=[schemas.movie(m.movie) for m in reply.movies])
+
+
+@router.get("/movies/search", response_model=schemas.MovieList, responses=ERRORS)
+async def search(b: Client, q: Annotated[str, Query(min_length=1, max_length=200)],
+                 genre: Genre = None, limit: Limit = 20,
+                 page_token: Annotated[str, Query(max_length=1024)] = ""
+                 ) -> schemas.MovieList:
+    """Title search, best matches first, paged with ``next_page_token``."""
+    reply = await b.search(pb.SearchMoviesRequest(query=q, genres=[genre] if genre else [],
+                                                  limit=limit, page_token=page_token))
+    return schemas.MovieList(movies=[schemas.movie(m) for m in reply.movies],
+                             next_page_token=reply.next_page_token)
+
+
+@router.get("/movies/{movie_id}/similar", response_model=schemas.Recommendations,
+            responses=ERRORS)
+async def similar(b: Client, movie_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                  top_k: Limit = 10, genre: Genre = None,
+                  model: Annotated[str, Query(pattern="^(pinsage|fusion)$")] = "pinsage"
+                  ) -> schemas.Recommendations:
+    """Movies close to one movie in the chosen model's vector space."""
+    reply = await b.similar(pb.SimilarMoviesRequest(movie_id=movie_id, top_k=top_k,
+                                                    genres=[genre] if genre else [],
+                                                    model=model))
+    return schemas.recommendations(reply)
+
+
+@router.post("/recommend", response_model=schemas.Recommendations, responses=ERRORS)
+async def recommend(b: Client, body: schemas.RecommendIn) -> schemas.Recommendations:
+    """Recommendations for a profile, liked movies or a user id; page with ``page_token``."""
+    return schemas.recommendations(await b.recommend(body.to_proto()))
+
+
+@router.post("/ratings", response_model=schemas.RatingOut, responses=ERRORS)
+async def rate(b: Client, body: schemas.RatingIn) -> schemas.RatingOut:
+    """Store a rating (1-5); the user's cached recommendations are dropped."""
+    reply = await b.rate(body.to_proto())
+    return schemas.RatingOut(user_id=reply.user_id, movie_id=reply.movie_id,
+                             rating=reply.rating, timestamp=reply.timestamp)

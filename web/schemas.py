@@ -1,0 +1,132 @@
+"""JSON shapes of the facade's API and their conversion from/to the gRPC messages.
+
+Request models bound numbers to what the protobuf fields can hold and check the
+one rule protobuf cannot express (a single query kind); every domain rule (age
+range, gender, page tokens, id ranges) is the gateway's, so there is one source of
+truth and its INVALID_ARGUMENT message reaches the caller unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from movierec.common.v1 import common_pb2
+from movierec.gateway.v1 import gateway_pb2 as pb
+
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Movie(BaseModel):
+    movie_id: int
+    title: str
+    year: int | None = Field(description="null when unknown")
+    genres: list[str]
+
+
+class RecommendedMovie(Movie):
+    score: float = Field(description="predicted stars (profile) or similarity (others)")
+    reason: str = Field(description="why the movie is recommended")
+
+
+class MovieList(BaseModel):
+    movies: list[Movie]
+    next_page_token: str = ""
+
+
+class Recommendations(BaseModel):
+    items: list[RecommendedMovie]
+    model_version: str
+    cached: bool
+    next_page_token: str = ""
+
+
+class ProfileIn(_Strict):
+    age: Int32 = Field(description="years, 1-120")
+    gender: str = Field(max_length=8, description="'M' or 'F'")
+    occupation: Int32 = Field(description="ml-1m occupation id, 0-20")
+    user_id: Int64 | None = Field(None, description="a known or visitor user id")
+
+
+class LikedIn(_Strict):
+    movie_ids: list[Int64] = Field(description="movies the visitor liked")
+    weights: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        [], description="empty, or one weight per movie id")
+
+
+class RecommendIn(_Strict):
+    """Mirrors ``RecommendRequest``: set exactly one of profile, liked or user_id."""
+
+    profile: ProfileIn | None = None
+    liked: LikedIn | None = None
+    user_id: Int64 | None = None
+    top_k: Int32 = Field(0, description="1-100; 0 means 10")
+    genres: list[str] = Field([], description="keep movies of any of these genres")
+    exclude_movie_ids: list[Int64] = []
+    exclude_seen: bool = Field(False, description="hide movies the user id has rated")
+    page_token: str = Field("", max_length=1024, description="a previous next_page_token")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> RecommendIn:
+        given = [self.profile, self.liked, self.user_id]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("set exactly one of profile, liked or user_id")
+        return self
+
+    def to_proto(self) -> pb.RecommendRequest:
+        request = pb.RecommendRequest(top_k=self.top_k, genres=self.genres,
+                                      exclude_movie_ids=self.exclude_movie_ids,
+                                      exclude_seen=self.exclude_seen,
+                                      page_token=self.page_token)
+        if self.profile is not None:
+            request.profile.CopyFrom(common_pb2.Profile(**self.profile.model_dump(
+                exclude_none=True)))
+        elif self.liked is not None:
+            request.liked.CopyFrom(common_pb2.LikedMovies(**self.liked.model_dump()))
+        else:
+            request.user_id = self.user_id
+        return request
+
+
+class RatingIn(_Strict):
+    user_id: Int64 = Field(description="the visitor's id")
+    movie_id: Int64
+    rating: Int32 = Field(description="stars, 1-5")
+
+    def to_proto(self) -> pb.RecordRatingRequest:
+        return pb.RecordRatingRequest(**self.model_dump())
+
+
+class RatingOut(BaseModel):
+    user_id: int
+    movie_id: int
+    rating: int
+    timestamp: int = Field(description="unix seconds")
+
+
+class Genres(BaseModel):
+    genres: list[str]
+
+
+class Health(BaseModel):
+    gateway: str
+
+
+def movie(message) -> Movie:
+    """A ``common.v1.Movie`` (or anything with its fields) as JSON."""
+    return Movie(movie_id=message.movie_id, title=message.title, year=message.year or None,
+                 genres=list(message.genres))
+
+
+def recommendations(reply) -> Recommendations:
+    """A Recommend/SimilarMovies reply as JSON."""
+    items = [RecommendedMovie(**movie(i).model_dump(), score=round(i.score, 4),
+                              reason=i.reason) for i in reply.items]
+    return Recommendations(items=items, model_version=reply.model_version, cached=reply.cached,
+                           next_page_token=getattr(reply, "next_page_token", ""))

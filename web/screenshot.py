@@ -1,0 +1,122 @@
+"""A screenshot of the demo page in headless Chromium (docs/web-demo.png, browser tests).
+
+    python -m web.screenshot http://127.0.0.1:8080 docs/web-demo.png \
+        --like "toy story" --like "star wars" --like fargo --rate 5
+
+Searches each ``--like`` title and likes the first hit (no ``--like``: the first three
+popular movies), asks for recommendations from the likes, optionally rates the first
+one, and saves the whole page. Uses Debian's ``chromium`` and ``chromedriver`` through
+Selenium (the ``web`` extra's test dependency); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage")
+
+
+def chromium_driver(user_data_dir: Path, width: int = 1280, height: int = 1800):
+    """A Selenium driver for headless Debian Chromium with a fresh profile directory."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        raise RuntimeError("needs chromium and chromedriver (apt-get install chromium "
+                           "chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={user_data_dir}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+
+
+def wait_for(driver, condition, timeout: float = 20.0):
+    """Poll ``condition(driver)`` until it is truthy; return its value."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def movie_ids(driver, selector: str) -> list[int]:
+    """The ``data-movie-id`` of every element matching ``selector``, in page order."""
+    from selenium.webdriver.common.by import By
+
+    return [int(e.get_attribute("data-movie-id"))
+            for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def full_page(driver, path: Path) -> Path:
+    """Resize the window to the page's height, then save a PNG."""
+    width = driver.get_window_size()["width"]
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(int(height) + 140, 8000))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+    return path
+
+
+def _like(driver, titles: Sequence[str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait_for(driver, lambda d: len(movie_ids(d, "#grid .movie")) >= 3)
+    if not titles:
+        for button in driver.find_elements(By.CSS_SELECTOR, "#grid .movie")[:3]:
+            button.click()
+        return
+    for title in titles:
+        box = driver.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys(title)
+        driver.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+        wait_for(driver, lambda d, t=title: t.lower() in d.find_element(
+            By.ID, "grid-caption").text.lower() and movie_ids(d, "#grid .movie"))
+        driver.find_element(By.CSS_SELECTOR, "#grid .movie").click()
+
+
+def demo(url: str, out: Path, likes: Sequence[str], rate: int, width: int) -> Path:
+    """Drive the page like a visitor and save the screenshot to ``out``."""
+    from selenium.webdriver.common.by import By
+
+    with tempfile.TemporaryDirectory() as profile:
+        driver = chromium_driver(Path(profile), width)
+        try:
+            driver.get(url)
+            _like(driver, likes)
+            driver.find_element(By.ID, "recommend-liked").click()
+            wait_for(driver, lambda d: movie_ids(d, "#recs li"))
+            if rate:
+                driver.find_element(By.CSS_SELECTOR, f"#recs li button[data-stars='{rate}']"
+                                    ).click()
+                wait_for(driver, lambda d: d.find_element(By.ID, "status").text
+                         .startswith("Rated"))
+            return full_page(driver, out)
+        finally:
+            driver.quit()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m web.screenshot",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("url")
+    p.add_argument("out", type=Path)
+    p.add_argument("--like", action="append", default=[], help="a title to search and like")
+    p.add_argument("--rate", type=int, default=0, choices=range(0, 6),
+                   help="rate the first recommendation (0: no)")
+    p.add_argument("--width", type=int, default=1280)
+    args = p.parse_args(argv)
+    print(demo(args.url, args.out, args.like, args.rate, args.width))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
