@@ -3,6 +3,7 @@
 embed (profile -> fusion, liked ids -> PinSage, user -> history or profile)
 -> retriever search with exclusions and genre filter pushed into Milvus
 -> in one concurrent step: catalog metadata for the page and the anchors' vectors
+   (both kept in small in-process caches, see :mod:`gateway.local`)
 -> items with scores and a reason ("because you liked Heat (1995)": the liked movie
    whose vector is closest to the recommended one).
 Unknown users, users without history and empty embeddings fall back to popular
@@ -18,6 +19,7 @@ import grpc
 import numpy as np
 
 from gateway.backends import Backends, Deadline
+from gateway.local import LocalCache
 from movierec.catalog.v1 import catalog_pb2
 from movierec.common.v1 import common_pb2
 from movierec.data.movielens import AGE_BUCKETS, OCCUPATIONS, age_bucket
@@ -74,9 +76,11 @@ def title_of(movie: common_pb2.Movie) -> str:
 class Recommender:
     """Runs the pipeline against the three backends."""
 
-    def __init__(self, backends: Backends, extra: int = 10) -> None:
+    def __init__(self, backends: Backends, extra: int = 10, metadata_ttl: float = 60.0) -> None:
         self.b = backends
         self.extra = extra
+        self.movie_cache = LocalCache("movies", 50_000, metadata_ttl)
+        self.vector_cache = LocalCache("vectors", 100_000, 3600.0)
 
     async def _seen(self, user_id: int | None, deadline: Deadline) -> list[int]:
         if user_id is None:
@@ -142,22 +146,35 @@ class Recommender:
         return Ranking("popular", "", [(m.movie.movie_id, m.score) for m in reply.movies],
                        context=context or "no personal signal")
 
+    async def _movies(self, ids: list[int], deadline: Deadline) -> dict:
+        async def fetch(missing: list[int]) -> dict:
+            reply = await self.b.read(self.b.catalog.GetMovies, catalog_pb2.GetMoviesRequest(
+                movie_ids=missing), deadline, "catalog")
+            return {m.movie_id: m for m in reply.movies}
+        return await self.movie_cache.get_many(ids, fetch)
+
+    async def _vectors(self, model: str, version: str, ids: list[int],
+                       deadline: Deadline) -> dict[int, np.ndarray]:
+        async def fetch(missing: list[tuple]) -> dict:
+            reply = await self.b.read(self.b.retriever.GetVectors, retriever_pb2.GetVectorsRequest(
+                model=model, movie_ids=[k[2] for k in missing]), deadline, "retriever")
+            return {(model, reply.model_version, v.movie_id): np.asarray(v.vector, np.float32)
+                    for v in reply.vectors}
+        found = await self.vector_cache.get_many([(model, version, i) for i in ids], fetch)
+        return {key[2]: vector for key, vector in found.items()}
+
     async def explain(self, ranking: Ranking, offset: int, top_k: int,
                       deadline: Deadline) -> tuple[list[pb.RecommendedMovie], bool]:
         """Items of the page [offset, offset + top_k) with metadata and reasons."""
         page = ranking.hits[offset:offset + top_k + self.extra]
-        ids = [i for i, _ in page]
-        movies_call = self.b.read(self.b.catalog.GetMovies, catalog_pb2.GetMoviesRequest(
-            movie_ids=list(dict.fromkeys(ids + ranking.anchors))), deadline, "catalog")
+        wanted = list(dict.fromkeys([i for i, _ in page] + ranking.anchors))
         if ranking.anchors and ranking.model != "popular":
-            vectors_call = self.b.read(self.b.retriever.GetVectors, retriever_pb2.GetVectorsRequest(
-                model=ranking.model, movie_ids=list(dict.fromkeys(ids + ranking.anchors))),
-                deadline, "retriever")
-            movies, vectors = await asyncio.gather(movies_call, vectors_call)
+            meta, vectors = await asyncio.gather(
+                self._movies(wanted, deadline),
+                self._vectors(ranking.model, ranking.version, wanted, deadline))
         else:
-            movies, vectors = await movies_call, None
-        meta = {m.movie_id: m for m in movies.movies}
-        closest = _closest_anchor(vectors, ranking.anchors) if vectors else {}
+            meta, vectors = await self._movies(wanted, deadline), {}
+        closest = _closest_anchor(vectors, ranking.anchors)
         items = []
         for movie_id, score in page:
             if movie_id not in meta or len(items) == top_k:
@@ -168,8 +185,7 @@ class Recommender:
         return items, more
 
 
-def _closest_anchor(vectors, anchors: list[int]) -> dict[int, int]:
-    table = {v.movie_id: np.asarray(v.vector, dtype=np.float32) for v in vectors.vectors}
+def _closest_anchor(table: dict[int, np.ndarray], anchors: list[int]) -> dict[int, int]:
     known = [a for a in anchors if a in table]
     if not known:
         return {}
