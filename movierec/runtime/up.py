@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if all(available(s) for s in SERVICES):
             from web.launch import start_web
 
+            env.setdefault("WEB_PORT", "8080")
             web, url = start_web(env, runtime_root() / "logs")
             procs.append(web)
             demo(env)
