@@ -13,12 +13,14 @@ and Search latency.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,9 +28,10 @@ from benchmarks.common import Processes, header, load, percentiles, timed  # noq
 from movierec.data.source import load_dataset  # noqa: E402
 from movierec.errors import DataError  # noqa: E402
 from movierec.models.artifact import latest, normalize  # noqa: E402
+from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc  # noqa: E402
 from movierec.runtime.milvus import LocalMilvus  # noqa: E402
 from services.retriever.loader import ItemBatch, items_from_artifact, publish  # noqa: E402
-from services.retriever.milvus import Filters, MilvusVectors  # noqa: E402
+from services.retriever.milvus import MilvusVectors  # noqa: E402
 
 SEARCH = "movierec.retriever.v1.Retriever.Search"
 
@@ -57,8 +60,8 @@ def floor(vectors: np.ndarray, queries: np.ndarray) -> dict:
     return percentiles(timed(one, 500))
 
 
-def exact_top(vectors: np.ndarray, query: np.ndarray, k: int = 10) -> set[int]:
-    return set((np.argsort(-(vectors @ query))[:k] + 1).tolist())
+def exact_top(items: ItemBatch, query: np.ndarray, k: int = 10) -> set[int]:
+    return set(items.ids[np.argsort(-(items.vectors @ query))[:k]].tolist())
 
 
 def measure(procs: Processes, model: str, items: ItemBatch, total: int) -> dict:
@@ -74,13 +77,16 @@ def measure(procs: Processes, model: str, items: ItemBatch, total: int) -> dict:
             "queries": queries}
 
 
-def recall(uri: str, model: str, items: ItemBatch, queries: np.ndarray) -> float:
-    store = MilvusVectors(uri, timeout=30)
-    live = store.resolve(model)
-    hits = store.search(live, queries.tolist(), 10, Filters(), 30)
-    store.close()
-    found = [len({i for i, _ in h} & exact_top(items.vectors, q)) / 10
-             for h, q in zip(hits, queries, strict=True)]
+def recall(host: str, model: str, items: ItemBatch, queries: np.ndarray) -> float:
+    """Mean recall@10 of the service's answers against exact numpy search."""
+    async def ask() -> list:
+        async with grpc.aio.insecure_channel(host) as channel:
+            stub = retriever_pb2_grpc.RetrieverStub(channel)
+            return [await stub.Search(retriever_pb2.SearchRequest(
+                model=model, vector=q.tolist(), top_k=10), timeout=60) for q in queries]
+    replies = asyncio.run(ask())
+    found = [len({h.movie_id for h in r.hits} & exact_top(items, q)) / 10
+             for r, q in zip(replies, queries, strict=True)]
     return float(np.mean(found))
 
 
@@ -104,7 +110,9 @@ def main() -> int:
                 publish(MilvusVectors(uri, timeout=60), "small", "v1", items, drain_seconds=0,
                         progress=False)
                 procs.start("retriever")
-                report(measure(procs, "small", items, args.total), echo, source, uri, items)
+                host = procs.env["RETRIEVER_ADDR"]
+                report(measure(procs, "small", items, args.total), echo, source, host, "small",
+                       items)
                 if not args.skip_large:
                     big = clustered(args.large, 64, 2000, 3)
                     start = time.perf_counter()
@@ -112,21 +120,21 @@ def main() -> int:
                             drain_seconds=0, progress=False)
                     print(json.dumps({"large_load_s": round(time.perf_counter() - start, 1)}))
                     report(measure(procs, "large", big, args.total // 3), echo,
-                           "clustered synthetic", uri, big)
+                           "clustered synthetic", host, "large", big)
         finally:
             milvus.stop()
     return 0
 
 
-def report(result: dict, echo: dict, source: str, uri: str, items: ItemBatch) -> None:
+def report(result: dict, echo: dict, source: str, host: str, model: str,
+           items: ItemBatch) -> None:
     queries = result.pop("queries")
     base_p50 = result["floor"]["p50_ms"] + echo["p50_ms"]
     base_p99 = result["floor"]["p99_ms"] + echo["p99_ms"]
     result.update(source=source,
                   ratio_p50=round(result["search_c1"]["p50_ms"] / base_p50, 2),
                   ratio_p99=round(result["search_c1"]["p99_ms"] / base_p99, 2),
-                  recall_at_10=round(recall(uri, "large" if len(items.ids) > 100_000 else
-                                            "small", items, queries[:100]), 4))
+                  recall_at_10=round(recall(host, model, items, queries[:100]), 4))
     print(json.dumps(result))
 
 

@@ -150,6 +150,53 @@ def test_reflection_serves_the_gateway(stack: Stack) -> None:
     assert "movierec.gateway.v1.Gateway" in asyncio.run(go())
 
 
+def test_every_query_kind_through_reflection_alone(stack: Stack) -> None:
+    """What grpcurl and ghz do: learn the schema from the server, then call it."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+    async def schema() -> descriptor_pool.DescriptorPool:
+        async with grpc.aio.insecure_channel(stack.gateway) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="movierec.gateway.v1.Gateway")
+            async for reply in stub.ServerReflectionInfo(iter([request])):
+                files = reply.file_descriptor_response.file_descriptor_proto
+        pool = descriptor_pool.DescriptorPool()
+        pending = [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
+        while pending:  # add dependencies first
+            ready = [f for f in pending if all(pool_has(pool, d) for d in f.dependency)]
+            for f in ready:
+                pool.Add(f)
+            pending = [f for f in pending if f not in ready]
+        return pool
+
+    def pool_has(pool, name: str) -> bool:
+        try:
+            pool.FindFileByName(name)
+            return True
+        except KeyError:
+            return False
+
+    pool = asyncio.run(schema())
+    method = pool.FindServiceByName("movierec.gateway.v1.Gateway").methods_by_name["Recommend"]
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    response_cls = message_factory.GetMessageClass(method.output_type)
+    bodies = [{"profile": {"age": 30, "gender": "M", "occupation": 7}, "topK": 3},
+              {"liked": {"movieIds": [1, 2]}, "topK": 3}, {"userId": 4, "topK": 3},
+              {"userId": 123456, "topK": 3}]
+
+    async def ask(body: dict):
+        async with grpc.aio.insecure_channel(stack.gateway) as channel:
+            call = channel.unary_unary("/movierec.gateway.v1.Gateway/Recommend",
+                                       request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=response_cls.FromString)
+            return await call(json_format.ParseDict(body, request_cls()), timeout=5)
+    replies = [asyncio.run(ask(b)) for b in bodies]
+    assert all(len(r.items) == 3 and r.items[0].title for r in replies)
+    assert [r.model_version.split("@")[0] for r in replies] == ["fusion", "pinsage", "pinsage",
+                                                                "popular"]
+
+
 def test_redis_down_never_fails_a_request(stack: Stack) -> None:
     request = pb.RecommendRequest(profile=common_pb2.Profile(age=60, gender="F", occupation=13))
     stack.redis.stop()

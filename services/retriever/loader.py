@@ -1,10 +1,11 @@
 """``movierec load vectors``: publish a model artifact's vectors to Milvus without downtime.
 
-Steps: create ``mr_<model>_<version>``, insert the vectors in batches (Lite takes at
-most ~1000 rows per insert), build the index, load the collection, verify the row
-count, point the registry at it (one atomic upsert), wait for in-flight searches on
-the old version to finish, then drop every other version of that model. Searches
-keep going to the old version until the registry switches, so none fail.
+Steps: create a fresh ``mr_<model>_<version>_<load id>`` collection, insert the
+vectors in batches (Lite takes at most ~1000 rows per insert), build the index, load
+the collection, verify the row count, point the registry at it (one atomic upsert),
+wait for in-flight searches on the old collection to finish, then drop every other
+collection of that model. Searches keep going to the old collection until the
+registry switches, so none fail, even when the live version is loaded again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import logging
 import math
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +86,7 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
     check_model(model)
     client, timeout = store.client, max(store.timeout, 60.0)
     store.ensure_registry()
-    name = collection_name(model, version)
+    name = collection_name(model, version, uuid.uuid4().hex[:8])
     index_type = index_type or default_index(len(items.ids))
     index_type = _create(client, name, items.vectors.shape[1], index_type, len(items.ids),
                          timeout)

@@ -1,6 +1,6 @@
 """Movie vectors in Milvus: one collection per model version and a registry of live ones.
 
-Collections are named ``mr_<model>_<version>`` and hold the movie id (primary key),
+Collections are named ``mr_<model>_<version>_<load id>`` and hold the movie id (primary key),
 the L2-normalized vector (metric IP), ``year`` and ``genres`` (an ARRAY of VARCHAR:
 Milvus Lite has no bitwise filter operators). Milvus Lite 2.5 also has no aliases
 (``create_alias`` answers UNIMPLEMENTED), so the model -> live collection pointer is a
@@ -69,8 +69,10 @@ class Filters:
         return " and ".join(parts)
 
 
-def collection_name(model: str, version: str) -> str:
-    return f"mr_{model}_{re.sub(r'[^A-Za-z0-9]', '_', version).lower()}"
+def collection_name(model: str, version: str, load_id: str) -> str:
+    """``mr_<model>_<version>_<load id>``: every load gets a fresh collection, so loading
+    the live version again never touches the collection searches are using."""
+    return f"mr_{model}_{re.sub(r'[^A-Za-z0-9]', '_', version).lower()}_{load_id}"
 
 
 def check_model(model: str) -> str:
