@@ -11,6 +11,7 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_helpers import wait_serving
 
 from movierec.catalog.v1 import catalog_pb2 as pb
 from movierec.catalog.v1 import catalog_pb2_grpc
@@ -45,23 +46,12 @@ async def _serve(url: str, **overrides):
     return server, channel, catalog_pb2_grpc.CatalogStub(channel)
 
 
-async def _wait_serving(channel, timeout: float = 20.0) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("catalog never became SERVING")
-
-
 def run(url: str, scenario):
     """Start the catalog on ``url``, wait until SERVING, run ``scenario(stub)``."""
     async def main():
         server, channel, stub = await _serve(url)
         try:
-            await _wait_serving(channel)
+            await wait_serving(channel)
             return await scenario(stub)
         finally:
             await channel.close()
@@ -255,7 +245,7 @@ def test_health_waits_for_database_and_survives_restart(tmp_path: Path) -> None:
         pg_port_url = pg.start()
         server, channel, stub = await _serve(pg_port_url)
         try:
-            await _wait_serving(channel)
+            await wait_serving(channel)
             await stub.ListGenres(pb.ListGenresRequest(), timeout=5)
             pg.stop(mode="immediate")
             start = time.monotonic()
@@ -265,7 +255,7 @@ def test_health_waits_for_database_and_survives_restart(tmp_path: Path) -> None:
             health = health_pb2_grpc.HealthStub(channel)
             down = (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
             pg.start()
-            await _wait_serving(channel)
+            await wait_serving(channel)
             genres = await stub.ListGenres(pb.ListGenresRequest(), timeout=5)
             return code, elapsed, down, genres
         finally:
@@ -292,7 +282,7 @@ def test_not_serving_until_database_is_reachable(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
             before = (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
             pg.start()
-            await _wait_serving(channel)
+            await wait_serving(channel)
             return before
         finally:
             await channel.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_helpers import wait_serving
 from pymilvus import MilvusClient
 
 from movierec.common.v1 import common_pb2
@@ -41,17 +41,6 @@ def loaded(milvus_uri: str) -> tuple[str, ItemBatch]:
     return milvus_uri, batch
 
 
-async def _wait_serving(channel, timeout: float = 30.0) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("retriever never became SERVING")
-
-
 def run(uri: str, scenario, **overrides):
     async def main():
         config = RetrieverSettings(milvus_uri=uri, metrics_port=-1, health_interval=0.2,
@@ -59,7 +48,7 @@ def run(uri: str, scenario, **overrides):
         server, port = await create_server(config, 0)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         try:
-            await _wait_serving(channel)
+            await wait_serving(channel)
             return await scenario(retriever_pb2_grpc.RetrieverStub(channel))
         finally:
             await channel.close()
