@@ -76,7 +76,7 @@ def main() -> int:
                                    args.total, c)
                         print(json.dumps({"rpc": name, **row}))
         finally:
-            pg.stop()
+            pg.destroy()
     return 0
 
 

@@ -115,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     header("serving benchmark")
     with tempfile.TemporaryDirectory() as tmp:
-        stores = LocalStores(root=Path(tmp) / "stores", environ={})
+        stores = LocalStores(root=Path(tmp) / "stores", durable=False, environ={})
         addresses = stores.start()
         try:
             load_catalog(addresses["DATABASE_URL"], "ml-1m")

@@ -261,7 +261,7 @@ def test_health_waits_for_database_and_survives_restart(tmp_path: Path) -> None:
         finally:
             await channel.close()
             await server.stop(0)
-            pg.stop()
+            pg.destroy()
     assert url.endswith("/movierec")
     code, elapsed, down, genres = asyncio.run(scenario())
     assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -287,5 +287,5 @@ def test_not_serving_until_database_is_reachable(tmp_path: Path) -> None:
         finally:
             await channel.close()
             await server.stop(0)
-            pg.stop()
+            pg.destroy()
     assert asyncio.run(scenario()) == health_pb2.HealthCheckResponse.NOT_SERVING

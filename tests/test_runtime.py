@@ -28,7 +28,8 @@ def test_postgres_is_real_and_survives_restart(tmp_path: Path) -> None:
         with psycopg.connect(pg.url) as conn:
             assert conn.execute("SELECT v FROM kept").fetchone() == (42,)
     finally:
-        pg.stop()
+        pg.destroy()
+    assert not pg.data.exists()
 
 
 def test_redis_fixture_is_a_real_server(redis_url: str) -> None:

@@ -129,6 +129,14 @@ class LocalPostgres:
         if done.returncode != 0 and "already exists" not in done.stderr:
             raise Unavailable(f"createdb failed: {done.stderr.strip()}")
 
+    def destroy(self) -> None:
+        """Stop the server and delete its data (throwaway instances: tests, benchmarks)."""
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.parent.name.startswith("movierec-") and \
+                self.root.parent.parent == Path("/var/tmp"):
+            shutil.rmtree(self.root.parent, ignore_errors=True)
+
     def stop(self, mode: str = "fast") -> None:
         if not (self.data / "postmaster.pid").exists():
             return

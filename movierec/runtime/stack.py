@@ -57,7 +57,11 @@ class LocalStores:
         return LocalMilvus(self.root / "milvus")
 
     def stop(self) -> None:
+        """Stop what this object started; non-durable PostgreSQL data is deleted too."""
         for store, server in reversed(list(self.started.items())):
-            server.stop()
+            if isinstance(server, LocalPostgres) and not self.durable:
+                server.destroy()
+            else:
+                server.stop()
             log.info("stopped local %s", store)
         self.started.clear()
