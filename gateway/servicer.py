@@ -35,8 +35,9 @@ def _check_profile(profile) -> None:
         validation.positive_id("profile.user_id", profile.user_id)
 
 
-def normalize(request: pb.RecommendRequest) -> tuple[Query, bytes]:
-    """The validated query and the canonical bytes that identify it (page excluded)."""
+def normalize(request: pb.RecommendRequest) -> tuple[Query, bytes, str]:
+    """The validated query, the canonical bytes that identify it (page excluded) and
+    their fingerprint, which binds page tokens to the request."""
     kind = request.WhichOneof("query")
     top_k = validation.limit("top_k", request.top_k, 10, MAX_TOP_K)
     genres = tuple(sorted(set(validation.text_list("genres", request.genres))))
@@ -69,10 +70,10 @@ def normalize(request: pb.RecommendRequest) -> tuple[Query, bytes]:
     canonical.genres.extend(genres)
     del canonical.exclude_movie_ids[:]
     canonical.exclude_movie_ids.extend(exclude)
-    offset = paging.decode(request.page_token, paging.fingerprint(canonical.SerializeToString(
-        deterministic=True).hex()))
-    return Query(kind=kind, offset=offset, **fields), canonical.SerializeToString(
-        deterministic=True)
+    payload = canonical.SerializeToString(deterministic=True)
+    print_ = paging.fingerprint(payload.hex())
+    offset = paging.decode(request.page_token, print_)
+    return Query(kind=kind, offset=offset, **fields), payload, print_
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -100,9 +101,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return await self.cache.single_flight(key, run), False
 
     async def Recommend(self, request, context):  # noqa: N802
-        query, canonical = normalize(request)
+        query, canonical, print_ = normalize(request)
         deadline = self._deadline(context)
-        print_ = paging.fingerprint(canonical.hex())
 
         async def compute() -> pb.RecommendResponse:
             ranking = await self.recommender.rank(query, deadline)

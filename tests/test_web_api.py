@@ -52,7 +52,7 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
         if request.user_id in FAILURES:
             context.abort(FAILURES[request.user_id], "db at 10.0.0.7:5432 refused")
         try:
-            query, canonical = normalize(request)
+            query, _canonical, print_ = normalize(request)
         except InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         hidden = set(query.exclude) | set(query.liked or ())
@@ -60,7 +60,7 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
         items = [pb.RecommendedMovie(**{f: getattr(stub_movie(i), f) for f in (
             "movie_id", "title", "year", "genres")}, score=1 / i, reason="because stub")
             for i in ids]
-        token = paging.encode(query.offset + query.top_k, paging.fingerprint(canonical.hex()))
+        token = paging.encode(query.offset + query.top_k, print_)
         return pb.RecommendResponse(items=items, model_version="stub@1", next_page_token=token)
 
     def SimilarMovies(self, request, context):  # noqa: N802
