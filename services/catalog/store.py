@@ -200,19 +200,23 @@ class CatalogStore:
 
     async def get_user_history(self, user_id: int, limit: int, min_rating: int,
                                timeout: float) -> list[Rating]:
-        await self.get_user(user_id, timeout)
+        """Newest first; the user is looked up only when there is no history to return."""
         rows = await self._fetch(
             "SELECT user_id, movie_id, rating, rated_at FROM ratings WHERE user_id = %s "
             "AND rating >= %s ORDER BY rated_at DESC, movie_id LIMIT %s",
             (user_id, min_rating, limit), timeout)
+        if not rows:
+            await self.get_user(user_id, timeout)
         return [Rating(*r) for r in rows]
 
     async def record_rating(self, user_id: int, movie_id: int, rating: int,
                             timeout: float) -> Rating:
-        if not await self.get_movies([movie_id], timeout):
-            raise NotFound(f"movie {movie_id} not found")
+        """One statement; an unknown movie fails its foreign key and changes nothing."""
         params = {"user": user_id, "movie": movie_id, "rating": rating}
-        rows = await self._fetch(_UPSERT_RATING, params, timeout)
+        try:
+            rows = await self._fetch(_UPSERT_RATING, params, timeout)
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"movie {movie_id} not found") from None
         return Rating(*rows[0])
 
     async def refresh_popularity(self, timeout: float = 60.0) -> None:
