@@ -47,9 +47,12 @@ class SearchEngine:
         return live
 
     async def _with_refresh(self, model: str, timeout: float, call: Callable[
-            [ModelCollection, float], T]) -> tuple[T, ModelCollection]:
+            [ModelCollection, float], T], check: Callable[[int], None] | None = None
+                            ) -> tuple[T, ModelCollection]:
         deadline = time.monotonic() + timeout
         live = await self.live(model, timeout)
+        if check is not None:
+            check(live.dim)
         try:
             return await self._run(call, live, timeout, timeout=timeout), live
         except Unavailable:
@@ -63,10 +66,9 @@ class SearchEngine:
     async def search(self, model: str, vectors: Sequence[Sequence[float]], top_k: int,
                      filters: Filters, timeout: float,
                      dim_check: Callable[[int], None]) -> tuple[list, ModelCollection]:
-        live = await self.live(model, timeout)
-        dim_check(live.dim)
         return await self._with_refresh(
-            model, timeout, lambda col, t: self.store.search(col, vectors, top_k, filters, t))
+            model, timeout, lambda col, t: self.store.search(col, vectors, top_k, filters, t),
+            dim_check)
 
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:
