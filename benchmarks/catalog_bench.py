@@ -27,8 +27,7 @@ def loader_times(url: str, dataset: str) -> dict:
     data = load_dataset(dataset)
     out = {}
     for label, ratings in (("all ratings", data.ratings),
-                           ("recbole_811 train", loader.select_ratings(data, "recbole_811",
-                                                                       "train", 2026))):
+                           ("recbole_811 train", loader.select_ratings(data))):
         start = time.perf_counter()
         counts = asyncio.run(loader.load(url, data, ratings, progress=False))
         first = time.perf_counter() - start

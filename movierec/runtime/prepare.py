@@ -54,7 +54,7 @@ def load_catalog(database_url: str, dataset: str) -> None:
     start = step("loading the catalog into PostgreSQL")
     data = load_dataset(dataset)
     counts = asyncio.run(loader.load(database_url, data,
-                                     loader.select_ratings(data, "recbole_811", "train", 2026),
+                                     loader.select_ratings(data),
                                      progress=False))
     print(f"    {counts} in {time.perf_counter() - start:.1f}s")
 

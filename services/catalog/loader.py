@@ -110,7 +110,11 @@ async def load(url: str, data: MovieLens, ratings: pd.DataFrame, progress: bool 
         return counts
 
 
-def select_ratings(data: MovieLens, split: str, part: str, seed: int) -> pd.DataFrame:
+DEFAULT_SPLIT, DEFAULT_PART = "recbole_811", "train"
+
+
+def select_ratings(data: MovieLens, split: str = DEFAULT_SPLIT, part: str = DEFAULT_PART,
+                   seed: int = DEFAULT_SEED) -> pd.DataFrame:
     if split == "all":
         return data.ratings
     return getattr(make_split(data, split, seed), part)
@@ -120,8 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movierec load catalog", description=__doc__)
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--split", default="recbole_811", choices=[*SPLITS, "all"])
-    parser.add_argument("--part", default="train", choices=("train", "valid", "test"))
+    parser.add_argument("--split", default=DEFAULT_SPLIT, choices=[*SPLITS, "all"])
+    parser.add_argument("--part", default=DEFAULT_PART, choices=("train", "valid", "test"))
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
