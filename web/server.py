@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import uvicorn
 
-from movierec import logs, settings
+from movierec import settings
+from movierec.server.runner import start_process
 from web.app import create_app
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,15 +46,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        config = settings.load(WebSettings)
-        server = settings.load(settings.ServerSettings)
-    except settings.SettingsError as exc:
-        print(f"movierec serve web: {exc}", file=sys.stderr)
+    loaded = start_process("web", WebSettings)
+    if loaded is None:
         return 2
-    logs.configure("web", server.log_level)
+    config, server = loaded
     logging.getLogger("uvicorn.error").addFilter(_plain_uvicorn_logs)
-    log.info("settings", extra={"settings": settings.describe(config)})
     app = create_app(config.gateway_addr, config.catalog_addr, config.call_timeout)
     uvicorn.run(app, host=args.host or server.host,
                 port=config.port if args.port is None else args.port, log_config=None,

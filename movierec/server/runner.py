@@ -22,6 +22,20 @@ log = logging.getLogger(__name__)
 Factory = Callable[[Any, int], Awaitable[tuple[ManagedServer, int]]]
 
 
+def start_process(name: str, settings_cls: type) -> tuple[Any, settings.ServerSettings] | None:
+    """Read ``settings_cls`` and the shared server settings once, install JSON logging and
+    log the (masked) settings; None after printing why when a variable is bad."""
+    try:
+        config = settings.load(settings_cls)
+        server_config = settings.load(settings.ServerSettings)
+    except settings.SettingsError as exc:
+        print(f"movierec serve {name}: {exc}", file=sys.stderr)
+        return None
+    logs.configure(name, server_config.log_level)
+    log.info("settings", extra={"settings": settings.describe(config)})
+    return config, server_config
+
+
 def serve_main(name: str, settings_cls: type, factory: Factory, argv: Sequence[str],
                port_attr: str = "port", metrics_attr: str = "metrics_port") -> int:
     """Run service ``name`` until SIGTERM; exit 2 on bad settings."""
@@ -29,14 +43,10 @@ def serve_main(name: str, settings_cls: type, factory: Factory, argv: Sequence[s
     parser.add_argument("--port", type=int, help="gRPC port (overrides the environment)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus port (0 = free port)")
     args = parser.parse_args(argv)
-    try:
-        config = settings.load(settings_cls)
-        server_config = settings.load(settings.ServerSettings)
-    except settings.SettingsError as exc:
-        print(f"movierec serve {name}: {exc}", file=sys.stderr)
+    loaded = start_process(name, settings_cls)
+    if loaded is None:
         return 2
-    logs.configure(name, server_config.log_level)
-    log.info("settings", extra={"settings": settings.describe(config)})
+    config, server_config = loaded
     port = args.port if args.port is not None else getattr(config, port_attr)
     metrics_port = args.metrics_port
     if metrics_port is None:
