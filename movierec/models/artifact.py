@@ -4,7 +4,10 @@ Layout under ``$MOVIEREC_ARTIFACTS`` (default ``./artifacts``)::
 
     <model>/<version>/metadata.json    model, version, dim, dataset, data checksum, metrics...
     <model>/<version>/item_ids.npy     int64 movie ids, row i of item_vectors is item_ids[i]
-    <model>/<version>/item_vectors.npy float32, L2-normalized, one row per movie
+    <model>/<version>/item_vectors.npy float32, one row per movie; a user's score for a
+                                       movie is the inner product with its row (unit rows
+                                       unless the model folds extra terms, e.g. an item
+                                       bias, into extra dimensions: ``normalized`` false)
     <model>/<version>/...              the model's own weights and vocabularies
     <model>/LATEST                     the name of the newest complete version
 
@@ -57,16 +60,20 @@ class ArtifactWriter:
         self.path = Path(tempfile.mkdtemp(prefix=f".tmp-{self.version}-", dir=self.model_dir))
 
     def finish(self, metadata: dict[str, Any], item_ids: np.ndarray,
-               item_vectors: np.ndarray) -> Path:
-        """Write vectors and metadata, move the version into place, point LATEST at it."""
+               item_vectors: np.ndarray, *, unit: bool = True) -> Path:
+        """Write vectors and metadata, move the version into place, point LATEST at it.
+
+        ``unit`` rows are L2-normalized here; otherwise they are stored as given (a model
+        whose score is an inner product with extra terms folded into the vectors).
+        """
         ids = np.asarray(item_ids, dtype=np.int64)
-        vectors = normalize(item_vectors)
+        vectors = normalize(item_vectors) if unit else np.asarray(item_vectors, np.float32)
         if vectors.ndim != 2 or len(ids) != len(vectors):
             raise DataError("item_ids and item_vectors must have one row per movie")
         np.save(self.path / "item_ids.npy", ids)
         np.save(self.path / "item_vectors.npy", vectors)
         meta = {"format": FORMAT_VERSION, "model": self.model, "version": self.version,
-                "dim": int(vectors.shape[1]), "num_items": int(len(ids)),
+                "dim": int(vectors.shape[1]), "num_items": int(len(ids)), "normalized": unit,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **metadata}
         (self.path / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         final = self.model_dir / self.version
@@ -104,5 +111,5 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def read_item_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(movie ids, normalized vectors) of an artifact."""
+    """(movie ids, item vectors) of an artifact: scores are inner products with the rows."""
     return np.load(path / "item_ids.npy"), np.load(path / "item_vectors.npy")
