@@ -17,13 +17,13 @@ from movierec.compat.dgl import import_dgl
 from movierec.data.source import load_dataset
 from movierec.data.splits import make_split
 from movierec.errors import InvalidArgument
+from movierec.evaluation import metrics
+from movierec.evaluation.protocols import embedding_scorer, ranking_tasks
+from movierec.evaluation.ranking import evaluate
 from movierec.models.artifact import normalize, read_metadata
 from movierec.models.pinsage import commands
 from movierec.models.pinsage.aggregation import history_matrix
 from movierec.models.pinsage.encoder import PinSageEncoder
-from movierec.models.pinsage.evaluate import metrics
-from movierec.models.pinsage.evaluate.protocols import embedding_scorer, ranking_tasks
-from movierec.models.pinsage.evaluate.ranking import evaluate
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
 from movierec.models.pinsage.model import PinSage
@@ -222,8 +222,8 @@ def test_commands_train_then_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert commands.evaluate(eval_args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["results"]) == {"pinsage", "mostpop", "itemknn", "bpr"}
-    assert 0 <= report["results"]["pinsage"]["recall@10"] <= 1
+    assert set(report["rows"]) == {"pinsage", "mostpop", "grouppop", "itemknn", "ease", "bpr"}
+    assert 0 <= report["rows"]["pinsage"]["recall@10"] <= 1
 
 
 def _with_common(parser: argparse.ArgumentParser, evaluate: bool) -> argparse.ArgumentParser:

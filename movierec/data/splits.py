@@ -9,8 +9,12 @@
 * ``leave_last_out``: per user, the last interaction by time is the test item and the
   second-last the validation item (ties broken by file order); users with fewer than
   three interactions keep everything in training.
+* ``users_80_10_10``: a seeded 80/10/10 split of the *users* (cut with
+  :func:`recbole_cuts`); every rating of a user goes to that user's part (user cold
+  start: valid and test users are unseen in training).
 
 Each frame keeps the ratings columns and the original row index.
+:func:`training_ratings` says which ratings a model may train on for a split.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import pandas as pd
 
 from movierec.data.movielens import MovieLens
 
-SPLITS = ("random_90_10", "recbole_811", "leave_last_out")
+SPLITS = ("random_90_10", "recbole_811", "leave_last_out", "users_80_10_10")
 DEFAULT_SEED = 2026
 
 
@@ -47,7 +51,23 @@ def make_split(data: MovieLens, name: str, seed: int = DEFAULT_SEED) -> Split:
         return _recbole_811(data.ratings, seed)
     if name == "leave_last_out":
         return _leave_last_out(data.ratings)
+    if name == "users_80_10_10":
+        return _users_80_10_10(data.ratings, seed)
     raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+
+
+def training_ratings(data: MovieLens, split: Split) -> pd.DataFrame:
+    """Every rating a model may train on for ``split`` without seeing held-out data.
+
+    ``random_90_10`` and ``leave_last_out``: the training part. ``recbole_811``: every
+    rating outside the validation and test parts (ratings below 3, which that split
+    drops and never counts as relevant, included). ``users_80_10_10``: every rating of
+    the training users (the training part).
+    """
+    if split.name == "recbole_811":
+        held_out = split.valid.index.union(split.test.index)
+        return data.ratings.drop(index=held_out)
+    return split.train
 
 
 def holdout(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,3 +125,14 @@ def _leave_last_out(ratings: pd.DataFrame) -> Split:
     train = frame[(from_end >= 2) | ~eligible]
     return Split("leave_last_out", *(p.drop(columns="_pos").sort_index()
                                      for p in (train, valid, test)))
+
+
+def _users_80_10_10(ratings: pd.DataFrame, seed: int) -> Split:
+    users = np.unique(ratings["user_id"].to_numpy())
+    shuffled = np.random.default_rng(seed).permutation(users)
+    train_n, valid_n, _ = recbole_cuts(len(shuffled))
+    valid_users = shuffled[train_n:train_n + valid_n]
+    test_users = shuffled[train_n + valid_n:]
+    owner = ratings["user_id"]
+    valid, test = owner.isin(valid_users), owner.isin(test_users)
+    return Split("users_80_10_10", ratings[~(valid | test)], ratings[valid], ratings[test])

@@ -1,7 +1,9 @@
-"""``movierec train MODEL`` and ``movierec evaluate MODEL``.
+"""``movierec train MODEL``, ``movierec evaluate MODEL`` and ``movierec evaluate serving``.
 
 Common flags are added here; each model package's ``commands`` module adds its own
-(``add_train_args``/``add_evaluate_args``) and does the work (``train``/``evaluate``).
+(``add_train_args``/``add_evaluate_args``) and does the work (``train``/``evaluate``);
+``evaluate serving`` (every served path beside the baselines) lives in
+:mod:`movierec.evaluation.commands`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from pathlib import Path
 from movierec.data.splits import DEFAULT_SEED
 
 MODELS = ("fusion", "pinsage")
+#: what each action can take, and the module that does it
+TARGETS = {"train": {m: f"movierec.models.{m}.commands" for m in MODELS},
+           "evaluate": {**{m: f"movierec.models.{m}.commands" for m in MODELS},
+                        "serving": "movierec.evaluation.commands"}}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +33,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _run(action: str, argv: Sequence[str]) -> int:
     top = argparse.ArgumentParser(prog=f"movierec {action}")
-    top.add_argument("model", choices=MODELS)
+    top.add_argument("model", choices=list(TARGETS[action]))
     known, rest = top.parse_known_args(list(argv)[:1])
-    commands = importlib.import_module(f"movierec.models.{known.model}.commands")
+    commands = importlib.import_module(TARGETS[action][known.model])
     parser = argparse.ArgumentParser(prog=f"movierec {action} {known.model}")
     _common(parser)
     if action == "evaluate":
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+    if action == "evaluate" and known.model in MODELS:
         parser.add_argument("--artifact", type=Path, default=None,
                             help="artifact version directory (default: the latest)")
     getattr(commands, f"add_{action}_args")(parser)

@@ -3,8 +3,9 @@
 The CLI adds ``--dataset``, ``--data-dir``, ``--seed``, ``--artifacts`` (and for
 evaluate ``--json`` and ``--artifact``); this module adds one flag per
 :class:`FusionConfig` field (``--hidden``, ``--lr``, ``--max-minutes`` ...) plus
-run options. Training uses the ``random_90_10`` split's training part, carves the
-early-stopping slice out of it, exports a new artifact version and prints its path.
+run options. Training uses the ratings ``--split`` allows (default: the ``random_90_10``
+split's training part; see :func:`movierec.data.splits.training_ratings`), carves the
+early-stopping slice out of them, exports a new artifact version and prints its path.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from movierec.data.source import home_dir, load_dataset
-from movierec.data.splits import make_split
+from movierec.data.splits import make_split, training_ratings
 from movierec.models.fusion.model import FusionConfig
 
 SPLIT = "random_90_10"
+#: splits fusion can train on: ``training_ratings`` of the split (no held-out rating)
+TRAIN_SPLITS = ("random_90_10", "recbole_811", "users_80_10_10")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=type(value), default=value,
                                 help=f"(default {value})")
+    parser.add_argument("--split", choices=TRAIN_SPLITS, default=SPLIT,
+                        help="train on the ratings this split allows (evaluation protocols)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for Paddle")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="default $MOVIEREC_HOME/checkpoints/fusion/<dataset>-s<seed>")
@@ -63,11 +68,11 @@ def train(args: argparse.Namespace) -> int:
     use_cpu(args.threads)
     cfg = config_from_args(args)
     data = load_dataset(args.dataset, args.data_dir)
-    split = make_split(data, SPLIT, args.seed)
-    result = train_model(data, split.train, cfg, args.seed, _checkpoint_dir(args),
+    split = make_split(data, args.split, args.seed)
+    result = train_model(data, training_ratings(data, split), cfg, args.seed, _checkpoint_dir(args),
                          progress=not args.no_progress, resume=args.resume)
     metrics = {"valid_rmse": result.valid_rmse, **split_metrics(result, split.test)}
-    meta = {"split": SPLIT, "split_seed": args.seed, "seed": args.seed, "metrics": metrics,
+    meta = {"split": args.split, "split_seed": args.seed, "seed": args.seed, "metrics": metrics,
             "label_space": "stars (1-5), squared error", "best_epoch": result.best_epoch,
             "history": result.history, "training_seconds": round(result.seconds, 1),
             "wall_seconds": round(time.monotonic() - started, 1), "threads": args.threads,

@@ -16,18 +16,18 @@ import torch
 
 from movierec.data.source import home_dir, load_dataset
 from movierec.data.splits import make_split
-from movierec.errors import DataError
-from movierec.models.artifact import latest, read_metadata
-from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
-from movierec.models.pinsage.evaluate import baselines
-from movierec.models.pinsage.evaluate.protocols import (
+from movierec.evaluation import artifacts, protocols, report, runner
+from movierec.evaluation.bpr import BprConfig, bpr_row
+from movierec.evaluation.protocols import (
     PROTOCOL_SPLITS,
     embedding_scorer,
     ranking_tasks,
     split_for,
 )
-from movierec.models.pinsage.evaluate.ranking import RankingTask
-from movierec.models.pinsage.evaluate.ranking import evaluate as rank_evaluate
+from movierec.evaluation.ranking import evaluate as rank_evaluate
+from movierec.evaluation.serving import ItemSpace, pinsage_history
+from movierec.models.artifact import latest
+from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
 from movierec.models.pinsage.sampler import WalkConfig
@@ -62,8 +62,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=list(PROTOCOL_SPLITS), default="recbole")
     parser.add_argument("--no-baselines", action="store_true", help="score PinSage only")
-    parser.add_argument("--bpr-epochs", type=int, default=baselines.BprConfig.epochs)
-    parser.add_argument("--knn-k", type=int, default=100)
+    parser.add_argument("--bpr-epochs", type=int, default=BprConfig.epochs)
     _common_runtime_args(parser)
 
 
@@ -108,64 +107,22 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Full-ranking test metrics of the artifact and of the baselines, same split."""
+    """PinSage beside the baselines on the protocol's test users (shared protocol code)."""
     torch.set_num_threads(args.threads)
     path = args.artifact or latest(MODEL, args.artifacts)
-    meta = read_metadata(path)
-    split_name = split_for(args.protocol)
     data = load_dataset(args.dataset, args.data_dir)
-    if meta.get("split") != split_name:
-        raise DataError(f"{path} was trained on split {meta.get('split')}; protocol "
-                        f"{args.protocol} needs a model trained on {split_name} "
-                        f"(movierec train pinsage --split {split_name})")
-    if data.checksum != meta.get("data_checksum"):
-        raise DataError(f"{path} was trained on {meta.get('dataset')}, not on these "
-                        f"{data.name} files (data checksum differs)")
-    split = make_split(data, split_name, seed=int(meta["split_seed"]))
-    valid, test = ranking_tasks(data, split)
-    results = _score_all(path, valid, test, args)
-    report = {"dataset": args.dataset, "protocol": args.protocol, "split": split_name,
-              "split_seed": meta["split_seed"], "artifact": str(path), "users": test.rows.size,
-              "results": results}
-    print(json.dumps(report, indent=2) if args.json else _table(report))
+    split_name = split_for(args.protocol)
+    meta = artifacts.check(path, data, split_name, "movierec train pinsage")
+    built = protocols.build(data, args.protocol, int(meta["split_seed"]))
+    items = ItemSpace.load(path, built.movie_ids)
+    rows = {MODEL: runner.measure(pinsage_history(PinSageEncoder.load(path), items), built)}
+    if not args.no_baselines:
+        rows.update(runner.run_baselines(built))
+        if args.protocol != "cold_start":  # BPR has no vector for users unseen in training
+            rows["bpr"] = bpr_row(built, BprConfig(epochs=args.bpr_epochs, seed=args.seed))
+    result = {"dataset": data.name, "protocol": args.protocol, "split": split_name,
+              "split_seed": meta["split_seed"], "artifact": str(path),
+              "users": {"valid": int(built.valid.rows.size), "test": int(built.test.rows.size)},
+              "rows": rows}
+    print(json.dumps(result, indent=2) if args.json else report.text_table(result))
     return 0
-
-
-def _score_all(path: Path, valid: RankingTask, test: RankingTask,
-               args: argparse.Namespace) -> dict[str, dict]:
-    """PinSage from the artifact's vectors, then MostPop, ItemKNN and BPR fitted on train."""
-    encoder = PinSageEncoder.load(path)
-    vectors = encoder.vectors[encoder.rows(test.movie_ids)]
-    out = {"pinsage": _timed(lambda: embedding_scorer(vectors, test.history,
-                                                      encoder.aggregation), test)}
-    if args.no_baselines:
-        return out
-    out["mostpop"] = _timed(lambda: baselines.most_pop(valid.history), test)
-    out["itemknn"] = _timed(lambda: baselines.item_knn(valid.history, test.history,
-                                                       k=args.knn_k), test)
-    config = baselines.BprConfig(epochs=args.bpr_epochs, seed=args.seed)
-    bpr_info: dict = {}
-
-    def fit_bpr():
-        scorer, info = baselines.bpr(valid.history, valid, config)
-        bpr_info.update(info)
-        return scorer
-
-    out["bpr"] = {**_timed(fit_bpr, test), **bpr_info}
-    return out
-
-
-def _timed(build, task) -> dict:
-    started = time.perf_counter()
-    metrics = rank_evaluate(build(), task)
-    return {**{k: round(v, 5) for k, v in metrics.items()},
-            "seconds": round(time.perf_counter() - started, 1)}
-
-
-def _table(report: dict) -> str:
-    names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit@10", "mrr@10", "precision@10"]
-    lines = [f"{report['dataset']} protocol={report['protocol']} users={report['users']}",
-             f"{'model':<10}" + "".join(f"{n:>13}" for n in names)]
-    for model, metrics in report["results"].items():
-        lines.append(f"{model:<10}" + "".join(f"{metrics[n]:>13.4f}" for n in names))
-    return "\n".join(lines)

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from movierec.compat.dgl import import_dgl
+from movierec.evaluation.protocols import embedding_scorer
+from movierec.evaluation.ranking import RankingTask, evaluate
 from movierec.models.pinsage.aggregation import history_matrix
-from movierec.models.pinsage.evaluate.protocols import embedding_scorer
-from movierec.models.pinsage.evaluate.ranking import RankingTask, evaluate
 from movierec.models.pinsage.graph import TrainingGraph
 from movierec.models.pinsage.model import PinSage
 from movierec.models.pinsage.sampler import (

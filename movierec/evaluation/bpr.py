@@ -1,14 +1,10 @@
-"""Baselines trained and scored on the same split as PinSage: MostPop, ItemKNN, BPR-MF.
+"""BPR-MF, the neural baseline of ``movierec evaluate pinsage`` (torch).
 
-* MostPop: an item's score is its number of training interactions.
-* ItemKNN (RecBole's ``ItemKNN``): cosine similarity between items' binary user
-  columns of the training matrix, ``shrink`` added to the denominator, only each
-  item's ``k`` most similar items kept; a user's score for item i is the sum of the
-  similarities between i and the items in their history.
-* BPR: matrix factorization (user and item embeddings, dot product) trained in torch
-  with the BPR loss on (user, training item, uniformly drawn non-training item)
-  triples (L2 penalty ``reg`` on the embeddings of each batch); the epoch with the
-  best validation Recall@10 is kept.
+Matrix factorization (user and item embeddings, dot product) trained with the BPR
+loss on (user, training item, uniformly drawn non-training item) triples (L2 penalty
+``reg`` on the embeddings of each batch); the epoch with the best validation
+Recall@10 is kept. It scores users by their trained embedding, so it needs users
+seen in training (not the cold-start protocol).
 """
 
 from __future__ import annotations
@@ -21,27 +17,10 @@ import torch
 import torch.nn.functional as F
 from scipy import sparse
 
-from movierec.models.pinsage.evaluate.ranking import RankingTask, Scorer, evaluate
-
-
-def most_pop(train: sparse.csr_matrix) -> Scorer:
-    counts = np.asarray((train > 0).sum(axis=0), dtype=np.float32).ravel()
-    return lambda rows: np.broadcast_to(counts, (len(rows), len(counts)))
-
-
-def item_knn(train: sparse.csr_matrix, history: sparse.csr_matrix, k: int = 100,
-             shrink: float = 0.0) -> Scorer:
-    """Cosine ItemKNN; ``history`` (binary-ized) is what each user is scored from."""
-    binary = (train > 0).astype(np.float32)
-    co = np.asarray((binary.T @ binary).todense())
-    norms = np.sqrt(np.diag(co))
-    sim = co / (np.outer(norms, norms) + shrink + 1e-12)
-    np.fill_diagonal(sim, 0.0)
-    if k < sim.shape[0]:
-        weakest = np.argpartition(-sim, k, axis=0)[k:]
-        np.put_along_axis(sim, weakest, 0.0, axis=0)
-    user_items = (history > 0).astype(np.float32)
-    return lambda rows: np.asarray(user_items[rows] @ sim)
+from movierec.evaluation.baselines import Factory
+from movierec.evaluation.protocols import ProtocolData
+from movierec.evaluation.ranking import RankingTask, Scorer, evaluate
+from movierec.evaluation.runner import measure
 
 
 @dataclass(frozen=True)
@@ -99,3 +78,18 @@ def _bpr_epoch(train: sparse.csr_matrix, pairs: tuple[np.ndarray, np.ndarray],
 
 def _mf_scorer(users: np.ndarray, items: np.ndarray) -> Scorer:
     return lambda rows: users[rows] @ items.T
+
+
+def bpr_factory(train: sparse.csr_matrix, valid: RankingTask,
+                config: BprConfig) -> tuple[Factory, dict]:
+    """Train BPR; its scorer ignores a task's history (users are their embeddings)."""
+    scorer, info = bpr(train, valid, config)
+    return (lambda task: scorer), info
+
+
+def bpr_row(data: ProtocolData, config: BprConfig) -> dict:
+    """BPR's result row (epochs chosen on validation) on a protocol with known users."""
+    started = time.perf_counter()
+    factory, info = bpr_factory(data.train, data.valid, config)
+    return measure(factory, data, started, params={"best_epoch": info["best_epoch"],
+                                                   "epochs": config.epochs})

@@ -11,6 +11,14 @@ the reported metric is their mean over users with at least one relevant item.
 * MRR@k = 1 / rank of the first relevant item in the top k (0 if none).
 * NDCG@k = DCG / IDCG with DCG = sum over relevant top-k ranks r of 1 / log2(r + 1)
   and IDCG the same sum over ranks 1..min(num_relevant, k).
+
+Two catalog-level measures take the recommended item indices instead (``ranked``:
+users x k, best first):
+
+* Coverage@k = distinct items in all users' top k / number of items.
+* Popularity@k = mean over all recommended slots of the item's popularity percentile
+  (:func:`popularity_percentiles` of its training-interaction count: 100 for the most
+  popular item, near 0 for the least).
 """
 
 from __future__ import annotations
@@ -45,6 +53,21 @@ def ndcg(hits: np.ndarray, num_relevant: np.ndarray) -> np.ndarray:
     return dcg / ideal
 
 
+def coverage(ranked: np.ndarray, num_items: int) -> float:
+    return float(len(np.unique(ranked)) / num_items)
+
+
+def popularity_percentiles(counts: np.ndarray) -> np.ndarray:
+    """Per item, the share (0-100) of all items whose count is <= this item's count."""
+    counts = np.asarray(counts)
+    sorted_counts = np.sort(counts)
+    return 100.0 * np.searchsorted(sorted_counts, counts, side="right") / len(counts)
+
+
+def mean_popularity(ranked: np.ndarray, percentiles: np.ndarray) -> float:
+    return float(percentiles[ranked].mean()) if ranked.size else 0.0
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of each row's k highest scores, best first."""
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -52,10 +75,19 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def summarize(hits: np.ndarray, num_relevant: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
-    """Mean of every metric at every k (``hits`` must have at least max(ks) columns)."""
+def summarize(hits: np.ndarray, num_relevant: np.ndarray, ks: tuple[int, ...],
+              ranked: np.ndarray | None = None,
+              percentiles: np.ndarray | None = None) -> dict[str, float]:
+    """Mean of every metric at every k (``hits`` must have at least max(ks) columns).
+
+    With ``ranked`` (the item indices behind ``hits``) and the items' ``percentiles``,
+    coverage@k and popularity@k are added.
+    """
     out: dict[str, float] = {}
     for k in ks:
+        if ranked is not None and percentiles is not None:
+            out[f"coverage@{k}"] = coverage(ranked[:, :k], len(percentiles))
+            out[f"popularity@{k}"] = mean_popularity(ranked[:, :k], percentiles)
         top = hits[:, :k]
         out[f"recall@{k}"] = float(recall(top, num_relevant).mean())
         out[f"ndcg@{k}"] = float(ndcg(top, num_relevant).mean())

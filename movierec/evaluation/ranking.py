@@ -4,7 +4,8 @@ A :class:`RankingTask` holds, over one user and item index space, the history a 
 may use to represent each user, the items to mask from the ranking (items the user
 already interacted with), and the relevant (held-out) items. :func:`evaluate` ranks
 all movies for each user with relevant items, masks, takes the top k and computes
-:mod:`~movierec.models.pinsage.evaluate.metrics`.
+:mod:`~movierec.evaluation.metrics` (coverage and popularity too when the task knows
+its items' popularity percentiles).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from movierec.models.pinsage.evaluate.metrics import summarize, top_k
+from movierec.evaluation.metrics import summarize, top_k
 
 #: scores (len(rows), num_items) for the users at ``rows`` of the task
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -43,6 +44,8 @@ class RankingTask:
     history: sparse.csr_matrix   # ratings a model may use to represent the user
     exclude: sparse.csr_matrix   # items masked from the ranking
     relevant: sparse.csr_matrix  # held-out items to find
+    percentiles: np.ndarray | None = None  # items' training-popularity percentiles (0-100)
+    history_frame: pd.DataFrame | None = None  # the history's rating rows (with timestamps)
 
     @property
     def rows(self) -> np.ndarray:
@@ -51,11 +54,18 @@ class RankingTask:
 
 
 def make_task(user_ids: np.ndarray, movie_ids: np.ndarray, history: list[pd.DataFrame],
-              exclude: list[pd.DataFrame], relevant: pd.DataFrame) -> RankingTask:
+              exclude: list[pd.DataFrame], relevant: pd.DataFrame,
+              percentiles: np.ndarray | None = None) -> RankingTask:
     """Build a task from rating frames (all users and movies must be in the id arrays)."""
     return RankingTask(user_ids, movie_ids, interactions(history, user_ids, movie_ids),
                        interactions(exclude, user_ids, movie_ids),
-                       interactions([relevant], user_ids, movie_ids))
+                       interactions([relevant], user_ids, movie_ids), percentiles,
+                       pd.concat(history) if history else None)
+
+
+def vector_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Scorer:
+    """Score = inner product of a row of ``user_vectors`` (one per task row) with each item."""
+    return lambda rows: user_vectors[rows] @ item_vectors.T
 
 
 def evaluate(scorer: Scorer, task: RankingTask, ks: tuple[int, ...] = KS,
@@ -63,7 +73,7 @@ def evaluate(scorer: Scorer, task: RankingTask, ks: tuple[int, ...] = KS,
     """Mean metrics of ``scorer`` over the task's users (full ranking, masked)."""
     rows = task.rows
     depth = max(ks)
-    hit_rows = []
+    hit_rows, ranked_rows = [], []
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         scores = np.array(scorer(chunk), dtype=np.float32)
@@ -72,7 +82,9 @@ def evaluate(scorer: Scorer, task: RankingTask, ks: tuple[int, ...] = KS,
         ranked = top_k(scores, depth)
         relevant = task.relevant[chunk].toarray() > 0
         hit_rows.append(np.take_along_axis(relevant, ranked, axis=1))
+        ranked_rows.append(ranked)
     num_relevant = np.diff(task.relevant.indptr)[rows]
-    result = summarize(np.vstack(hit_rows), num_relevant, ks)
+    result = summarize(np.vstack(hit_rows), num_relevant, ks, np.vstack(ranked_rows),
+                       task.percentiles)
     result["users"] = float(len(rows))
     return result

@@ -1,0 +1,181 @@
+"""The served recommendation paths, scored exactly as the embedder and retriever serve them.
+
+User vectors come from the encoders' public API on the exported artifacts
+(``FusionEncoder.encode``, ``PinSageEncoder.embed_liked``, and for known users
+:func:`movierec.models.user_input.embed_user_history`, the embedder's own history
+selection); a movie's score is the inner product of the user vector with the
+artifact's exported item vector, which is what Milvus (metric IP) computes; movies
+without an exported vector are never retrieved. Exact search stands in for Milvus.
+
+* ``profile``: gender, age (bucket -> years as the embedder maps it), occupation; no id.
+* ``profile_user``: the same with the user id (a user unknown to the model gets the
+  model's unknown-id slot, as served).
+* ``liked``: the user's history movie ids with weight 1 each; liked ids excluded.
+* ``user_id``: what ``EmbedUser`` does with the user's catalog history (newest
+  ``history_limit``, the artifact's rating weights), seen movies excluded; a user
+  without history gets the profile vector with id, else the most popular movies.
+
+The catalog history is the task's history (the ``recbole_811`` training part, which is
+what ``make run`` loads; the given movies with their stars for cold-start users).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from movierec.evaluation.baselines import Factory, item_counts
+from movierec.evaluation.protocols import ProtocolData
+from movierec.evaluation.ranking import RankingTask, Scorer
+from movierec.models.artifact import read_item_vectors
+from movierec.models.fusion.inference import FusionEncoder
+from movierec.models.pinsage.encoder import PinSageEncoder
+from movierec.models.user_input import DEFAULT_HISTORY_LIMIT, catalog_profile, embed_user_history
+
+PATHS = ("profile", "profile_user", "liked", "user_id")
+
+
+@dataclass(frozen=True)
+class ItemSpace:
+    """An artifact's exported item vectors aligned to the task's movie columns."""
+
+    vectors: np.ndarray  # (movies, dim), zero rows where the artifact has no vector
+    known: np.ndarray    # bool (movies,)
+
+    @classmethod
+    def load(cls, path: Path, movie_ids: np.ndarray) -> ItemSpace:
+        ids, vectors = read_item_vectors(path)
+        return cls.align(ids, vectors, movie_ids)
+
+    @classmethod
+    def align(cls, ids: np.ndarray, vectors: np.ndarray, movie_ids: np.ndarray) -> ItemSpace:
+        order = np.argsort(ids, kind="stable")
+        ids, vectors = np.asarray(ids)[order], np.asarray(vectors, np.float32)[order]
+        pos = np.clip(np.searchsorted(ids, movie_ids), 0, len(ids) - 1)
+        known = ids[pos] == movie_ids
+        aligned = np.where(known[:, None], vectors[pos], 0.0).astype(np.float32)
+        return cls(aligned, known)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Inner products of user vectors with every movie (-inf: no exported vector)."""
+        out = np.asarray(users, np.float32) @ self.vectors.T
+        out[:, ~self.known] = -np.inf
+        return out
+
+
+@dataclass
+class ServedModels:
+    """The two artifacts as the embedder loads them."""
+
+    fusion: FusionEncoder
+    fusion_items: ItemSpace
+    pinsage: PinSageEncoder
+    pinsage_items: ItemSpace
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+
+    @classmethod
+    def load(cls, fusion: Path, pinsage: Path, movie_ids: np.ndarray,
+             history_limit: int = DEFAULT_HISTORY_LIMIT) -> ServedModels:
+        return cls(FusionEncoder.load(fusion), ItemSpace.load(fusion, movie_ids),
+                   PinSageEncoder.load(pinsage), ItemSpace.load(pinsage, movie_ids),
+                   history_limit)
+
+
+@dataclass(frozen=True)
+class _Rating:
+    movie_id: int
+    rating: float
+    timestamp: int
+
+
+def _history_lists(task: RankingTask, rows: np.ndarray) -> dict[int, list[_Rating]]:
+    """Each row's catalog history as rating records."""
+    frame = task.history_frame
+    wanted = set(task.user_ids[rows].tolist())
+    frame = frame[frame["user_id"].isin(wanted)]
+    out: dict[int, list[_Rating]] = {}
+    for user, movie, rating, stamp in frame[["user_id", "movie_id", "rating",
+                                             "timestamp"]].itertuples(index=False):
+        out.setdefault(int(user), []).append(_Rating(int(movie), float(rating), int(stamp)))
+    return out
+
+
+class PathScorers:
+    """Factories of the served paths for one protocol's tasks."""
+
+    def __init__(self, models: ServedModels, data: ProtocolData, users: pd.DataFrame) -> None:
+        self.m, self.data = models, data
+        self.users = users.set_index("user_id").reindex(data.user_ids)
+        self.popular = item_counts(data.train).astype(np.float32)
+
+    def factories(self, paths: tuple[str, ...] = PATHS) -> dict[str, Factory]:
+        table = {"profile": self.profile, "profile_user": self.profile_user,
+                 "liked": self.liked, "user_id": self.user_id}
+        return {name: table[name] for name in paths}
+
+    def _profiles(self, rows: np.ndarray, with_id: bool) -> np.ndarray:
+        found = self.users.iloc[rows]
+        profiles = [catalog_profile(int(age), str(gender), int(job), int(uid) if with_id else None)
+                    for uid, gender, age, job in zip(found.index, found["gender"], found["age"],
+                                                     found["occupation"], strict=True)]
+        return self.m.fusion.encode(profiles)
+
+    def profile(self, task: RankingTask) -> Scorer:
+        return lambda rows: self.m.fusion_items.scores(self._profiles(rows, with_id=False))
+
+    def profile_user(self, task: RankingTask) -> Scorer:
+        return lambda rows: self.m.fusion_items.scores(self._profiles(rows, with_id=True))
+
+    def liked(self, task: RankingTask) -> Scorer:
+        def score(rows: np.ndarray) -> np.ndarray:
+            vectors = np.zeros((len(rows), self.m.pinsage.dim), np.float32)
+            for i, r in enumerate(rows):
+                liked = task.movie_ids[task.history[r].indices].tolist()
+                vectors[i] = self.m.pinsage.embed_liked(liked) if liked else 0.0
+            scores = self.m.pinsage_items.scores(vectors)
+            empty = np.diff(task.history[rows].indptr) == 0  # not servable: popular instead
+            scores[empty] = self.popular
+            return _exclude(scores, task, rows)
+        return score
+
+    def user_id(self, task: RankingTask) -> Scorer:
+        def score(rows: np.ndarray) -> np.ndarray:
+            histories = _history_lists(task, rows)
+            out = np.empty((len(rows), len(task.movie_ids)), np.float32)
+            for i, r in enumerate(rows):
+                out[i] = self._one_user(int(r), histories.get(int(task.user_ids[r]), []))
+            return _exclude(out, task, rows)
+        return score
+
+    def _one_user(self, row: int, history: list[_Rating]) -> np.ndarray:
+        if history:
+            vector, _ = embed_user_history(self.m.pinsage, history, self.m.history_limit)
+            return self.m.pinsage_items.scores(vector[None])[0]
+        if not self.users.iloc[[row]]["gender"].isna().any():
+            return self.m.fusion_items.scores(self._profiles(np.array([row]), True))[0]
+        return self.popular
+
+
+def _exclude(scores: np.ndarray, task: RankingTask, rows: np.ndarray) -> np.ndarray:
+    """The gateway's exclusions: the user's history (seen or liked movies)."""
+    history = task.history[rows]
+    scores[np.repeat(np.arange(len(rows)), np.diff(history.indptr)), history.indices] = -np.inf
+    return scores
+
+
+def pinsage_history(encoder: PinSageEncoder, items: ItemSpace) -> Factory:
+    """PinSage scored from each user's whole history with the artifact's rating weights."""
+    def factory(task: RankingTask) -> Scorer:
+        def score(rows: np.ndarray) -> np.ndarray:
+            vectors = np.zeros((len(rows), encoder.dim), np.float32)
+            for i, r in enumerate(rows):
+                history = task.history[r]
+                if history.nnz:
+                    vectors[i] = encoder.embed_history(task.movie_ids[history.indices].tolist(),
+                                                       history.data.tolist())
+            return items.scores(vectors)
+        return score
+    return factory

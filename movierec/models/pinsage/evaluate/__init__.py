@@ -1,1 +1,0 @@
-"""Offline evaluation: ranking metrics, baselines and the full-ranking protocols."""

@@ -1,0 +1,288 @@
+"""The shared evaluation protocol: splits, tasks, metrics, baselines and the served paths.
+
+Synthetic data only; these tests assert the protocol, never the ml-1m numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from movierec.data.movielens import MovieLens
+from movierec.data.source import load_dataset
+from movierec.data.splits import make_split, recbole_cuts, training_ratings
+from movierec.data.synthetic import generate
+from movierec.errors import DataError
+from movierec.evaluation import baselines, metrics, protocols, runner
+from movierec.evaluation.ranking import RankingTask, evaluate, make_task
+from movierec.models.user_input import AGE_BUCKET_YEARS, newest_history
+
+DATASET = "synthetic-300x400-s0"
+
+
+@pytest.fixture(scope="module")
+def data() -> MovieLens:
+    return generate(120, 150, 30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def cold(data) -> protocols.ProtocolData:
+    return protocols.build(data, "cold_start", seed=11)
+
+
+def _ids(matrix: sparse.csr_matrix, user_ids: np.ndarray) -> set[int]:
+    return set(user_ids[np.diff(matrix.indptr) > 0].tolist())
+
+
+def test_users_80_10_10_users_are_disjoint_and_seeded(data) -> None:
+    split = make_split(data, "users_80_10_10", seed=11)
+    users = [set(p.user_id) for p in (split.train, split.valid, split.test)]
+    assert not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
+    assert [len(u) for u in users] == recbole_cuts(data.ratings.user_id.nunique())
+    assert sum(len(p) for p in (split.train, split.valid, split.test)) == len(data.ratings)
+    again, other = make_split(data, "users_80_10_10", seed=11), make_split(data, "users_80_10_10",
+                                                                           seed=12)
+    assert set(again.test.user_id) == users[2] and set(other.test.user_id) != users[2]
+
+
+def test_training_ratings_hold_nothing_back(data) -> None:
+    recbole = make_split(data, "recbole_811", seed=5)
+    allowed = training_ratings(data, recbole)
+    held = recbole.valid.index.union(recbole.test.index)
+    assert not allowed.index.intersection(held).size
+    assert len(allowed) == len(data.ratings) - len(held)
+    assert (allowed.rating < 3).any()  # low ratings are allowed, never relevant
+    users = make_split(data, "users_80_10_10", seed=5)
+    assert set(training_ratings(data, users).user_id) == set(users.train.user_id)
+    random = make_split(data, "random_90_10", seed=5)
+    assert training_ratings(data, random).index.equals(random.train.index)
+
+
+def test_given_and_targets_follow_time_then_file_order() -> None:
+    frame = pd.DataFrame({"user_id": [1] * 8 + [2] * 6,
+                          "movie_id": [10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25],
+                          "rating": [5, 2, 4, 3, 5, 4, 3, 1, 5, 5, 5, 5, 5, 2],
+                          "timestamp": [9, 1, 1, 2, 3, 3, 5, 0, 1, 2, 3, 4, 5, 6]})
+    given, targets = protocols.given_and_targets(frame, given=5)
+    # user 1: relevant by (time, file order) 12, 13, 14, 15, 16, 10 -> 5 given, 10 target;
+    # user 2: only 5 relevant ratings -> skipped entirely
+    assert given.movie_id.tolist() == [12, 13, 14, 15, 16]
+    assert targets.movie_id.tolist() == [10]
+    assert given.rating.tolist() == [4, 3, 5, 4, 3]
+
+
+def test_cold_start_tasks_given_five_masked_and_users_unseen(data, cold) -> None:
+    split = cold.split
+    train_users = set(split.train.user_id)
+    for task, part in ((cold.valid, split.valid), (cold.test, split.test)):
+        evaluated = set(task.user_ids[task.rows].tolist())
+        assert evaluated <= set(part.user_id) and not evaluated & train_users
+        assert (np.diff(task.history[task.rows].indptr) == protocols.GIVEN).all()
+        assert (task.history != task.exclude).nnz == 0
+        given, targets = protocols.given_and_targets(part)
+        assert task.relevant.nnz == len(targets) and task.history.nnz == len(given)
+        assert set(task.history.data) <= {3.0, 4.0, 5.0}  # the given movies keep their stars
+        assert task.history.multiply(task.relevant).nnz == 0
+    assert _ids(cold.train, cold.user_ids) <= train_users
+    assert not _ids(cold.valid.relevant, cold.user_ids) & _ids(cold.test.relevant, cold.user_ids)
+
+
+def test_recbole_tasks_mask_train_then_train_and_valid(data) -> None:
+    built = protocols.build(data, "recbole", seed=5)
+    split = built.split
+    assert built.valid.history.nnz == len(split.train) == built.train.nnz
+    assert built.test.exclude.nnz == len(split.train) + len(split.valid)
+    assert built.test.history.nnz == len(split.train)
+
+
+def test_metrics_by_hand() -> None:
+    ranked = np.array([[0, 1], [1, 2]])
+    assert metrics.coverage(ranked, num_items=4) == pytest.approx(3 / 4)
+    pct = metrics.popularity_percentiles(np.array([5, 0, 5, 2]))
+    np.testing.assert_allclose(pct, [100, 25, 100, 50])
+    assert metrics.mean_popularity(ranked, pct) == pytest.approx((100 + 25 + 25 + 100) / 4)
+
+
+def test_evaluate_tiny_task_by_hand() -> None:
+    users, movies = np.array([1, 2]), np.array([10, 20, 30, 40])
+    rows = lambda *r: pd.DataFrame(r, columns=["user_id", "movie_id", "rating"])  # noqa: E731
+    task = make_task(users, movies, [rows((1, 10, 5))], [rows((1, 10, 5))],
+                     rows((1, 20, 4), (1, 40, 3), (2, 30, 5)),
+                     percentiles=np.array([100.0, 75.0, 50.0, 25.0]))
+    scores = np.array([[9.0, 1.0, 3.0, 2.0], [1.0, 2.0, 4.0, 3.0]])
+    result = evaluate(lambda r: scores[r], task, ks=(2,))
+    # user 1 (10 masked): top 2 = 30, 40 -> 1 of 2 relevant at rank 2; user 2: 30, 40 -> hit at 1
+    assert result["recall@2"] == pytest.approx((0.5 + 1.0) / 2)
+    idcg1 = 1 + 1 / np.log2(3)
+    assert result["ndcg@2"] == pytest.approx(((1 / np.log2(3)) / idcg1 + 1.0) / 2)
+    assert result["coverage@2"] == pytest.approx(2 / 4)
+    assert result["popularity@2"] == pytest.approx((50 + 25 + 50 + 25) / 4)
+
+
+def test_ease_is_the_constrained_ridge_solution() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 6)) < 0.4).astype(np.float64)
+    lam = 3.0
+    b = baselines.Ease(sparse.csr_matrix(x)).weights(lam)
+    for j in range(6):
+        others = [i for i in range(6) if i != j]
+        xo = x[:, others]
+        expected = np.linalg.solve(xo.T @ xo + lam * np.eye(5), xo.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], expected, rtol=1e-4, atol=1e-5)
+        assert b[j, j] == 0
+
+
+def test_itemknn_keeps_k_neighbours_per_item() -> None:
+    x = sparse.csr_matrix((np.random.default_rng(1).random((30, 8)) < 0.5).astype(np.float32))
+    knn = baselines.ItemKNN(x)
+    pruned = knn.pruned(3)
+    assert ((pruned > 0).sum(axis=0) <= 3).all()
+    column = knn.sim[:, 0]
+    assert set(np.flatnonzero(pruned[:, 0])) == set(np.argsort(-column)[:3])
+
+
+def test_grouppop_ranks_within_the_cell_and_backs_off() -> None:
+    train = sparse.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]],
+                                       dtype=np.float32))
+    cells = np.array([0, 0, 1, 1, 1, -1])
+    train = sparse.vstack([train, sparse.csr_matrix((1, 3))]).tocsr()
+    scorer = baselines.group_pop(train, cells)(None)
+    top = scorer(np.array([0, 2, 5])).argmax(axis=1)
+    assert top.tolist() == [0, 1, 1]  # cell 0 likes item 0; cell 1 and no cell -> MostPop (1)
+
+
+def test_baselines_tuned_on_valid_only(cold, monkeypatch) -> None:
+    seen: list[str] = []
+    real = runner.evaluate
+
+    def spy(scorer, task, ks=(10, 20)):
+        seen.append("valid" if task is cold.valid else "test")
+        return real(scorer, task, ks)
+    monkeypatch.setattr(runner, "evaluate", spy)
+    rows = runner.run_baselines(cold, ["itemknn", "ease"], knn_grid=(5, 20),
+                                ease_grid=(10.0, 100.0, 1000.0))
+    assert seen.count("test") == 2  # one final test evaluation per tuned baseline
+    for name in ("itemknn", "ease"):
+        grid = rows[name]["params"]["grid"]
+        chosen = [k for k in rows[name]["params"] if k != "grid"][0]
+        best = max(grid.values())
+        assert grid[str(rows[name]["params"][chosen])] == best
+        assert rows[name]["valid"]["recall@10"] == pytest.approx(best, abs=1e-5)
+
+
+def test_mostpop_counts_the_protocol_training_interactions(cold) -> None:
+    scores = baselines.most_pop(cold.train)(cold.test)(np.array([0]))[0]
+    train = protocols.relevant(cold.split.train)
+    expected = train.groupby("movie_id").size().reindex(cold.movie_ids, fill_value=0)
+    np.testing.assert_array_equal(scores, expected.to_numpy())
+
+
+def test_newest_history_matches_the_catalog_order() -> None:
+    class R:
+        def __init__(self, movie_id, rating, timestamp):
+            self.movie_id, self.rating, self.timestamp = movie_id, rating, timestamp
+    items = [R(5, 3, 10), R(2, 4, 30), R(9, 5, 30), R(1, 5, 20)]
+    assert [r.movie_id for r in newest_history(items, 3)] == [2, 9, 1]
+    from movierec.data.movielens import age_bucket
+    assert all(age_bucket(years) == code for code, years in AGE_BUCKET_YEARS.items())
+
+
+# --- the served paths on tiny trained artifacts -------------------------------------------
+
+
+def _train(model: str, split: str, root: Path) -> Path:
+    from movierec.models.cli import train_main
+    extra = (["--dim", "16", "--max-epochs", "2"] if model == "pinsage"
+             else ["--epochs", "2"])
+    argv = [model, "--dataset", DATASET, "--split", split, "--artifacts", str(root),
+            "--no-progress", "--checkpoint-dir", str(root / f"ckpt-{model}"), *extra]
+    assert train_main(argv) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("paddle")
+    roots = {}
+    for protocol, split in (("recbole", "recbole_811"), ("cold_start", "users_80_10_10")):
+        root = tmp_path_factory.mktemp(protocol)
+        for model in ("fusion", "pinsage"):
+            _train(model, split, root)
+        roots[protocol] = root
+    return roots
+
+
+def _columns(ids: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    order = np.argsort(ids)
+    return order[np.searchsorted(ids[order], movie_ids)]
+
+
+@pytest.mark.parametrize("protocol", ["recbole", "cold_start"])
+def test_evaluate_serving_end_to_end(protocol, trained, tmp_path, capsys) -> None:
+    from movierec.models.cli import evaluate_main
+    out = tmp_path / "out"
+    argv = ["serving", "--dataset", DATASET, "--protocol", protocol, "--artifacts",
+            str(trained[protocol]), "--out", str(out), "--json"]
+    assert evaluate_main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    paths = {"recbole": {"profile", "profile_user", "liked", "user_id"},
+             "cold_start": {"profile", "liked", "user_id"}}[protocol]
+    assert set(report["rows"]) == paths | set(runner.BASELINES)
+    for row in report["rows"].values():
+        assert 0 <= row["recall@10"] <= 1 and 0 < row["coverage@10"] <= 1
+    assert {p.name for p in out.iterdir()} == {f"serving-{protocol}.{e}"
+                                               for e in ("json", "md", "png")}
+
+
+def test_serving_refuses_artifacts_of_another_split(trained) -> None:
+    from movierec.models.cli import evaluate_main
+    with pytest.raises(DataError, match="users_80_10_10"):
+        evaluate_main(["serving", "--dataset", DATASET, "--protocol", "cold_start",
+                       "--artifacts", str(trained["recbole"])])
+
+
+def test_served_path_scores_equal_the_encoders(trained) -> None:
+    from movierec.evaluation import artifacts
+    from movierec.evaluation.serving import PathScorers, ServedModels
+    from movierec.models.artifact import read_item_vectors
+    from movierec.models.fusion.inference import FusionEncoder, Profile
+    from movierec.models.pinsage.encoder import PinSageEncoder
+    from movierec.models.user_input import embed_user_history
+
+    data = load_dataset(DATASET)
+    root = trained["recbole"]
+    fusion, pinsage = (artifacts.resolve(root, m) for m in ("fusion", "pinsage"))
+    built = protocols.build(data, "recbole", seed=2026)
+    models = ServedModels.load(fusion, pinsage, built.movie_ids, history_limit=7)
+    factories = PathScorers(models, built, data.users).factories()
+    task: RankingTask = built.test
+    rows = task.rows[:4]
+    f_ids, f_vec = read_item_vectors(fusion)
+    p_ids, p_vec = read_item_vectors(pinsage)
+    f_cols, p_cols = (_columns(ids, built.movie_ids) for ids in (f_ids, p_ids))
+    users = data.users.set_index("user_id")
+    for r in rows:
+        uid = int(task.user_ids[r])
+        u = users.loc[uid]
+        profile = Profile(AGE_BUCKET_YEARS[int(u.age)], u.gender, int(u.occupation))
+        expected = f_vec @ FusionEncoder.load(fusion).encode([profile])[0]
+        np.testing.assert_allclose(factories["profile"](task)(np.array([r]))[0],
+                                   expected[f_cols], rtol=1e-5, atol=1e-6)
+        frame = task.history_frame[task.history_frame.user_id == uid]
+        liked = PinSageEncoder.load(pinsage).embed_liked(frame.movie_id.tolist())
+        got = factories["liked"](task)(np.array([r]))[0]
+        finite = np.isfinite(got)
+        assert not finite[np.searchsorted(built.movie_ids, frame.movie_id)].any()
+        np.testing.assert_allclose(got[finite], (p_vec @ liked)[p_cols][finite], rtol=1e-5,
+                                   atol=1e-6)
+        vector, used = embed_user_history(PinSageEncoder.load(pinsage),
+                                          list(frame.itertuples(index=False)), 7)
+        assert len(used) == min(7, len(frame))
+        got = factories["user_id"](task)(np.array([r]))[0]
+        np.testing.assert_allclose(got[finite], (p_vec @ vector)[p_cols][finite], rtol=1e-5,
+                                   atol=1e-6)
