@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import Processes, header, load  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
-from movierec.runtime.postgres import LocalPostgres  # noqa: E402
-from services.catalog import loader  # noqa: E402
+from movierec.services.catalog import loader  # noqa: E402
+from movierec.stack.local_postgres import LocalPostgres  # noqa: E402
 
 
 def loader_times(url: str, dataset: str) -> dict:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from movierec import loadtest
-from movierec.runtime.process import free_port, stop_process
-from movierec.runtime.up import SERVICES, launch, wait_serving
+from movierec import loadtest, registry
+from movierec.stack.process import free_port, stop_process
+from movierec.stack.up import launch, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,10 +68,10 @@ class Processes:
         self.procs = []
 
     def start(self, name: str) -> str:
-        service = next(s for s in SERVICES if s.name == name)
+        service = registry.get(name)
         port = int(self.env.setdefault(service.port_env, str(free_port())))
-        self.env[f"{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
-        self.env.setdefault(f"{name.upper()}_METRICS_PORT", str(free_port()))
+        self.env[service.addr_env] = f"127.0.0.1:{port}"
+        self.env.setdefault(service.metrics_env, str(free_port()))
         proc = launch(service, self.env, self.log_dir)
         self.procs.append(proc)
         wait_serving(proc, name, port, 120)
@@ -85,7 +85,7 @@ class Processes:
                                  "--port", str(port)], env=self.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)
-        from movierec.runtime.up import wait_serving as wait
+        from movierec.stack.up import wait_serving as wait
 
         wait(proc, "echo", port, 60)
         return f"127.0.0.1:{port}"

@@ -29,9 +29,9 @@ from movierec.data.source import load_dataset  # noqa: E402
 from movierec.errors import DataError  # noqa: E402
 from movierec.models.artifact import latest, normalize  # noqa: E402
 from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc  # noqa: E402
-from movierec.runtime.milvus import LocalMilvus  # noqa: E402
-from services.retriever.loader import ItemBatch, items_from_artifact, publish  # noqa: E402
-from services.retriever.milvus import MilvusVectors  # noqa: E402
+from movierec.services.retriever.loader import ItemBatch, items_from_artifact, publish  # noqa: E402
+from movierec.services.retriever.milvus import MilvusVectors  # noqa: E402
+from movierec.stack.local_milvus import LocalMilvus  # noqa: E402
 
 SEARCH = "movierec.retriever.v1.Retriever.Search"
 

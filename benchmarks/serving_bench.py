@@ -26,8 +26,8 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, Processes, header, load  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
-from movierec.runtime.prepare import load_catalog, load_vectors  # noqa: E402
-from movierec.runtime.stack import LocalStores  # noqa: E402
+from movierec.stack.prepare import load_catalog, load_vectors  # noqa: E402
+from movierec.stack.stores import LocalStores  # noqa: E402
 
 RECOMMEND = "movierec.gateway.v1.Gateway.Recommend"
 

@@ -1,7 +1,9 @@
-"""The gateway's downstream services, each call with a deadline.
+"""The gateway's downstream services behind one small interface, each call with a deadline.
 
-``Backends`` owns one channel per service. Reads are idempotent and retried with
-backoff on UNAVAILABLE (within the deadline); writes are never retried. Every call's
+:class:`Downstream` is what the recommendation pipeline needs, in the pipeline's own
+terms (a user's ratings, a query vector, hits, movies); :class:`Backends` implements
+it over gRPC with one channel per service, and tests pass a fake. Reads are idempotent
+and retried on UNAVAILABLE within the deadline; writes are never retried. Every call's
 deadline is the smaller of the configured per-call timeout and what is left of the
 incoming request's deadline.
 """
@@ -11,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
-from movierec.catalog.v1 import catalog_pb2_grpc
+import grpc
+
+from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from movierec.common.v1 import common_pb2
 from movierec.embedder.v1 import embedder_pb2, embedder_pb2_grpc
-from movierec.retriever.v1 import retriever_pb2_grpc
+from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc
 from movierec.server import client
 
 log = logging.getLogger(__name__)
@@ -36,23 +42,61 @@ class Deadline:
     def timeout(self) -> float:
         return max(0.001, min(self.per_call, self.end - time.monotonic()))
 
+    def left(self) -> float:
+        return self.end - time.monotonic()
 
-@dataclass
+
+@dataclass(frozen=True)
+class Hits:
+    """A search's answer: (movie id, score) best first, and the version searched."""
+
+    items: list[tuple[int, float]]
+    version: str
+
+
+class Downstream(Protocol):
+    """Everything the pipeline asks of the embedder, retriever and catalog."""
+
+    async def embed_profile(self, profile: common_pb2.Profile,
+                            deadline: Deadline) -> embedder_pb2.Embedding: ...
+
+    async def embed_liked(self, liked: common_pb2.LikedMovies,
+                          deadline: Deadline) -> embedder_pb2.Embedding: ...
+
+    async def embed_history(self, ratings: list[catalog_pb2.Rating], deadline: Deadline
+                            ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
+
+    async def user_history(self, user_id: int, limit: int,
+                           deadline: Deadline) -> list[catalog_pb2.Rating] | None: ...
+
+    async def user(self, user_id: int, deadline: Deadline) -> catalog_pb2.User | None: ...
+
+    async def search(self, model: str, vector, top_k: int, exclude: list[int],
+                     genres: tuple[str, ...], deadline: Deadline) -> Hits: ...
+
+    async def vectors(self, model: str, movie_ids: list[int],
+                      deadline: Deadline) -> tuple[dict[int, list[float]], str]: ...
+
+    async def movies(self, movie_ids: list[int],
+                     deadline: Deadline) -> dict[int, common_pb2.Movie]: ...
+
+    async def popular(self, genres: tuple[str, ...], limit: int, exclude: list[int],
+                      deadline: Deadline) -> list[tuple[common_pb2.Movie, float]]: ...
+
+
+def _missing(exc: grpc.aio.AioRpcError) -> bool:
+    return exc.code() == grpc.StatusCode.NOT_FOUND
+
+
 class Backends:
-    """Stubs of the embedder, retriever and catalog."""
+    """:class:`Downstream` over gRPC: stubs of the embedder, retriever and catalog."""
 
-    embedder_addr: str
-    retriever_addr: str
-    catalog_addr: str
-    channels: list = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        chans = [client.channel(a) for a in (self.embedder_addr, self.retriever_addr,
-                                              self.catalog_addr)]
-        self.channels = chans
-        self.embedder = embedder_pb2_grpc.EmbedderStub(chans[0])
-        self.retriever = retriever_pb2_grpc.RetrieverStub(chans[1])
-        self.catalog = catalog_pb2_grpc.CatalogStub(chans[2])
+    def __init__(self, embedder_addr: str, retriever_addr: str, catalog_addr: str) -> None:
+        self.channels = [client.channel(a) for a in (embedder_addr, retriever_addr,
+                                                      catalog_addr)]
+        self.embedder = embedder_pb2_grpc.EmbedderStub(self.channels[0])
+        self.retriever = retriever_pb2_grpc.RetrieverStub(self.channels[1])
+        self.catalog = catalog_pb2_grpc.CatalogStub(self.channels[2])
 
     async def read(self, method, request, deadline: Deadline, target: str):
         return await client.call(method, request, timeout=deadline.timeout(), target=target,
@@ -60,6 +104,67 @@ class Backends:
 
     async def write(self, method, request, deadline: Deadline, target: str):
         return await client.call(method, request, timeout=deadline.timeout(), target=target)
+
+    async def embed_profile(self, profile, deadline):
+        reply = await self.read(self.embedder.EmbedProfile, embedder_pb2.EmbedProfileRequest(
+            profile=profile), deadline, "embedder")
+        return reply.embedding
+
+    async def embed_liked(self, liked, deadline):
+        reply = await self.read(self.embedder.EmbedLikedMovies,
+                                embedder_pb2.EmbedLikedMoviesRequest(liked=liked), deadline,
+                                "embedder")
+        return reply.embedding
+
+    async def embed_history(self, ratings, deadline):
+        rated = [embedder_pb2.RatedMovie(movie_id=r.movie_id, rating=r.rating,
+                                         timestamp=r.timestamp) for r in ratings]
+        reply = await self.read(self.embedder.EmbedHistory, embedder_pb2.EmbedHistoryRequest(
+            ratings=rated), deadline, "embedder")
+        return reply.embedding, list(reply.used_movie_ids)
+
+    async def user_history(self, user_id, limit, deadline):
+        try:
+            reply = await self.read(self.catalog.GetUserHistory,
+                                    catalog_pb2.GetUserHistoryRequest(user_id=user_id,
+                                                                      limit=limit),
+                                    deadline, "catalog")
+        except grpc.aio.AioRpcError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return list(reply.ratings)
+
+    async def user(self, user_id, deadline):
+        try:
+            reply = await self.read(self.catalog.GetUser, catalog_pb2.GetUserRequest(
+                user_id=user_id), deadline, "catalog")
+        except grpc.aio.AioRpcError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return reply.user
+
+    async def search(self, model, vector, top_k, exclude, genres, deadline):
+        reply = await self.read(self.retriever.Search, retriever_pb2.SearchRequest(
+            model=model, vector=vector, top_k=top_k, exclude_ids=exclude, genres=genres),
+            deadline, "retriever")
+        return Hits([(h.movie_id, h.score) for h in reply.hits], reply.model_version)
+
+    async def vectors(self, model, movie_ids, deadline):
+        reply = await self.read(self.retriever.GetVectors, retriever_pb2.GetVectorsRequest(
+            model=model, movie_ids=movie_ids), deadline, "retriever")
+        return {v.movie_id: list(v.vector) for v in reply.vectors}, reply.model_version
+
+    async def movies(self, movie_ids, deadline):
+        reply = await self.read(self.catalog.GetMovies, catalog_pb2.GetMoviesRequest(
+            movie_ids=movie_ids), deadline, "catalog")
+        return {m.movie_id: m for m in reply.movies}
+
+    async def popular(self, genres, limit, exclude, deadline):
+        reply = await self.read(self.catalog.ListPopular, catalog_pb2.ListPopularRequest(
+            genres=genres, limit=limit, exclude_movie_ids=exclude), deadline, "catalog")
+        return [(m.movie, m.score) for m in reply.movies]
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels))

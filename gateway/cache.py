@@ -5,16 +5,14 @@ request and the model versions, with a TTL. Each key served to a user is also
 recorded in that user's key set, so ``RecordRating`` can drop exactly their answers.
 Any Redis error or slowness (``timeout``) counts as a miss, is logged and counted,
 and opens a short circuit breaker so a dead Redis costs nothing per request.
-Concurrent identical misses are computed once (single flight).
+Concurrent identical misses are computed once (:mod:`movierec.apps.gateway.flight`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import prometheus_client
 import redis.asyncio as aioredis
@@ -36,7 +34,7 @@ def user_index(user_id: int) -> str:
 
 
 class Cache:
-    """Redis-backed answer cache with a circuit breaker and single flight."""
+    """Redis-backed answer cache with a circuit breaker."""
 
     def __init__(self, url: str, ttl: float, timeout: float, breaker_seconds: float = 1.0):
         self.ttl = max(1, int(ttl))
@@ -44,7 +42,6 @@ class Cache:
                                              socket_connect_timeout=timeout) if url else None
         self.breaker_seconds = breaker_seconds
         self._open_until = 0.0
-        self._flights: dict[str, asyncio.Future] = {}
 
     def _usable(self) -> bool:
         return self.redis is not None and time.monotonic() >= self._open_until
@@ -91,28 +88,6 @@ class Cache:
             return 0
         CACHE_EVENTS.labels("invalidated").inc(len(keys))
         return len(keys)
-
-    async def single_flight(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
-        """Run ``compute`` once for concurrent callers of the same ``key``."""
-        flight = self._flights.get(key)
-        if flight is not None:
-            CACHE_EVENTS.labels("coalesced").inc()
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
-        try:
-            value = await compute()
-            flight.set_result(value)
-            return value
-        except asyncio.CancelledError:
-            flight.cancel()
-            raise
-        except Exception as exc:
-            flight.set_exception(exc)
-            flight.exception()  # mark retrieved when nobody else waits
-            raise
-        finally:
-            self._flights.pop(key, None)
 
     async def close(self) -> None:
         if self.redis is not None:

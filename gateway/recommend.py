@@ -1,13 +1,16 @@
 """The recommendation pipeline behind ``Gateway.Recommend`` and ``SimilarMovies``.
 
-embed (profile -> fusion, liked ids -> PinSage, user -> history or profile)
--> retriever search with exclusions and genre filter pushed into Milvus
--> in one concurrent step: catalog metadata for the page and the anchors' vectors
-   (both kept in small in-process caches, see :mod:`gateway.local`)
+embed (profile -> fusion; liked ids -> PinSage; a user -> their rated history, read
+once from the catalog, -> PinSage, or their profile -> fusion when they rated nothing)
+-> retriever search with exclusions (the request's, the liked ids and, for a known user
+unless ``include_seen``, every movie they rated) and the genre filter pushed into Milvus
+-> in one concurrent step: catalog metadata for the page and the anchors' vectors (both
+kept in small in-process caches, see :mod:`movierec.apps.gateway.local`)
 -> items with scores and a reason ("because you liked Heat (1995)": the liked movie
-   whose vector is closest to the recommended one).
-Unknown users, users without history and empty embeddings fall back to popular
-movies, and the reason says so. Paging takes consecutive slices of one ranking.
+whose vector is closest to the recommended one).
+Unknown users, users without history and empty embeddings fall back to popular movies,
+and the reason says so. Paging takes consecutive slices of one ranking. The pipeline
+talks to the services only through :class:`~movierec.apps.gateway.backends.Downstream`.
 """
 
 from __future__ import annotations
@@ -15,37 +18,18 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import grpc
 import numpy as np
 
-from gateway.backends import Backends, Deadline
-from gateway.local import LocalCache
-from movierec.catalog.v1 import catalog_pb2
+from movierec import limits
+from movierec.apps.gateway.backends import Deadline, Downstream
+from movierec.apps.gateway.local import LocalCache
+from movierec.apps.gateway.query import Query, describe_profile
 from movierec.common.v1 import common_pb2
-from movierec.data.movielens import AGE_BUCKETS, OCCUPATIONS, age_bucket
-from movierec.embedder.v1 import embedder_pb2
 from movierec.errors import NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
-from movierec.retriever.v1 import retriever_pb2
+from movierec.models.user_input import catalog_profile
 
-MAX_RANK = 1000
 MAX_ANCHORS = 50
-
-
-@dataclass(frozen=True)
-class Query:
-    """A validated, normalized Recommend request."""
-
-    kind: str
-    top_k: int
-    offset: int
-    profile: common_pb2.Profile | None = None
-    liked: tuple[int, ...] = ()
-    weights: tuple[float, ...] = ()
-    user_id: int | None = None
-    genres: tuple[str, ...] = ()
-    exclude: tuple[int, ...] = ()
-    exclude_seen: bool = False
 
 
 @dataclass
@@ -56,17 +40,20 @@ class Ranking:
     version: str
     hits: list[tuple[int, float]]
     anchors: list[int] = field(default_factory=list)
-    scale: float = 1.0
-    offset: float = 0.0
+    star_scale: float = 1.0       # fusion: stars = star_offset + star_scale * score
+    star_offset: float = 0.0
     context: str = ""
     anchor_phrase: str = "because you liked"
 
 
-def describe_profile(profile: common_pb2.Profile) -> str:
-    low, high = AGE_BUCKETS[age_bucket(profile.age)]
-    ages = f"{low}-{high}" if high < 200 else f"{low}+"
-    job = OCCUPATIONS[profile.occupation] if 0 <= profile.occupation < 21 else "other"
-    return f"{'women' if profile.gender == 'F' else 'men'} aged {ages}, {job}"
+@dataclass
+class Signal:
+    """What a query turned into: a query vector (or None: no personal signal)."""
+
+    embedding: object | None
+    anchors: list[int] = field(default_factory=list)
+    context: str = ""
+    seen: list[int] = field(default_factory=list)
 
 
 def title_of(movie: common_pb2.Movie) -> str:
@@ -74,99 +61,81 @@ def title_of(movie: common_pb2.Movie) -> str:
 
 
 class Recommender:
-    """Runs the pipeline against the three backends."""
+    """Runs the pipeline against a :class:`Downstream`."""
 
-    def __init__(self, backends: Backends, extra: int = 10, metadata_ttl: float = 60.0) -> None:
-        self.b = backends
+    def __init__(self, downstream: Downstream, extra: int = 10,
+                 metadata_ttl: float = 60.0) -> None:
+        self.down = downstream
         self.extra = extra
         self.movie_cache = LocalCache("movies", 50_000, metadata_ttl)
         self.vector_cache = LocalCache("vectors", 100_000, 3600.0)
 
-    async def _seen(self, user_id: int | None, deadline: Deadline) -> list[int]:
-        if user_id is None:
+    async def _seen(self, q: Query, deadline: Deadline) -> list[int]:
+        if not q.hides_seen:
             return []
-        try:
-            reply = await self.b.read(self.b.catalog.GetUserHistory,
-                                      catalog_pb2.GetUserHistoryRequest(user_id=user_id,
-                                                                        limit=5000),
-                                      deadline, "catalog")
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return []
-            raise
-        return [r.movie_id for r in reply.ratings]
+        history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
+        return [r.movie_id for r in history or []]
 
-    async def _embed(self, q: Query, deadline: Deadline):
-        """(embedding or None, anchor ids, context) for the query kind."""
-        e = self.b.embedder
+    async def _user(self, q: Query, deadline: Deadline) -> Signal:
+        history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
+        if history is None:
+            return Signal(None, context=f"user {q.user_id} is new here")
+        if history:
+            embedding, used = await self.down.embed_history(history, deadline)
+            seen = [] if q.include_seen else [r.movie_id for r in history]
+            return Signal(embedding, used[:MAX_ANCHORS], seen=seen)
+        user = await self.down.user(q.user_id, deadline)
+        if user is None or not user.gender or not user.age:
+            return Signal(None, context=f"user {q.user_id} has no ratings yet")
+        p = catalog_profile(user.age, user.gender, user.occupation, q.user_id)
+        profile = common_pb2.Profile(age=p.age, gender=p.gender, occupation=p.occupation,
+                                     user_id=q.user_id)
+        embedding = await self.down.embed_profile(profile, deadline)
+        return Signal(embedding, context=f"user {q.user_id}'s profile (no ratings yet)")
+
+    async def _signal(self, q: Query, deadline: Deadline) -> Signal:
+        if q.kind == "user":
+            return await self._user(q, deadline)
         if q.kind == "profile":
-            reply = await self.b.read(e.EmbedProfile, embedder_pb2.EmbedProfileRequest(
-                profile=q.profile), deadline, "embedder")
-            return reply.embedding, [], describe_profile(q.profile)
-        if q.kind == "liked":
-            liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
-            reply = await self.b.read(e.EmbedLikedMovies, embedder_pb2.EmbedLikedMoviesRequest(
-                liked=liked), deadline, "embedder")
-            return reply.embedding, list(q.liked[:MAX_ANCHORS]), ""
-        try:
-            reply = await self.b.read(e.EmbedUser, embedder_pb2.EmbedUserRequest(
-                user_id=q.user_id), deadline, "embedder")
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return None, [], f"user {q.user_id} is new here"
-        if reply.source == "none":
-            return None, [], f"user {q.user_id} has no ratings yet"
-        if reply.source == "profile":
-            return reply.embedding, [], f"user {q.user_id}'s profile (no ratings yet)"
-        return reply.embedding, list(reply.history_movie_ids[:MAX_ANCHORS]), ""
+            embedding, seen = await asyncio.gather(
+                self.down.embed_profile(q.profile, deadline), self._seen(q, deadline))
+            return Signal(embedding, context=describe_profile(q.profile), seen=seen)
+        liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
+        embedding = await self.down.embed_liked(liked, deadline)
+        return Signal(embedding, list(q.liked[:MAX_ANCHORS]))
 
     async def rank(self, q: Query, deadline: Deadline) -> Ranking:
-        seen_task = asyncio.ensure_future(self._seen(q.user_id if q.exclude_seen else None,
-                                                     deadline))
-        try:
-            embedding, anchors, context = await self._embed(q, deadline)
-        finally:
-            seen = await seen_task
-        exclude = list(dict.fromkeys([*q.exclude, *seen, *q.liked]))
-        want = min(MAX_RANK, q.offset + q.top_k + self.extra)
-        if embedding is None:
-            return await self._popular(q, exclude, want, deadline, context)
-        reply = await self.b.read(self.b.retriever.Search, retriever_pb2.SearchRequest(
-            model=embedding.model, vector=embedding.vector, top_k=want,
-            exclude_ids=exclude[:10_000], genres=q.genres), deadline, "retriever")
-        return Ranking(embedding.model, reply.model_version or embedding.model_version,
-                       [(h.movie_id, h.score) for h in reply.hits], anchors,
-                       embedding.score_scale or 1.0, embedding.score_offset, context)
-
-    async def _popular(self, q: Query, exclude: list[int], want: int, deadline: Deadline,
-                       context: str) -> Ranking:
-        reply = await self.b.read(self.b.catalog.ListPopular, catalog_pb2.ListPopularRequest(
-            genres=q.genres, limit=want, exclude_movie_ids=exclude[:1000]), deadline, "catalog")
-        return Ranking("popular", "", [(m.movie.movie_id, m.score) for m in reply.movies],
-                       context=context or "no personal signal")
+        signal = await self._signal(q, deadline)
+        exclude = list(dict.fromkeys([*q.exclude, *signal.seen, *q.liked]))
+        want = min(limits.MAX_RANK, q.page_start + q.top_k + self.extra)
+        if signal.embedding is None:
+            popular = await self.down.popular(q.genres, want, exclude, deadline)
+            return Ranking("popular", "", [(m.movie_id, s) for m, s in popular],
+                           context=signal.context or "no personal signal")
+        e = signal.embedding
+        hits = await self.down.search(e.model, e.vector, want, exclude, q.genres, deadline)
+        return Ranking(e.model, hits.version or e.model_version, hits.items, signal.anchors,
+                       e.score_scale or 1.0, e.score_offset, signal.context)
 
     async def _movies(self, ids: list[int], deadline: Deadline) -> dict:
         async def fetch(missing: list[int]) -> dict:
-            reply = await self.b.read(self.b.catalog.GetMovies, catalog_pb2.GetMoviesRequest(
-                movie_ids=missing), deadline, "catalog")
-            return {m.movie_id: m for m in reply.movies}
+            return await self.down.movies(missing, deadline)
         return await self.movie_cache.get_many(ids, fetch)
 
     async def _vectors(self, model: str, version: str, ids: list[int],
                        deadline: Deadline) -> dict[int, np.ndarray]:
         async def fetch(missing: list[tuple]) -> dict:
-            reply = await self.b.read(self.b.retriever.GetVectors, retriever_pb2.GetVectorsRequest(
-                model=model, movie_ids=[k[2] for k in missing]), deadline, "retriever")
-            return {(model, reply.model_version, v.movie_id): np.asarray(v.vector, np.float32)
-                    for v in reply.vectors}
+            found, found_version = await self.down.vectors(model, [k[2] for k in missing],
+                                                           deadline)
+            return {(model, found_version, i): np.asarray(v, np.float32)
+                    for i, v in found.items()}
         found = await self.vector_cache.get_many([(model, version, i) for i in ids], fetch)
         return {key[2]: vector for key, vector in found.items()}
 
-    async def explain(self, ranking: Ranking, offset: int, top_k: int,
+    async def explain(self, ranking: Ranking, page_start: int, top_k: int,
                       deadline: Deadline) -> tuple[list[pb.RecommendedMovie], bool]:
-        """Items of the page [offset, offset + top_k) with metadata and reasons."""
-        page = ranking.hits[offset:offset + top_k + self.extra]
+        """Items of the page [page_start, page_start + top_k) with metadata and reasons."""
+        page = ranking.hits[page_start:page_start + top_k + self.extra]
         wanted = list(dict.fromkeys([i for i, _ in page] + ranking.anchors))
         if ranking.anchors and ranking.model != "popular":
             meta, vectors = await asyncio.gather(
@@ -181,7 +150,8 @@ class Recommender:
                 continue
             items.append(_item(meta[movie_id], score, ranking,
                                meta.get(closest.get(movie_id, -1))))
-        more = len(ranking.hits) > offset + top_k and offset + top_k < MAX_RANK
+        end = page_start + top_k
+        more = len(ranking.hits) > end and end < limits.MAX_RANK
         return items, more
 
 
@@ -196,7 +166,7 @@ def _closest_anchor(table: dict[int, np.ndarray], anchors: list[int]) -> dict[in
 def _item(movie: common_pb2.Movie, score: float, ranking: Ranking,
           anchor: common_pb2.Movie | None) -> pb.RecommendedMovie:
     if ranking.model == "fusion":
-        score = float(np.clip(ranking.offset + ranking.scale * score, 1.0, 5.0))
+        score = float(np.clip(ranking.star_offset + ranking.star_scale * score, 1.0, 5.0))
     if ranking.model == "popular":
         reason = f"popular: rated by {int(score):,} people ({ranking.context})"
     elif anchor is not None:
@@ -209,15 +179,12 @@ def _item(movie: common_pb2.Movie, score: float, ranking: Ranking,
                                genres=list(movie.genres), score=score, reason=reason)
 
 
-async def similar(backends: Backends, model: str, movie_id: int, top_k: int,
+async def similar(downstream: Downstream, model: str, movie_id: int, top_k: int,
                   genres: tuple[str, ...], deadline: Deadline) -> Ranking:
     """Movies closest to ``movie_id`` in ``model``'s space."""
-    vectors = await backends.read(backends.retriever.GetVectors, retriever_pb2.GetVectorsRequest(
-        model=model, movie_ids=[movie_id]), deadline, "retriever")
-    if not vectors.vectors:
+    vectors, _ = await downstream.vectors(model, [movie_id], deadline)
+    if movie_id not in vectors:
         raise NotFound(f"movie {movie_id} has no {model} vector")
-    reply = await backends.read(backends.retriever.Search, retriever_pb2.SearchRequest(
-        model=model, vector=vectors.vectors[0].vector, top_k=top_k + 10,
-        exclude_ids=[movie_id], genres=genres), deadline, "retriever")
-    return Ranking(model, reply.model_version, [(h.movie_id, h.score) for h in reply.hits],
-                   [movie_id], anchor_phrase="similar to")
+    hits = await downstream.search(model, vectors[movie_id], top_k + 10, [movie_id], genres,
+                                   deadline)
+    return Ranking(model, hits.version, hits.items, [movie_id], anchor_phrase="similar to")

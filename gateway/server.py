@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.backends import Backends, ModelVersions
-from gateway.cache import Cache
-from gateway.servicer import GatewayServicer
 from movierec import settings
+from movierec.apps.gateway.backends import Backends, ModelVersions
+from movierec.apps.gateway.cache import Cache
+from movierec.apps.gateway.servicer import GatewayServicer
 from movierec.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from movierec.registry import CATALOG, EMBEDDER, GATEWAY, RETRIEVER
 from movierec.server.factory import (
     ManagedServer,
     ServiceSpec,
@@ -31,16 +32,11 @@ SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    port: int = settings.setting("GATEWAY_PORT", 50050, minimum=0, maximum=65535,
-                                 doc="gateway gRPC port (the public API)")
-    metrics_port: int = settings.setting("GATEWAY_METRICS_PORT", 9090, minimum=-1,
-                                         maximum=65535, doc="gateway metrics port (-1 off)")
-    embedder_addr: str = settings.setting("EMBEDDER_ADDR", "127.0.0.1:50051",
-                                          doc="embedder address (host:port)")
-    retriever_addr: str = settings.setting("RETRIEVER_ADDR", "127.0.0.1:50052",
-                                           doc="retriever address (host:port)")
-    catalog_addr: str = settings.setting("CATALOG_ADDR", "127.0.0.1:50053",
-                                         doc="catalog address (host:port)")
+    port: int = settings.port(GATEWAY)
+    metrics_port: int = settings.metrics_port(GATEWAY)
+    embedder_addr: str = settings.address(EMBEDDER)
+    retriever_addr: str = settings.address(RETRIEVER)
+    catalog_addr: str = settings.address(CATALOG)
     redis_url: str = settings.setting("REDIS_URL", "", secret=True,
                                       doc="Redis URL of the answer cache (empty: no cache)")
     cache_ttl: float = settings.setting("GATEWAY_CACHE_TTL", 300.0, minimum=1, maximum=86_400,

@@ -1,79 +1,27 @@
 """gRPC servicer of ``movierec.gateway.v1.Gateway``, the public API.
 
-Validates and normalizes requests, serves ``Recommend``/``SimilarMovies`` from the
-Redis cache when it can (single-flight on misses), runs the pipeline otherwise,
-passes ``SearchMovies`` through and writes ``RecordRating`` through the catalog,
-then drops that user's cached answers.
+Translates requests into :class:`~movierec.apps.gateway.query.Query` objects, serves
+``Recommend``/``SimilarMovies`` from the Redis cache when it can (single flight on
+misses), runs the pipeline otherwise, passes ``SearchMovies``, ``ListPopular`` and
+``ListGenres`` through to the catalog and writes ``RecordRating`` through it, then
+drops that user's cached answers.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from gateway.backends import Backends, Deadline, ModelVersions
-from gateway.cache import Cache, cache_key
-from gateway.recommend import Query, Recommender, similar
-from movierec import paging, validation
+from movierec import limits, paging, validation
+from movierec.apps.gateway.backends import Backends, Deadline, ModelVersions
+from movierec.apps.gateway.cache import CACHE_EVENTS, Cache, cache_key
+from movierec.apps.gateway.flight import SingleFlight
+from movierec.apps.gateway.query import genre_filter, recommend_query, similar_query
+from movierec.apps.gateway.recommend import Recommender, similar
 from movierec.catalog.v1 import catalog_pb2
-from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
 
-MAX_TOP_K = 100
-MAX_LIKED = 500
-MODELS = ("pinsage", "fusion")
-
-
-def _check_profile(profile) -> None:
-    if not 1 <= profile.age <= 120:
-        raise InvalidArgument("profile.age", f"must be 1-120 years, got {profile.age}")
-    if profile.gender not in ("M", "F"):
-        raise InvalidArgument("profile.gender", "must be 'M' or 'F'")
-    if not 0 <= profile.occupation <= 20:
-        raise InvalidArgument("profile.occupation", f"must be 0-20, got {profile.occupation}")
-    if profile.HasField("user_id"):
-        validation.positive_id("profile.user_id", profile.user_id)
-
-
-def normalize(request: pb.RecommendRequest) -> tuple[Query, bytes, str]:
-    """The validated query, the canonical bytes that identify it (page excluded) and
-    their fingerprint, which binds page tokens to the request."""
-    kind = request.WhichOneof("query")
-    top_k = validation.limit("top_k", request.top_k, 10, MAX_TOP_K)
-    genres = tuple(sorted(set(validation.text_list("genres", request.genres))))
-    exclude = tuple(sorted(set(validation.id_list("exclude_movie_ids",
-                                                  request.exclude_movie_ids, 10_000))))
-    fields = {"top_k": top_k, "genres": genres, "exclude": exclude,
-              "exclude_seen": request.exclude_seen}
-    if kind == "profile":
-        _check_profile(request.profile)
-        user_id = request.profile.user_id if request.profile.HasField("user_id") else None
-        fields.update(profile=request.profile, user_id=user_id)
-    elif kind == "liked":
-        liked = validation.id_list("liked.movie_ids", request.liked.movie_ids, MAX_LIKED,
-                                   allow_empty=False)
-        if request.liked.weights and len(request.liked.weights) != len(liked):
-            raise InvalidArgument("liked.weights", "give one weight per movie id or none")
-        fields.update(liked=tuple(liked), weights=tuple(request.liked.weights))
-    elif kind == "user_id":
-        fields.update(user_id=validation.positive_id("user_id", request.user_id))
-        kind = "user"
-    else:
-        raise InvalidArgument("query", "set one of profile, liked or user_id")
-    if request.exclude_seen and fields.get("user_id") is None:
-        raise InvalidArgument("exclude_seen", "needs a user id (user_id or profile.user_id)")
-    canonical = pb.RecommendRequest()
-    canonical.CopyFrom(request)
-    canonical.page_token = ""
-    canonical.top_k = top_k
-    del canonical.genres[:]
-    canonical.genres.extend(genres)
-    del canonical.exclude_movie_ids[:]
-    canonical.exclude_movie_ids.extend(exclude)
-    payload = canonical.SerializeToString(deterministic=True)
-    print_ = paging.fingerprint(payload.hex())
-    offset = paging.decode(request.page_token, print_)
-    return Query(kind=kind, offset=offset, **fields), payload, print_
+MAX_LIST_POPULAR = limits.MAX_TOP_K
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -84,11 +32,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.versions = versions
         self.call_timeout = call_timeout
         self.recommender = Recommender(backends)
+        self.flights = SingleFlight(lambda event: CACHE_EVENTS.labels(event).inc())
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         return Deadline.start(context.time_remaining(), self.call_timeout)
 
-    async def _cached(self, kind: str, payload: bytes, user_id: int | None, compute):
+    async def _cached(self, kind: str, payload: bytes, user_id: int | None, compute,
+                      deadline: Deadline) -> tuple[bytes, bool]:
         key = cache_key(kind, payload, self.versions.value)
         hit = await self.cache.get(key)
         if hit is not None:
@@ -98,33 +48,29 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             value = (await compute()).SerializeToString()
             await self.cache.put(key, value, user_id)
             return value
-        return await self.cache.single_flight(key, run), False
+        return await self.flights.run(key, run, deadline.left()), False
 
     async def Recommend(self, request, context):  # noqa: N802
-        query, canonical, print_ = normalize(request)
+        query, identity = recommend_query(request)
         deadline = self._deadline(context)
 
         async def compute() -> pb.RecommendResponse:
             ranking = await self.recommender.rank(query, deadline)
-            items, more = await self.recommender.explain(ranking, query.offset, query.top_k,
-                                                         deadline)
-            token = paging.encode(query.offset + query.top_k, print_) if more else ""
+            items, more = await self.recommender.explain(ranking, query.page_start,
+                                                         query.top_k, deadline)
+            token = (paging.encode(query.page_start + query.top_k, identity.fingerprint)
+                     if more else "")
             return pb.RecommendResponse(items=items, next_page_token=token,
                                         model_version=f"{ranking.model}@{ranking.version}"
                                         if ranking.version else ranking.model)
-        payload = canonical + query.offset.to_bytes(4, "big")
-        data, hit = await self._cached("rec", payload, query.user_id, compute)
+        payload = identity.payload + query.page_start.to_bytes(4, "big")
+        data, hit = await self._cached("rec", payload, query.user_id, compute, deadline)
         response = pb.RecommendResponse.FromString(data)
         response.cached = hit
         return response
 
     async def SimilarMovies(self, request, context):  # noqa: N802
-        movie_id = validation.positive_id("movie_id", request.movie_id)
-        top_k = validation.limit("top_k", request.top_k, 10, MAX_TOP_K)
-        genres = tuple(sorted(set(validation.text_list("genres", request.genres))))
-        model = request.model or "pinsage"
-        if model not in MODELS:
-            raise InvalidArgument("model", f"must be one of {', '.join(MODELS)}")
+        movie_id, top_k, genres, model, identity = similar_query(request)
         deadline = self._deadline(context)
 
         async def compute() -> pb.SimilarMoviesResponse:
@@ -132,8 +78,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             items, _ = await self.recommender.explain(ranking, 0, top_k, deadline)
             return pb.SimilarMoviesResponse(items=items,
                                             model_version=f"{model}@{ranking.version}")
-        payload = f"{movie_id}|{top_k}|{','.join(genres)}|{model}".encode()
-        data, hit = await self._cached("sim", payload, None, compute)
+        data, hit = await self._cached("sim", identity.payload, None, compute, deadline)
         response = pb.SimilarMoviesResponse.FromString(data)
         response.cached = hit
         return response
@@ -145,6 +90,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             "catalog")
         return pb.SearchMoviesResponse(movies=[m.movie for m in reply.movies],
                                        next_page_token=reply.next_page_token)
+
+    async def ListPopular(self, request, context):  # noqa: N802
+        genres = genre_filter(request.genres)
+        limit = validation.limit("limit", request.limit, 20, MAX_LIST_POPULAR)
+        popular = await self.b.popular(genres, limit, [], self._deadline(context))
+        return pb.ListPopularResponse(movies=[pb.PopularMovie(movie=m, ratings=int(count))
+                                              for m, count in popular])
+
+    async def ListGenres(self, request, context):  # noqa: N802
+        reply = await self.b.read(self.b.catalog.ListGenres, catalog_pb2.ListGenresRequest(),
+                                  self._deadline(context), "catalog")
+        return pb.ListGenresResponse(genres=list(reply.genres))
 
     async def RecordRating(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)

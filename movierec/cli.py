@@ -13,6 +13,8 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
+from movierec import registry
+
 # name -> (help, {target: "module:function"}); the function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "data": ("fetch MovieLens, print statistics and splits, write synthetic data",
@@ -22,17 +24,13 @@ COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "evaluate": ("evaluate a model against baselines on its split",
                  {"": "movierec.models.cli:evaluate_main"}),
     "load": ("load the catalog into PostgreSQL or model vectors into Milvus",
-             {"catalog": "services.catalog.loader:main",
-              "vectors": "services.retriever.loader:main"}),
-    "serve": ("run one gRPC service in the foreground",
-              {"catalog": "services.catalog.server:main",
-               "retriever": "services.retriever.server:main",
-               "embedder": "services.embedder.server:main",
-               "gateway": "gateway.server:main",
-               "web": "web.server:main",
+             {"catalog": "movierec.stack.jobs:load_catalog_main",
+              "vectors": "movierec.stack.jobs:load_vectors_main"}),
+    "serve": ("run one service in the foreground",
+              {**{s.name: s.entry for s in registry.SERVICES},
                "echo": "movierec.server.echo:main"}),
     "up": ("start the stores and every service locally, then serve until Ctrl-C",
-           {"": "movierec.runtime.up:main"}),
+           {"": "movierec.stack.up:main"}),
     "recommend": ("print recommendations for a profile, liked movies, a user or a movie",
                   {"": "movierec.recommend:main"}),
     "loadtest": ("run a ghz config file against a local server and print ghz's summary",

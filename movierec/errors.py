@@ -1,6 +1,6 @@
 """Domain errors shared by every service, models and stores.
 
-Code below the servicers raises these; :mod:`movierec.server.errors` maps them to
+Code below the servicers raises these; :mod:`movierec.server.status` maps them to
 gRPC status codes in one place. Messages must be safe to show to a caller.
 """
 

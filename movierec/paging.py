@@ -12,8 +12,7 @@ import hashlib
 import json
 
 from movierec.errors import InvalidArgument
-
-MAX_OFFSET = 10_000
+from movierec.limits import MAX_OFFSET
 
 
 def fingerprint(*parts: object) -> str:

@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--occupation", "-j", type=int, default=0, help="ml-1m occupation id 0-20")
     p.add_argument("--top", "-n", type=int, default=10)
     p.add_argument("--genres", type=lambda s: s.split(","), default=[])
-    p.add_argument("--exclude-seen", action="store_true")
+    p.add_argument("--include-seen", action="store_true",
+                   help="also show movies the user has rated (hidden by default)")
     p.add_argument("--gateway", default=os.environ.get("GATEWAY_ADDR", "127.0.0.1:50050"))
     p.add_argument("--timeout", type=float, default=10.0)
     return p
@@ -54,7 +55,7 @@ def request_for(args: argparse.Namespace):
     if args.similar is not None:
         return "SimilarMovies", pb.SimilarMoviesRequest(movie_id=args.similar, top_k=args.top,
                                                         genres=args.genres)
-    common = {"top_k": args.top, "genres": args.genres, "exclude_seen": args.exclude_seen}
+    common = {"top_k": args.top, "genres": args.genres, "include_seen": args.include_seen}
     if args.age is not None:
         profile = common_pb2.Profile(age=args.age, gender=args.gender,
                                      occupation=args.occupation)

@@ -17,7 +17,10 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+if TYPE_CHECKING:
+    from movierec.registry import Service
 
 T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
@@ -36,6 +39,24 @@ def setting(env: str, default: Any, *, minimum: float | None = None,
     meta = {"env": env, "min": minimum, "max": maximum, "choices": choices, "secret": secret,
             "doc": doc}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def port(service: Service) -> Any:
+    """``<PREFIX>_PORT`` with the registry's default."""
+    return setting(service.port_env, service.port, minimum=0, maximum=65535,
+                   doc=f"{service.name} {service.protocol} port")
+
+
+def metrics_port(service: Service) -> Any:
+    """``<PREFIX>_METRICS_PORT`` with the registry's default (-1 turns metrics off)."""
+    return setting(service.metrics_env, service.metrics_port, minimum=-1, maximum=65535,
+                   doc=f"{service.name} Prometheus metrics port (-1 off)")
+
+
+def address(service: Service) -> Any:
+    """``<PREFIX>_ADDR``: where another process reaches ``service`` (host:port)."""
+    return setting(service.addr_env, service.address,
+                   doc=f"{service.name} address (host:port)")
 
 
 def _convert(raw: str, kind: type, meta: Mapping[str, Any]) -> Any:

@@ -10,9 +10,7 @@ import math
 from collections.abc import Sequence
 
 from movierec.errors import InvalidArgument
-
-MAX_ID = 2**31 - 1
-MAX_TEXT = 200
+from movierec.limits import MAX_GENRES, MAX_ID, MAX_LABEL, MAX_TEXT
 
 
 def limit(field: str, value: int, default: int, maximum: int) -> int:
@@ -57,8 +55,8 @@ def text(field: str, value: str, maximum: int = MAX_TEXT, *, required: bool = Fa
     return stripped
 
 
-def text_list(field: str, values: Sequence[str], maximum: int = 20,
-              each: int = 50) -> list[str]:
+def text_list(field: str, values: Sequence[str], maximum: int = MAX_GENRES,
+              each: int = MAX_LABEL) -> list[str]:
     if len(values) > maximum:
         raise InvalidArgument(field, f"at most {maximum} values, got {len(values)}")
     return [text(field, v, each, required=True) for v in values]

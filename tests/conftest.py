@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from movierec.data.synthetic import generate, write_ml1m
-from movierec.runtime.stack import LocalStores
+from movierec.stack.stores import LocalStores
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = (ROOT.parent / "shared" / "data").resolve()

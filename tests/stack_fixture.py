@@ -18,15 +18,15 @@ from pathlib import Path
 
 import psycopg
 
-from movierec import cli
+from movierec import cli, registry
 from movierec.data.source import load_dataset
 from movierec.models.artifact import latest
-from movierec.runtime.process import free_port, stop_process
-from movierec.runtime.redis import LocalRedis
-from movierec.runtime.up import SERVICES, launch, wait_serving
-from services.catalog import loader
-from services.retriever.loader import items_from_artifact, publish
-from services.retriever.milvus import MilvusVectors
+from movierec.services.catalog import loader
+from movierec.services.retriever.loader import items_from_artifact, publish
+from movierec.services.retriever.milvus import MilvusVectors
+from movierec.stack.local_redis import LocalRedis
+from movierec.stack.process import free_port, stop_process
+from movierec.stack.up import GRPC_SERVICES, launch, wait_serving
 
 DATASET = "synthetic-150x200x25-s5"
 
@@ -43,7 +43,7 @@ class Stack:
         return f"127.0.0.1:{self.env['GATEWAY_PORT']}"
 
     def restart(self, name: str) -> None:
-        service = next(s for s in SERVICES if s.name == name)
+        service = registry.get(name)
         self.procs[name] = launch(service, self.env, self.logs)
         wait_serving(self.procs[name], name, int(self.env[service.port_env]), 60)
 
@@ -70,11 +70,11 @@ def _env(root: Path, database: str, milvus_uri: str, redis_url: str) -> dict[str
     env = {**os.environ, "DATABASE_URL": database, "MILVUS_URI": milvus_uri,
            "REDIS_URL": redis_url, "MOVIEREC_ARTIFACTS": str(root / "artifacts"),
            "GATEWAY_CALL_TIMEOUT": "1.0", "MOVIEREC_GRACE_SECONDS": "0.5"}
-    for service in SERVICES:
+    for service in GRPC_SERVICES:
         port = str(free_port())
         env[service.port_env] = port
-        env[f"{service.name.upper()}_ADDR"] = f"127.0.0.1:{port}"
-        env[f"{service.name.upper()}_METRICS_PORT"] = "-1"
+        env[service.addr_env] = f"127.0.0.1:{port}"
+        env[service.metrics_env] = "-1"
     return env
 
 
@@ -95,7 +95,7 @@ def running_stack(root: Path, database_url: str, milvus_uri: str) -> Iterator[St
     env = _env(root, database, milvus_uri, redis.start())
     running = Stack(env, {}, redis, root / "logs")
     try:
-        for service in SERVICES:
+        for service in GRPC_SERVICES:
             running.restart(service.name)
         yield running
     finally:

@@ -17,9 +17,9 @@ from movierec.catalog.v1 import catalog_pb2 as pb
 from movierec.catalog.v1 import catalog_pb2_grpc
 from movierec.common.v1 import common_pb2
 from movierec.data.synthetic import generate
-from movierec.runtime.postgres import LocalPostgres
-from services.catalog import loader
-from services.catalog.server import CatalogSettings, create_server
+from movierec.services.catalog import loader
+from movierec.services.catalog.server import CatalogSettings, create_server
+from movierec.stack.local_postgres import LocalPostgres
 
 INJECTION = "'; DROP TABLE movies; --"
 DATA = generate(60, 80, 12, seed=11)

@@ -99,8 +99,8 @@ def test_second_call_is_cached(stack: Stack) -> None:
     assert [i.movie_id for i in first.items] == [i.movie_id for i in second.items]
 
 
-def test_record_rating_invalidates_and_exclude_seen_hides(stack: Stack) -> None:
-    request = pb.RecommendRequest(user_id=7, top_k=5, exclude_seen=True)
+def test_record_rating_invalidates_and_seen_movies_stay_hidden(stack: Stack) -> None:
+    request = pb.RecommendRequest(user_id=7, top_k=5)
     first = call(stack, "Recommend", request)
     assert call(stack, "Recommend", request).cached
     target = first.items[0].movie_id
@@ -131,8 +131,8 @@ def test_similar_and_search(stack: Stack) -> None:
      "profile.age"),
     (pb.RecommendRequest(liked=common_pb2.LikedMovies()), "liked.movie_ids"),
     (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[999_999])), "liked_movie_ids"),
-    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1]), exclude_seen=True),
-     "exclude_seen"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1]), include_seen=True),
+     "include_seen"),
     (pb.RecommendRequest(user_id=-1), "user_id"),
 ])
 def test_malformed_requests_are_invalid_argument(stack: Stack, request_, field) -> None:

@@ -75,13 +75,13 @@ def test_pyproject_pins_agree_with_the_lock() -> None:
 def test_readme_documents_every_setting() -> None:
     from pathlib import Path
 
-    from gateway.server import GatewaySettings
     from movierec import settings
+    from movierec.apps.gateway.server import GatewaySettings
+    from movierec.apps.web.server import WebSettings
     from movierec.server.echo import EchoSettings
-    from services.catalog.server import CatalogSettings
-    from services.embedder.server import EmbedderSettings
-    from services.retriever.server import RetrieverSettings
-    from web.server import WebSettings
+    from movierec.services.catalog.server import CatalogSettings
+    from movierec.services.embedder.server import EmbedderSettings
+    from movierec.services.retriever.server import RetrieverSettings
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for cls in (settings.ServerSettings, EchoSettings, CatalogSettings, RetrieverSettings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.local import LocalCache
+from movierec.apps.gateway.local import LocalCache
 
 
 def test_fetches_only_missing_keys_once() -> None:

@@ -16,10 +16,10 @@ from movierec.common.v1 import common_pb2
 from movierec.models.artifact import normalize
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
-from movierec.runtime.milvus import LocalMilvus
-from services.retriever.loader import ItemBatch, publish
-from services.retriever.milvus import MilvusVectors
-from services.retriever.server import RetrieverSettings, create_server
+from movierec.services.retriever.loader import ItemBatch, publish
+from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.server import RetrieverSettings, create_server
+from movierec.stack.local_milvus import LocalMilvus
 
 GENRES = ["Action", "Comedy", "Drama", "Children's"]
 N, DIM = 300, 16
@@ -95,7 +95,7 @@ def test_filters_and_exclusions_still_fill_top_k(loaded) -> None:
     assert len(reply.hits) == 20
 
 
-def test_get_vectors_describe_and_batch(loaded) -> None:
+def test_get_vectors_and_describe(loaded) -> None:
     uri, batch = loaded
 
     async def scenario(stub):
@@ -103,17 +103,13 @@ def test_get_vectors_describe_and_batch(loaded) -> None:
                                                              movie_ids=[2, 9999, 1]), timeout=5)
         described = await stub.DescribeModel(pb.DescribeModelRequest(model="testmodel"),
                                              timeout=5)
-        several = await stub.SearchBatch(pb.SearchBatchRequest(requests=[
-            pb.SearchRequest(model="testmodel", vector=batch.vectors[i].tolist(), top_k=1)
-            for i in (0, 1)]), timeout=5)
-        return vectors, described, several
-    vectors, described, several = run(uri, scenario)
+        return vectors, described
+    vectors, described = run(uri, scenario)
     assert [v.movie_id for v in vectors.vectors] == [2, 1]
     assert np.allclose(vectors.vectors[0].vector, batch.vectors[1], atol=1e-6)
     assert list(vectors.missing_ids) == [9999]
     assert (described.dim, described.count, described.metric) == (DIM, N, "IP")
     assert described.index_type == "FLAT"
-    assert [r.hits[0].movie_id for r in several.responses] == [1, 2]
 
 
 @pytest.mark.parametrize(("request_", "code", "field"), [

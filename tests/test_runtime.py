@@ -10,8 +10,8 @@ import psycopg
 import redis
 from pymilvus import MilvusClient
 
-from movierec.runtime.postgres import LocalPostgres
-from movierec.runtime.stack import LocalStores
+from movierec.stack.local_postgres import LocalPostgres
+from movierec.stack.stores import LocalStores
 
 
 def test_postgres_is_real_and_survives_restart(tmp_path: Path) -> None:

@@ -19,11 +19,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from movierec import errors, settings
 from movierec.echo.v1 import echo_pb2, echo_pb2_grpc
 from movierec.logs import request_id
-from movierec.runtime.process import free_port
 from movierec.server import client, metrics
 from movierec.server.echo import SERVICE, create_server
 from movierec.server.factory import ServiceSpec, build_server
 from movierec.server.interceptor import REQUEST_ID_KEY
+from movierec.stack.process import free_port
 
 
 class Faulty(echo_pb2_grpc.EchoServicer):
@@ -98,7 +98,7 @@ def test_errors_map_to_codes_in_one_place(payload: str, code, detail: str) -> No
                 return info.value
         finally:
             await server.stop(0)
-    logging.getLogger("movierec.server.errors").disabled = True
+    logging.getLogger("movierec.server.status").disabled = True
     error = asyncio.run(scenario())
     assert error.code() == code and error.details() == detail
     assert "secret" not in error.details()

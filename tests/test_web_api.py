@@ -1,4 +1,4 @@
-"""The web facade's HTTP API against a real in-process gRPC gateway and catalog stub.
+"""The web facade's HTTP API against a real in-process gRPC gateway stub.
 
 The stub is a real gRPC server (port 0) whose Recommend validates with the gateway's
 own ``normalize`` and pages with real tokens; magic user ids make it fail with chosen
@@ -17,16 +17,15 @@ import pytest
 from fastapi.testclient import TestClient
 from grpc_health.v1 import health, health_pb2_grpc
 
-from gateway.servicer import normalize
 from movierec import paging
-from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from movierec.apps.gateway.query import recommend_query
+from movierec.apps.web import server
+from movierec.apps.web.app import create_app
 from movierec.common.v1 import common_pb2
 from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
-from movierec.runtime.process import free_port
-from web import server
-from web.app import create_app
+from movierec.stack.process import free_port
 
 TIMEOUT = 0.5
 FAILURES = {4040: grpc.StatusCode.NOT_FOUND, 5030: grpc.StatusCode.UNAVAILABLE,
@@ -41,6 +40,7 @@ def stub_movie(movie_id: int) -> common_pb2.Movie:
 class StubGateway(gateway_pb2_grpc.GatewayServicer):
     def __init__(self) -> None:
         self.seen: dict[str, tuple] = {}
+        self.popular: pb.ListPopularRequest | None = None
 
     def _note(self, name: str, request, context) -> None:
         self.seen[name] = (request, dict(context.invocation_metadata()))
@@ -52,15 +52,16 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
         if request.user_id in FAILURES:
             context.abort(FAILURES[request.user_id], "db at 10.0.0.7:5432 refused")
         try:
-            query, _canonical, print_ = normalize(request)
+            query, identity = recommend_query(request)
         except InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         hidden = set(query.exclude) | set(query.liked or ())
-        ids = [i for i in range(1, 60) if i not in hidden][query.offset:query.offset + query.top_k]
+        start = query.page_start
+        ids = [i for i in range(1, 60) if i not in hidden][start:start + query.top_k]
         items = [pb.RecommendedMovie(**{f: getattr(stub_movie(i), f) for f in (
             "movie_id", "title", "year", "genres")}, score=1 / i, reason="because stub")
             for i in ids]
-        token = paging.encode(query.offset + query.top_k, print_)
+        token = paging.encode(query.page_start + query.top_k, identity.fingerprint)
         return pb.RecommendResponse(items=items, model_version="stub@1", next_page_token=token)
 
     def SimilarMovies(self, request, context):  # noqa: N802
@@ -74,6 +75,15 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
         self._note("SearchMovies", request, context)
         return pb.SearchMoviesResponse(movies=[stub_movie(1)], next_page_token="next")
 
+    def ListPopular(self, request, context):  # noqa: N802
+        self.popular = request
+        return pb.ListPopularResponse(movies=[
+            pb.PopularMovie(movie=stub_movie(i), ratings=100 - i)
+            for i in range(1, request.limit + 1)])
+
+    def ListGenres(self, request, context):  # noqa: N802
+        return pb.ListGenresResponse(genres=["Comedy", "Drama"])
+
     def RecordRating(self, request, context):  # noqa: N802
         if not 1 <= request.rating <= 5:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rating: must be between 1 and 5")
@@ -81,37 +91,22 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
                                        rating=request.rating, timestamp=1_700_000_000)
 
 
-class StubCatalog(catalog_pb2_grpc.CatalogServicer):
-    def __init__(self) -> None:
-        self.popular: catalog_pb2.ListPopularRequest | None = None
-
-    def ListPopular(self, request, context):  # noqa: N802
-        self.popular = request
-        return catalog_pb2.ListPopularResponse(movies=[
-            catalog_pb2.ScoredMovie(movie=stub_movie(i), score=100 - i)
-            for i in range(1, request.limit + 1)])
-
-    def ListGenres(self, request, context):  # noqa: N802
-        return catalog_pb2.ListGenresResponse(genres=["Comedy", "Drama"])
-
-
 @pytest.fixture(scope="module")
 def stubs():
-    gateway, catalog = StubGateway(), StubCatalog()
+    gateway = StubGateway()
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, grpc_server)
-    catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), grpc_server)
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
-    yield f"127.0.0.1:{port}", gateway, catalog
+    yield f"127.0.0.1:{port}", gateway
     grpc_server.stop(0)
 
 
 @pytest.fixture(scope="module")
 def client(stubs):
     address = stubs[0]
-    with TestClient(create_app(address, address, TIMEOUT)) as test_client:
+    with TestClient(create_app(address, TIMEOUT)) as test_client:
         yield test_client
 
 
@@ -140,7 +135,7 @@ def test_popular_genres_and_search(client: TestClient, stubs) -> None:
     reply = client.get("/api/movies/popular", params={"genre": "Drama", "limit": 3}).json()
     assert [m["movie_id"] for m in reply["movies"]] == [1, 2, 3]
     assert reply["movies"][2]["year"] is None and reply["movies"][0]["year"] == 1991
-    assert list(stubs[2].popular.genres) == ["Drama"] and stubs[2].popular.limit == 3
+    assert list(stubs[1].popular.genres) == ["Drama"] and stubs[1].popular.limit == 3
     assert client.get("/api/genres").json() == {"genres": ["Comedy", "Drama"]}
     found = client.get("/api/movies/search", params={"q": "toy", "page_token": "t"}).json()
     assert found["movies"][0]["title"] == "Movie 1" and found["next_page_token"] == "next"
@@ -164,11 +159,11 @@ def test_recommend_liked_pages_and_excludes(client: TestClient) -> None:
 
 def test_recommend_profile_sends_visitor_id(client: TestClient, stubs) -> None:
     body = {"profile": {"age": 30, "gender": "F", "occupation": 4, "user_id": 1_234_567_890},
-            "exclude_seen": True}
+            "include_seen": True}
     assert client.post("/api/recommend", json=body).status_code == 200
     sent = stubs[1].seen["Recommend"][0]
     assert sent.profile.HasField("user_id") and sent.profile.user_id == 1_234_567_890
-    assert sent.exclude_seen and sent.top_k == 0
+    assert sent.include_seen and sent.top_k == 0
     client.post("/api/recommend", json={"profile": {"age": 30, "gender": "F", "occupation": 4}})
     assert not stubs[1].seen["Recommend"][0].profile.HasField("user_id")
 
@@ -235,7 +230,7 @@ def test_unknown_route_and_health(client: TestClient) -> None:
 
 def test_gateway_down_is_503() -> None:
     closed = f"127.0.0.1:{free_port()}"
-    with TestClient(create_app(closed, closed, TIMEOUT)) as down:
+    with TestClient(create_app(closed, TIMEOUT)) as down:
         error_of(down.post("/api/recommend", json={"user_id": 1}), 503, "UNAVAILABLE")
         error_of(down.get("/api/movies/popular"), 503, "UNAVAILABLE")
         health_reply = down.get("/api/health")

@@ -1,10 +1,10 @@
 """The web demo in a real headless Chromium over the real stack (synthetic models).
 
-Starts the four services like tests/test_e2e.py, the facade as ``python -m web``, and
+Starts the four services like tests/test_e2e.py, the facade as ``python -m movierec.apps.web``, and
 drives Debian's Chromium through chromedriver with Selenium: like three movies (one
 by keyboard), get recommendations that exclude them, page with "More", rate one and
 see it disappear; then the same through the profile form, where the gateway hides the
-rated movie (``exclude_seen`` with the visitor id). Screenshots are saved under
+rated movie (the visitor id's rated movies are hidden by default). Screenshots are saved under
 ``build/web-e2e/``. Skips only when chromium or chromedriver is not installed.
 """
 
@@ -16,10 +16,16 @@ import httpx
 import pytest
 from stack_fixture import Stack
 
-from movierec.runtime.process import stop_process
-from web.launch import start_web
-from web.screenshot import CHROMEDRIVER, CHROMIUM, chromium_driver, full_page, wait_for
-from web.screenshot import movie_ids as ids
+from movierec.apps.web.screenshot import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    chromium_driver,
+    full_page,
+    wait_for,
+)
+from movierec.apps.web.screenshot import movie_ids as ids
+from movierec.stack.process import stop_process
+from movierec.stack.web import start_web
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "web-e2e"
 

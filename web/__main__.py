@@ -1,7 +1,7 @@
-"""``python -m web``: run the facade (same as ``movierec serve web``)."""
+"""``python -m movierec.apps.web``: run the facade (same as ``movierec serve web``)."""
 
 import sys
 
-from web.server import main
+from movierec.apps.web.server import main
 
 sys.exit(main(sys.argv[1:]))

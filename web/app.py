@@ -20,18 +20,18 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from movierec.apps.web import routes, status
+from movierec.apps.web.backend import Backend
 from movierec.logs import request_id
-from web import errors, routes
-from web.backend import Backend
 
 log = logging.getLogger("web.http")
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def _lifespan(gateway_addr: str, catalog_addr: str, timeout: float):
+def _lifespan(gateway_addr: str, timeout: float):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.backend = Backend(gateway_addr, catalog_addr, timeout)
+        app.state.backend = Backend(gateway_addr, timeout)
         try:
             yield
         finally:
@@ -55,12 +55,12 @@ async def _request_context(request: Request, call_next):
         request_id.reset(token)
 
 
-def create_app(gateway_addr: str, catalog_addr: str, timeout: float) -> FastAPI:
-    """The facade over the gateway at ``gateway_addr`` (and the catalog, see backend)."""
+def create_app(gateway_addr: str, timeout: float) -> FastAPI:
+    """The facade over the gateway at ``gateway_addr``."""
     app = FastAPIOffline(title="movierec web API", version="1",
                          description="HTTP/JSON facade over the movierec gRPC gateway.",
-                         lifespan=_lifespan(gateway_addr, catalog_addr, timeout))
-    errors.install(app)
+                         lifespan=_lifespan(gateway_addr, timeout))
+    status.install(app)
     app.middleware("http")(_request_context)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,9 +1,7 @@
-"""gRPC clients of the facade: the gateway (everything it can answer) and the catalog.
+"""The facade's gRPC client of the gateway, the only service it calls.
 
-The catalog is called directly only for what the public gateway API has no RPC for:
-the popular movies a visitor picks from (``ListPopular``) and the genre list
-(``ListGenres``). Every call carries a deadline (``WEB_CALL_TIMEOUT``) and the
-current request id; reads are retried on UNAVAILABLE within that deadline.
+Every call carries a deadline (``WEB_CALL_TIMEOUT``) and the current request id;
+reads are retried on UNAVAILABLE within that deadline.
 """
 
 from __future__ import annotations
@@ -11,21 +9,18 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
 from movierec.server import client
 
 
 class Backend:
-    """Open channels to the gateway and the catalog; create inside the serving loop."""
+    """An open channel to the gateway; create inside the serving loop."""
 
-    def __init__(self, gateway_addr: str, catalog_addr: str, timeout: float) -> None:
+    def __init__(self, gateway_addr: str, timeout: float) -> None:
         self.timeout = timeout
         self._gateway_channel = client.channel(gateway_addr)
-        self._catalog_channel = client.channel(catalog_addr)
         self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
-        self.catalog = catalog_pb2_grpc.CatalogStub(self._catalog_channel)
         self._health = health_pb2_grpc.HealthStub(self._gateway_channel)
 
     async def _call(self, method, request, target: str, idempotent: bool = True):
@@ -45,13 +40,12 @@ class Backend:
         # an upsert of the same value: safe to retry
         return await self._call(self.gateway.RecordRating, request, "gateway")
 
-    async def popular(self, genres: list[str], limit: int) -> catalog_pb2.ListPopularResponse:
-        return await self._call(self.catalog.ListPopular, catalog_pb2.ListPopularRequest(
-            genres=genres, limit=limit), "catalog")
+    async def popular(self, genres: list[str], limit: int) -> pb.ListPopularResponse:
+        return await self._call(self.gateway.ListPopular, pb.ListPopularRequest(
+            genres=genres, limit=limit), "gateway")
 
-    async def genres(self) -> catalog_pb2.ListGenresResponse:
-        return await self._call(self.catalog.ListGenres, catalog_pb2.ListGenresRequest(),
-                                "catalog")
+    async def genres(self) -> pb.ListGenresResponse:
+        return await self._call(self.gateway.ListGenres, pb.ListGenresRequest(), "gateway")
 
     async def gateway_health(self) -> str:
         """The gateway's health status name; UNAVAILABLE when it cannot be reached."""
@@ -64,4 +58,3 @@ class Backend:
 
     async def close(self) -> None:
         await self._gateway_channel.close()
-        await self._catalog_channel.close()

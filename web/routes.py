@@ -1,7 +1,7 @@
 """The ``/api`` endpoints: thin translations between JSON and the gRPC calls.
 
 Failures are not handled here: a ``grpc.aio.AioRpcError`` propagates to the handlers
-in :mod:`web.errors`, which choose the HTTP status and body.
+in :mod:`movierec.apps.web.status`, which choose the HTTP status and body.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from movierec.apps.web import schemas
+from movierec.apps.web.backend import Backend
 from movierec.gateway.v1 import gateway_pb2 as pb
-from web import schemas
-from web.backend import Backend
 
 router = APIRouter(prefix="/api")
 ERRORS = {code: {"description": text, "content": {"application/json": {"example": {
     "error": name, "message": "..."}}}} for code, name, text in (
     (400, "INVALID_ARGUMENT", "a field is invalid; the message names it"),
     (404, "NOT_FOUND", "the movie does not exist or has no vector"),
-    (503, "UNAVAILABLE", "the gateway or catalog is down or too slow"))}
+    (503, "UNAVAILABLE", "the gateway or a service behind it is down or too slow"))}
 Genre = Annotated[str | None, Query(max_length=50, description="keep movies of this genre")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
@@ -41,13 +41,13 @@ async def health(b: Client):
 
 @router.get("/genres", response_model=schemas.Genres, responses=ERRORS)
 async def genres(b: Client) -> schemas.Genres:
-    """Every genre of the catalog (from the catalog service)."""
+    """Every genre of the catalog (the gateway's ``ListGenres``)."""
     return schemas.Genres(genres=list((await b.genres()).genres))
 
 
 @router.get("/movies/popular", response_model=schemas.MovieList, responses=ERRORS)
 async def popular(b: Client, genre: Genre = None, limit: Limit = 24) -> schemas.MovieList:
-    """The most rated movies, to pick liked ones from (the catalog's ``ListPopular``)."""
+    """The most rated movies, to pick liked ones from (the gateway's ``ListPopular``)."""
     reply = await b.popular([genre] if genre else [], limit)
     return schemas.MovieList(movies=[schemas.movie(m.movie) for m in reply.movies])
 

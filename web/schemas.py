@@ -69,7 +69,8 @@ class RecommendIn(_Strict):
     top_k: Int32 = Field(0, description="1-100; 0 means 10")
     genres: list[str] = Field([], description="keep movies of any of these genres")
     exclude_movie_ids: list[Int64] = []
-    exclude_seen: bool = Field(False, description="hide movies the user id has rated")
+    include_seen: bool = Field(False, description="also show movies the user id has rated "
+                               "(hidden by default)")
     page_token: str = Field("", max_length=1024, description="a previous next_page_token")
 
     @model_validator(mode="after")
@@ -82,7 +83,7 @@ class RecommendIn(_Strict):
     def to_proto(self) -> pb.RecommendRequest:
         request = pb.RecommendRequest(top_k=self.top_k, genres=self.genres,
                                       exclude_movie_ids=self.exclude_movie_ids,
-                                      exclude_seen=self.exclude_seen,
+                                      include_seen=self.include_seen,
                                       page_token=self.page_token)
         if self.profile is not None:
             request.profile.CopyFrom(common_pb2.Profile(**self.profile.model_dump(

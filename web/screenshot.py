@@ -1,6 +1,6 @@
 """A screenshot of the demo page in headless Chromium (docs/web-demo.png, browser tests).
 
-    python -m web.screenshot http://127.0.0.1:8080 docs/web-demo.png \
+    python -m movierec.apps.web.screenshot http://127.0.0.1:8080 docs/web-demo.png \
         --like "toy story" --like "star wars" --like fargo --rate 5
 
 Searches each ``--like`` title and likes the first hit (no ``--like``: the first three
@@ -105,7 +105,7 @@ def demo(url: str, out: Path, likes: Sequence[str], rate: int, width: int) -> Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m web.screenshot",
+    p = argparse.ArgumentParser(prog="python -m movierec.apps.web.screenshot",
                                 description=__doc__.splitlines()[0])
     p.add_argument("url")
     p.add_argument("out", type=Path)

@@ -16,18 +16,15 @@ from dataclasses import dataclass
 import uvicorn
 
 from movierec import settings
+from movierec.apps.web.app import create_app
+from movierec.registry import GATEWAY, WEB
 from movierec.server.runner import start_process
-from web.app import create_app
 
 
 @dataclass(frozen=True)
 class WebSettings:
-    port: int = settings.setting("WEB_PORT", 8080, minimum=0, maximum=65535,
-                                 doc="HTTP port of the web demo and its JSON API")
-    gateway_addr: str = settings.setting("GATEWAY_ADDR", "127.0.0.1:50050",
-                                         doc="gateway address (host:port), for the web facade")
-    catalog_addr: str = settings.setting("CATALOG_ADDR", "127.0.0.1:50053",
-                                         doc="catalog address (host:port)")
+    port: int = settings.port(WEB)
+    gateway_addr: str = settings.address(GATEWAY)
     call_timeout: float = settings.setting("WEB_CALL_TIMEOUT", 5.0, minimum=0.01, maximum=60,
                                            doc="deadline of each gRPC call of the facade (s)")
 
@@ -51,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config, server = loaded
     logging.getLogger("uvicorn.error").addFilter(_plain_uvicorn_logs)
-    app = create_app(config.gateway_addr, config.catalog_addr, config.call_timeout)
+    app = create_app(config.gateway_addr, config.call_timeout)
     uvicorn.run(app, host=args.host or server.host,
                 port=config.port if args.port is None else args.port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=int(server.grace_seconds) or 1)

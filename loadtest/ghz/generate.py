@@ -96,9 +96,9 @@ def liked_requests(data: MovieLens) -> list[Request]:
 
 
 def user_requests(data: MovieLens) -> list[Request]:
-    """60 user ids spread over 1..6040; every other one hides the movies already rated."""
+    """60 user ids spread over 1..6040; every other one also shows the movies already rated."""
     ids = np.unique(np.linspace(1, int(data.users["user_id"].max()), 60).round().astype(int))
-    return [{"userId": int(u), "topK": 10, "excludeSeen": bool(n % 2 == 0)}
+    return [{"userId": int(u), "topK": 10, "includeSeen": bool(n % 2 == 1)}
             for n, u in enumerate(ids)]
 
 
@@ -152,6 +152,18 @@ def rating_requests(data: MovieLens) -> list[Request]:
             for r in rows.itertuples()]
 
 
+def popular_list_requests(data: MovieLens) -> list[Request]:
+    """The popular list unfiltered at three lengths, then for every genre in turn."""
+    genres = sorted({g for gs in data.movies["genres"] for g in gs})
+    return [*({"limit": n} for n in (12, 24, 48)),
+            *({"genres": [g], "limit": 24} for g in genres)]
+
+
+def genre_list_requests(data: MovieLens) -> list[Request]:
+    """ListGenres takes no arguments."""
+    return [{}]
+
+
 def search_vector_requests(data: MovieLens, ids: np.ndarray,
                            vectors: np.ndarray) -> list[Request]:
     """The PinSage vectors of the 20 most-rated movies as queries, each excluding itself."""
@@ -177,6 +189,8 @@ SCENARIOS: dict[str, Scenario] = {
     "gateway_similar_movies": (f"{GATEWAY}.SimilarMovies", 50050, 2000, 20, similar_requests),
     "gateway_search_movies": (f"{GATEWAY}.SearchMovies", 50050, 2000, 20, search_requests),
     "gateway_record_rating": (f"{GATEWAY}.RecordRating", 50050, 600, 10, rating_requests),
+    "gateway_list_popular": (f"{GATEWAY}.ListPopular", 50050, 2000, 20, popular_list_requests),
+    "gateway_list_genres": (f"{GATEWAY}.ListGenres", 50050, 2000, 20, genre_list_requests),
 }
 
 

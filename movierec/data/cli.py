@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from movierec.data.source import DATASETS, fetch, load_dataset
+from movierec.data.source import DATASETS, fetch, load_dataset, locate
 from movierec.data.splits import DEFAULT_SEED, SPLITS, make_split
 from movierec.data.synthetic import generate, write_ml1m
 from movierec.errors import DataError
@@ -65,8 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.action == "fetch":
-            from movierec.data.source import locate
-
             found = None if args.force or args.url else locate(args.dataset)
             print(found or fetch(args.dataset, args.dest, url=args.url, md5=args.md5))
         elif args.action == "stats":

@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from movierec.data.movielens import MovieLens, parse_directory
+from movierec.data.synthetic import from_name
 from movierec.errors import DataError
 
 
@@ -130,8 +131,6 @@ def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = Fa
                  progress: bool = True) -> MovieLens:
     """Parse a data set: ``ml-1m``/``ml-100k`` from disk (or downloaded), or ``synthetic``."""
     if name.startswith("synthetic"):
-        from movierec.data.synthetic import from_name
-
         return from_name(name)
     directory = locate(name, data_dir)
     if directory is None:

@@ -1,7 +1,7 @@
 """Server interceptor: request ids, JSON access logs, metrics and error mapping.
 
 Every unary-unary handler is wrapped so that an exception it raises becomes the status
-chosen by :func:`movierec.server.errors.status_for`, and its latency and code are
+chosen by :func:`movierec.server.status.status_for`, and its latency and code are
 recorded. Streaming handlers (health ``Watch``, reflection) pass through untouched.
 """
 
@@ -15,7 +15,7 @@ import grpc
 
 from movierec.logs import request_id
 from movierec.server import metrics
-from movierec.server.errors import status_for
+from movierec.server.status import status_for
 
 log = logging.getLogger("movierec.rpc")
 REQUEST_ID_KEY = "x-request-id"

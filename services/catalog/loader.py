@@ -14,23 +14,14 @@ loads every rating instead.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import time
-from collections.abc import Sequence
-from pathlib import Path
-
 import pandas as pd
 import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
 from movierec.data.movielens import MovieLens
-from movierec.data.source import load_dataset
-from movierec.data.splits import DEFAULT_SEED, SPLITS, make_split
-from movierec.errors import MovierecError
-from movierec.runtime.stack import LocalStores
-from services.catalog.migrate import migrate
+from movierec.data.splits import DEFAULT_SEED, make_split
+from movierec.services.catalog.migrate import migrate
 
 CHUNK = 100_000
 _STAGE = """
@@ -118,33 +109,3 @@ def select_ratings(data: MovieLens, split: str = DEFAULT_SPLIT, part: str = DEFA
     if split == "all":
         return data.ratings
     return getattr(make_split(data, split, seed), part)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="movierec load catalog", description=__doc__)
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--split", default=DEFAULT_SPLIT, choices=[*SPLITS, "all"])
-    parser.add_argument("--part", default=DEFAULT_PART, choices=("train", "valid", "test"))
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    stores = LocalStores(want=("postgres",))
-    try:
-        url = stores.start()["DATABASE_URL"]
-        data = load_dataset(args.dataset, args.data_dir)
-        ratings = select_ratings(data, args.split, args.part, args.seed)
-        start = time.perf_counter()
-        counts = asyncio.run(load(url, data, ratings, progress=not args.quiet))
-    except MovierecError as exc:
-        print(f"movierec load catalog: {exc}")
-        return 1
-    finally:
-        stores.stop()
-    print(f"loaded {data.name} in {time.perf_counter() - start:.1f}s: "
-          + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
-    return 0

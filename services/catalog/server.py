@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from movierec import settings
 from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from movierec.registry import CATALOG
 from movierec.server.factory import (
     ManagedServer,
     ServiceSpec,
@@ -23,9 +24,9 @@ from movierec.server.factory import (
     start_task,
 )
 from movierec.server.runner import serve_main
-from services.catalog.migrate import migrate
-from services.catalog.servicer import CatalogServicer
-from services.catalog.store import CatalogStore
+from movierec.services.catalog.migrate import migrate
+from movierec.services.catalog.servicer import CatalogServicer
+from movierec.services.catalog.store import CatalogStore
 
 log = logging.getLogger(__name__)
 SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name
@@ -35,10 +36,8 @@ SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name
 class CatalogSettings:
     database_url: str = settings.setting("DATABASE_URL", "", secret=True,
                                          doc="PostgreSQL URL (required by the catalog)")
-    port: int = settings.setting("CATALOG_PORT", 50053, minimum=0, maximum=65535,
-                                 doc="catalog gRPC port")
-    metrics_port: int = settings.setting("CATALOG_METRICS_PORT", 9093, minimum=-1,
-                                         maximum=65535, doc="catalog metrics port (-1 off)")
+    port: int = settings.port(CATALOG)
+    metrics_port: int = settings.metrics_port(CATALOG)
     pool_min: int = settings.setting("CATALOG_POOL_MIN", 2, minimum=1, maximum=100,
                                      doc="smallest PostgreSQL connection pool")
     pool_max: int = settings.setting("CATALOG_POOL_MAX", 10, minimum=1, maximum=200,

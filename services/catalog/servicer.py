@@ -1,6 +1,6 @@
 """gRPC servicer of ``movierec.catalog.v1.Catalog``: validation and protobuf <-> domain.
 
-Business rules live in :mod:`services.catalog.store`; errors raised there become
+Business rules live in :mod:`movierec.services.catalog.store`; errors raised there become
 status codes in the shared interceptor. Every call's database time is bounded by the
 caller's remaining deadline (capped by the configured per-call timeout).
 """
@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import grpc
 
-from movierec import paging, validation
+from movierec import limits, paging, validation
 from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from movierec.common.v1 import common_pb2
 from movierec.server.budget import call_budget
-from services.catalog.store import CatalogStore, Movie, Rating, SearchQuery
-
-MAX_BATCH = 1000
-MAX_SEARCH = 100
-MAX_POPULAR = 1000
-MAX_HISTORY = 5000
+from movierec.services.catalog.store import CatalogStore, Movie, Rating, SearchQuery
 
 
 def movie_pb(movie: Movie) -> common_pb2.Movie:
@@ -42,7 +37,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         return call_budget(context, self.call_timeout)
 
     async def GetMovies(self, request, context):  # noqa: N802
-        ids = validation.id_list("movie_ids", request.movie_ids, MAX_BATCH)
+        ids = validation.id_list("movie_ids", request.movie_ids, limits.MAX_BATCH_IDS)
         found = await self.store.get_movies(set(ids), self._timeout(context))
         return catalog_pb2.GetMoviesResponse(
             movies=[movie_pb(found[i]) for i in ids if i in found],
@@ -53,7 +48,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         genres = tuple(validation.text_list("genres", request.genres))
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
-        limit = validation.limit("limit", request.limit, 20, MAX_SEARCH)
+        limit = validation.limit("limit", request.limit, 20, limits.MAX_SEARCH)
         print_ = paging.fingerprint(text.lower(), sorted(genres), low, high, limit)
         offset = paging.decode(request.page_token, print_)
         query = SearchQuery(text, genres, low, high, limit + 1, offset)
@@ -69,8 +64,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
 
     async def ListPopular(self, request, context):  # noqa: N802
         genres = validation.text_list("genres", request.genres)
-        limit = validation.limit("limit", request.limit, 20, MAX_POPULAR)
-        exclude = validation.id_list("exclude_movie_ids", request.exclude_movie_ids, MAX_BATCH)
+        limit = validation.limit("limit", request.limit, 20, limits.MAX_POPULAR)
+        exclude = validation.id_list("exclude_movie_ids", request.exclude_movie_ids,
+                                     limits.MAX_EXCLUDE)
         rows = await self.store.list_popular(genres, limit, exclude, self._timeout(context))
         return catalog_pb2.ListPopularResponse(
             movies=[catalog_pb2.ScoredMovie(movie=movie_pb(m), score=s) for m, s in rows])
@@ -84,7 +80,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
 
     async def GetUserHistory(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)
-        limit = validation.limit("limit", request.limit, 100, MAX_HISTORY)
+        limit = validation.limit("limit", request.limit, 100, limits.MAX_HISTORY)
         if not 0 <= request.min_rating <= 5:
             raise validation.InvalidArgument("min_rating", "must be between 0 and 5")
         history = await self.store.get_user_history(user_id, limit, request.min_rating,

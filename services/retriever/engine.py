@@ -17,7 +17,7 @@ import numpy as np
 from pymilvus import MilvusException
 
 from movierec.errors import NotFound, Unavailable
-from services.retriever.milvus import Filters, MilvusVectors, ModelCollection
+from movierec.services.retriever.milvus import Filters, MilvusVectors, ModelCollection
 
 T = TypeVar("T")
 

@@ -10,12 +10,10 @@ registry switches, so none fail, even when the live version is loaded again.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +22,9 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
 
 from movierec.data.source import load_dataset
-from movierec.errors import DataError, MovierecError
-from movierec.models.artifact import latest, read_item_vectors, read_metadata
-from movierec.runtime.stack import LocalStores
-from services.retriever.milvus import (
+from movierec.errors import DataError
+from movierec.models.artifact import read_item_vectors, read_metadata
+from movierec.services.retriever.milvus import (
     INDEX_PARAMS,
     REGISTRY,
     MilvusVectors,
@@ -121,39 +118,3 @@ def items_from_artifact(path: Path, dataset: str | None, data_dir: Path | None) 
     years = movies["year"].fillna(0).astype(np.int32).to_numpy()
     genres = [list(g) if isinstance(g, tuple) else [] for g in movies["genres"]]
     return ItemBatch(ids.astype(np.int64), vectors.astype(np.float32), years, genres)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="movierec load vectors", description=__doc__)
-    parser.add_argument("--model", required=True, help="fusion or pinsage")
-    parser.add_argument("--artifact", type=Path, help="version directory (default: latest)")
-    parser.add_argument("--artifacts", type=Path, help="artifacts root")
-    parser.add_argument("--dataset", help="data set for movie years/genres (default: the "
-                        "artifact's)")
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--index", choices=sorted(INDEX_PARAMS), help="default: by size")
-    parser.add_argument("--drain-seconds", type=float, default=5.0,
-                        help="wait before dropping the previous version")
-    parser.add_argument("--quiet", action="store_true")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    stores = LocalStores(want=("milvus",))
-    try:
-        path = args.artifact or latest(args.model, args.artifacts)
-        version = read_metadata(path)["version"]
-        items = items_from_artifact(path, args.dataset, args.data_dir)
-        store = MilvusVectors(stores.start()["MILVUS_URI"])
-        live = publish(store, args.model, version, items, args.index, args.drain_seconds,
-                       progress=not args.quiet)
-        store.close()
-    except MovierecError as exc:
-        print(f"movierec load vectors: {exc}")
-        return 1
-    finally:
-        stores.stop()
-    print(f"{live.model} {live.version}: {live.count:,} vectors (dim {live.dim}, "
-          f"{live.index_type}/IP) live in {live.collection}")
-    return 0

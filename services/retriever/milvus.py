@@ -143,11 +143,6 @@ class MilvusVectors:
             raise NotFound(f"model {model!r} has no vectors loaded")
         return ModelCollection(**json.loads(rows[0]["record"]))
 
-    def models(self) -> list[ModelCollection]:
-        rows = self.client.query(REGISTRY, filter='model != ""', output_fields=["record"],
-                                 timeout=self.timeout)
-        return [ModelCollection(**json.loads(r["record"])) for r in rows]
-
     def publish(self, live: ModelCollection) -> None:
         record = json.dumps(live.__dict__)
         self.client.upsert(REGISTRY, [{"model": live.model, "record": record,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from movierec import settings
+from movierec.registry import RETRIEVER
 from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc
 from movierec.server.factory import (
     ManagedServer,
@@ -19,9 +20,9 @@ from movierec.server.factory import (
     start_task,
 )
 from movierec.server.runner import serve_main
-from services.retriever.engine import SearchEngine
-from services.retriever.milvus import MilvusVectors
-from services.retriever.servicer import RetrieverServicer
+from movierec.services.retriever.engine import SearchEngine
+from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.servicer import RetrieverServicer
 
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
 SERVICE = retriever_pb2.DESCRIPTOR.services_by_name["Retriever"].full_name
@@ -31,10 +32,8 @@ SERVICE = retriever_pb2.DESCRIPTOR.services_by_name["Retriever"].full_name
 class RetrieverSettings:
     milvus_uri: str = settings.setting("MILVUS_URI", "", secret=True,
                                        doc="Milvus address (required by the retriever)")
-    port: int = settings.setting("RETRIEVER_PORT", 50052, minimum=0, maximum=65535,
-                                 doc="retriever gRPC port")
-    metrics_port: int = settings.setting("RETRIEVER_METRICS_PORT", 9092, minimum=-1,
-                                         maximum=65535, doc="retriever metrics port (-1 off)")
+    port: int = settings.port(RETRIEVER)
+    metrics_port: int = settings.metrics_port(RETRIEVER)
     call_timeout: float = settings.setting("RETRIEVER_CALL_TIMEOUT", 1.0, minimum=0.01,
                                            maximum=60, doc="longest Milvus time per call (s)")
     registry_ttl: float = settings.setting("RETRIEVER_REGISTRY_TTL", 1.0, minimum=0,

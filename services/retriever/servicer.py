@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
-from movierec import validation
+from movierec import limits, validation
 from movierec.errors import InvalidArgument
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
 from movierec.server.budget import call_budget
-from services.retriever.engine import SearchEngine
-from services.retriever.milvus import Filters, check_model
-
-MAX_TOP_K = 1000
-MAX_EXCLUDE = 10_000
-MAX_BATCH = 64
-MAX_IDS = 1000
+from movierec.services.retriever.engine import SearchEngine
+from movierec.services.retriever.milvus import Filters, check_model
 
 
 def _dim_check(vector: list[float]):
@@ -37,33 +30,23 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         return call_budget(context, self.call_timeout)
 
-    async def _search(self, request: pb.SearchRequest, timeout: float) -> pb.SearchResponse:
+    async def Search(self, request, context):  # noqa: N802
         model = check_model(request.model)
         vector = validation.finite_vector("vector", request.vector)
-        top_k = validation.limit("top_k", request.top_k, 10, MAX_TOP_K)
-        exclude = validation.id_list("exclude_ids", request.exclude_ids, MAX_EXCLUDE)
+        top_k = validation.limit("top_k", request.top_k, 10, limits.MAX_RANK)
+        exclude = validation.id_list("exclude_ids", request.exclude_ids, limits.MAX_EXCLUDE)
         genres = validation.text_list("genres", request.genres)
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
-        hits, live = await self.engine.search(model, [vector], top_k, filters, timeout,
-                                              _dim_check(vector))
+        hits, live = await self.engine.search(model, [vector], top_k, filters,
+                                              self._timeout(context), _dim_check(vector))
         return pb.SearchResponse(hits=[pb.Hit(movie_id=i, score=s) for i, s in hits[0]],
                                  model_version=live.version)
 
-    async def Search(self, request, context):  # noqa: N802
-        return await self._search(request, self._timeout(context))
-
-    async def SearchBatch(self, request, context):  # noqa: N802
-        if len(request.requests) > MAX_BATCH:
-            raise InvalidArgument("requests", f"at most {MAX_BATCH} per batch")
-        timeout = self._timeout(context)
-        replies = await asyncio.gather(*(self._search(r, timeout) for r in request.requests))
-        return pb.SearchBatchResponse(responses=replies)
-
     async def GetVectors(self, request, context):  # noqa: N802
         model = check_model(request.model)
-        ids = validation.id_list("movie_ids", request.movie_ids, MAX_IDS)
+        ids = validation.id_list("movie_ids", request.movie_ids, limits.MAX_BATCH_IDS)
         found, live = await self.engine.vectors(model, list(dict.fromkeys(ids)),
                                                 self._timeout(context))
         return pb.GetVectorsResponse(

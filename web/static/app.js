@@ -4,8 +4,8 @@
 // with their liked movies, ratings and profile. Ratings go to POST /api/ratings under
 // that id. "Recommend from my likes" sends the liked ids plus movies rated 4-5 as
 // `liked`, with every rated id in `exclude_movie_ids`; "Recommend for my profile"
-// sends the profile with `user_id` = visitor id and `exclude_seen`, so the gateway
-// hides rated movies itself. After a rating the current list is fetched again and the
+// sends the profile with `user_id` = visitor id, so the gateway hides rated movies
+// itself (a known user's rated movies are hidden by default). After a rating the current list is fetched again and the
 // rated movie is gone. "More" repeats the last request with its next_page_token.
 "use strict";
 
@@ -112,7 +112,7 @@ function query(mode, topK) {
   }
   const p = store.get("profile", {});
   return {profile: {age: p.age, gender: p.gender, occupation: p.occupation, user_id: state.visitor},
-    exclude_seen: true, exclude_movie_ids: likedIds, top_k: topK};
+    exclude_movie_ids: likedIds, top_k: topK};
 }
 
 function recItem(item) {

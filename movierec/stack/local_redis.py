@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from movierec.errors import Unavailable
-from movierec.runtime.process import find_binary, free_port, stop_process, wait_for_port
+from movierec.stack.process import find_binary, free_port, stop_process, wait_for_port
 
 
 class LocalRedis:

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from movierec.errors import Unavailable
-from movierec.runtime.process import find_binary, free_port, port_open, wait_for_port
+from movierec.stack.process import find_binary, free_port, port_open, wait_for_port
 
 log = logging.getLogger(__name__)
 PG_DIRS = ["/usr/lib/postgresql/*/bin"]

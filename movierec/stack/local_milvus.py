@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from movierec.errors import Unavailable
-from movierec.runtime.process import free_port, port_open, stop_process, wait_for_port
+from movierec.stack.process import free_port, port_open, stop_process, wait_for_port
 
 
 def _lite_bin_dir() -> Path:

@@ -16,6 +16,9 @@ import time
 from movierec.data.source import load_dataset, locate
 from movierec.errors import DataError, NotFound
 from movierec.models.artifact import latest, read_metadata
+from movierec.services.catalog import loader
+from movierec.services.retriever.loader import items_from_artifact, publish
+from movierec.services.retriever.milvus import MilvusVectors
 
 MODELS = ("fusion", "pinsage")
 
@@ -49,8 +52,6 @@ def ensure_models(dataset: str) -> None:
 
 
 def load_catalog(database_url: str, dataset: str) -> None:
-    from services.catalog import loader
-
     start = step("loading the catalog into PostgreSQL")
     data = load_dataset(dataset)
     counts = asyncio.run(loader.load(database_url, data,
@@ -60,9 +61,6 @@ def load_catalog(database_url: str, dataset: str) -> None:
 
 
 def load_vectors(milvus_uri: str, dataset: str) -> None:
-    from services.retriever.loader import items_from_artifact, publish
-    from services.retriever.milvus import MilvusVectors
-
     store = MilvusVectors(milvus_uri, timeout=60)
     store.ensure_registry()
     for model in MODELS:

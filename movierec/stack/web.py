@@ -2,7 +2,7 @@
 
     proc, url = start_web(env, log_dir)   # env carries GATEWAY_ADDR, CATALOG_ADDR, ...
 
-Runs ``python -m web`` on ``WEB_PORT`` from ``env`` (a free port when unset), appends
+Runs ``python -m movierec.apps.web`` on ``WEB_PORT`` from ``env`` (a free port when unset), appends
 its JSON logs to ``log_dir/web.log`` and returns once ``GET /api/health`` is 200, that
 is once the gateway behind it is SERVING.
 """
@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from movierec.errors import Unavailable
-from movierec.runtime.process import free_port, stop_process
+from movierec.stack.process import free_port, stop_process
 
 
 def healthy(url: str) -> bool:
@@ -34,7 +34,8 @@ def start_web(env: dict[str, str], log_dir: Path,
     port = int(env.get("WEB_PORT") or free_port())
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / "web.log").open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "web"], env={**env, "WEB_PORT": str(port)},
+        proc = subprocess.Popen([sys.executable, "-m", "movierec.apps.web"],
+                                env={**env, "WEB_PORT": str(port)},
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

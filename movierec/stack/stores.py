@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from movierec.runtime.milvus import LocalMilvus
-from movierec.runtime.postgres import LocalPostgres
-from movierec.runtime.process import runtime_root
-from movierec.runtime.redis import LocalRedis
+from movierec.stack.local_milvus import LocalMilvus
+from movierec.stack.local_postgres import LocalPostgres
+from movierec.stack.local_redis import LocalRedis
+from movierec.stack.process import runtime_root
 
 log = logging.getLogger(__name__)
 STORES = {"postgres": "DATABASE_URL", "redis": "REDIS_URL", "milvus": "MILVUS_URI"}

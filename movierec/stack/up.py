@@ -1,7 +1,7 @@
 """``movierec up`` (what ``make run`` calls): the whole stack on this machine.
 
 Starts the stores (or uses the ones the environment names), prepares data, models,
-catalog and vectors (:mod:`movierec.runtime.prepare`), then starts every service as
+catalog and vectors (:mod:`movierec.stack.prepare`), then starts every service as
 its own ``movierec serve NAME`` process on a fixed loopback port, waits for each to
 report SERVING through the gRPC health service, prints sample recommendations and
 how to call the gateway, and serves until Ctrl-C/SIGTERM, then stops everything it
@@ -15,47 +15,55 @@ import asyncio
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from movierec.errors import Unavailable
-from movierec.runtime.prepare import prepare
-from movierec.runtime.process import runtime_root, stop_process
-from movierec.runtime.stack import LocalStores
+from movierec import recommend, registry
+from movierec.errors import MovierecError, Unavailable
+from movierec.registry import WEB, Service
+from movierec.stack.prepare import prepare
+from movierec.stack.process import runtime_root, stop_process
+from movierec.stack.stores import LocalStores
+from movierec.stack.web import start_web
+
+GRPC_SERVICES = tuple(s for s in registry.SERVICES if s.protocol == "grpc")
 
 
-@dataclass(frozen=True)
-class ServiceProcess:
-    """A service ``up`` runs: its module, port variable and default port."""
-
-    name: str
-    module: str
-    port_env: str
-    port: int
-    stores: tuple[str, ...]
-
-
-SERVICES = (
-    ServiceProcess("catalog", "services.catalog.server", "CATALOG_PORT", 50053, ("postgres",)),
-    ServiceProcess("retriever", "services.retriever.server", "RETRIEVER_PORT", 50052,
-                   ("milvus",)),
-    ServiceProcess("embedder", "services.embedder.server", "EMBEDDER_PORT", 50051, ()),
-    ServiceProcess("gateway", "gateway.server", "GATEWAY_PORT", 50050, ("redis",)),
-)
-
-
-def available(service: ServiceProcess) -> bool:
+def available(service: Service) -> bool:
     try:
         return importlib.util.find_spec(service.module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(env: dict[str, str]) -> None:
+    """Fail before anything starts when a port ``up`` needs is taken, naming its variable."""
+    taken = []
+    for service in registry.SERVICES:
+        for variable, default in ((service.port_env, service.port),
+                                  (service.metrics_env, service.metrics_port)):
+            port = int(env.get(variable) or default)
+            if port > 0 and _port_taken(port):
+                taken.append(f"{variable}={port}")
+    if taken:
+        raise Unavailable("ports already in use: " + ", ".join(taken) + "; set these "
+                          "variables to free ports (or stop what holds them) and run again")
 
 
 def _health(port: int) -> int:
@@ -81,7 +89,7 @@ def wait_serving(proc: subprocess.Popen, name: str, port: int, timeout: float) -
     raise Unavailable(f"{name} was not SERVING on port {port} after {timeout:.0f}s")
 
 
-def launch(service: ServiceProcess, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+def launch(service: Service, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
     """Start ``movierec serve NAME`` with ``env``, its output appended to a log file."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / f"{service.name}.log").open("ab") as out:
@@ -89,10 +97,11 @@ def launch(service: ServiceProcess, env: dict[str, str], log_dir: Path) -> subpr
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def start_services(env: dict[str, str], timeout: float) -> list[subprocess.Popen]:
-    procs: list[subprocess.Popen] = []
+def start_services(env: dict[str, str], timeout: float, procs: list[subprocess.Popen]) -> None:
+    """Start the gRPC services in order, each SERVING before the next; every process
+    started is in ``procs`` as soon as it exists, so a failure stops it too."""
     logs = runtime_root() / "logs"
-    for service in SERVICES:
+    for service in GRPC_SERVICES:
         if not available(service):
             print(f"  {service.name:9s} missing: {service.module} is not built yet")
             continue
@@ -101,13 +110,10 @@ def start_services(env: dict[str, str], timeout: float) -> list[subprocess.Popen
         procs.append(proc)
         wait_serving(proc, service.name, port, timeout)
         print(f"  {service.name:9s} SERVING on 127.0.0.1:{port}  (log {logs / service.name}.log)")
-    return procs
 
 
 def demo(env: dict[str, str]) -> None:
     """Show what the stack answers, the way the seed system printed it."""
-    from movierec import recommend
-
     gateway = f"127.0.0.1:{env.get('GATEWAY_PORT', '50050')}"
     for title, argv in (("profile: age 25, F, occupation 4 (college/grad student)",
                          ["--age", "25", "--gender", "F", "--occupation", "4", "--top", "5"]),
@@ -130,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stores = LocalStores()
     procs: list[subprocess.Popen] = []
     try:
+        check_ports(dict(os.environ))
         addresses = stores.start()
         print("stores:")
         for env_name, address in addresses.items():
@@ -137,11 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare(addresses, args.dataset)
         env = {**os.environ, **addresses}
         print("services:")
-        procs = start_services(env, args.timeout)
-        if all(available(s) for s in SERVICES):
-            from web.launch import start_web
-
-            env.setdefault("WEB_PORT", "8080")
+        start_services(env, args.timeout, procs)
+        if all(available(s) for s in GRPC_SERVICES):
+            env.setdefault(WEB.port_env, str(WEB.port))
             web, url = start_web(env, runtime_root() / "logs")
             procs.append(web)
             demo(env)
@@ -152,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.pause()
     except KeyboardInterrupt:
         pass
+    except MovierecError as exc:
+        print(f"movierec up: {exc}", file=sys.stderr)
+        return 1
     finally:
         for proc in reversed(procs):
             stop_process(proc, 20)

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from movierec.data.source import home_dir
 from movierec.errors import Unavailable
 
 
@@ -67,6 +68,4 @@ def find_binary(name: str, extra_dirs: list[str] | None = None) -> str | None:
 
 
 def runtime_root() -> Path:
-    from movierec.data.source import home_dir
-
     return home_dir() / "runtime"

@@ -1,0 +1,94 @@
+"""``movierec load catalog`` and ``movierec load vectors``: the bulk-load jobs.
+
+The loading itself lives in the services (:mod:`movierec.services.catalog.loader`,
+:mod:`movierec.services.retriever.loader`); these commands add what only the local
+runtime knows: a store the environment does not name is started for the job and
+stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from movierec.data.source import load_dataset
+from movierec.data.splits import DEFAULT_SEED, SPLITS
+from movierec.errors import MovierecError
+from movierec.models.artifact import latest, read_metadata
+from movierec.services.catalog import loader as catalog_loader
+from movierec.services.retriever import loader as vector_loader
+from movierec.services.retriever.milvus import INDEX_PARAMS, MilvusVectors
+from movierec.stack.stores import LocalStores
+
+
+def _catalog_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="movierec load catalog",
+                                     description=catalog_loader.__doc__)
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--split", default=catalog_loader.DEFAULT_SPLIT,
+                        choices=[*SPLITS, "all"])
+    parser.add_argument("--part", default=catalog_loader.DEFAULT_PART,
+                        choices=("train", "valid", "test"))
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def load_catalog_main(argv: Sequence[str] | None = None) -> int:
+    args = _catalog_parser().parse_args(argv)
+    stores = LocalStores(want=("postgres",))
+    try:
+        url = stores.start()["DATABASE_URL"]
+        data = load_dataset(args.dataset, args.data_dir)
+        ratings = catalog_loader.select_ratings(data, args.split, args.part, args.seed)
+        start = time.perf_counter()
+        counts = asyncio.run(catalog_loader.load(url, data, ratings, progress=not args.quiet))
+    except MovierecError as exc:
+        print(f"movierec load catalog: {exc}")
+        return 1
+    finally:
+        stores.stop()
+    print(f"loaded {data.name} in {time.perf_counter() - start:.1f}s: "
+          + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
+    return 0
+
+
+def _vectors_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="movierec load vectors",
+                                     description=vector_loader.__doc__)
+    parser.add_argument("--model", required=True, help="fusion or pinsage")
+    parser.add_argument("--artifact", type=Path, help="version directory (default: latest)")
+    parser.add_argument("--artifacts", type=Path, help="artifacts root")
+    parser.add_argument("--dataset", help="data set for movie years/genres (default: the "
+                        "artifact's)")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--index", choices=sorted(INDEX_PARAMS), help="default: by size")
+    parser.add_argument("--drain-seconds", type=float, default=5.0,
+                        help="wait before dropping the previous version")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def load_vectors_main(argv: Sequence[str] | None = None) -> int:
+    args = _vectors_parser().parse_args(argv)
+    stores = LocalStores(want=("milvus",))
+    try:
+        path = args.artifact or latest(args.model, args.artifacts)
+        version = read_metadata(path)["version"]
+        items = vector_loader.items_from_artifact(path, args.dataset, args.data_dir)
+        store = MilvusVectors(stores.start()["MILVUS_URI"])
+        live = vector_loader.publish(store, args.model, version, items, args.index,
+                                     args.drain_seconds, progress=not args.quiet)
+        store.close()
+    except MovierecError as exc:
+        print(f"movierec load vectors: {exc}")
+        return 1
+    finally:
+        stores.stop()
+    print(f"{live.model} {live.version}: {live.count:,} vectors (dim {live.dim}, "
+          f"{live.index_type}/IP) live in {live.collection}")
+    return 0

@@ -1,0 +1,286 @@
+"""The gateway's pipeline, request normalisation, single flight and circuit breaker,
+without servers: the pipeline runs against an in-memory :class:`Downstream`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from movierec import limits
+from movierec.apps.gateway.backends import Deadline, Hits
+from movierec.apps.gateway.cache import CACHE_EVENTS, Cache
+from movierec.apps.gateway.flight import SingleFlight
+from movierec.apps.gateway.query import recommend_query, similar_query
+from movierec.apps.gateway.recommend import Recommender
+from movierec.catalog.v1 import catalog_pb2
+from movierec.common.v1 import common_pb2
+from movierec.embedder.v1 import embedder_pb2
+from movierec.errors import DeadlineExceeded, InvalidArgument
+from movierec.gateway.v1 import gateway_pb2 as pb
+
+MOVIES = {i: common_pb2.Movie(movie_id=i, title=f"Movie {i}", year=1990) for i in range(1, 40)}
+HISTORY = {7: [(3, 5), (4, 4), (5, 3)], 8: []}
+USERS = {7: catalog_pb2.User(user_id=7, gender="F", age=25, occupation=4),
+         8: catalog_pb2.User(user_id=8, gender="M", age=35, occupation=12)}
+
+
+class FakeDownstream:
+    """The three services in memory: every movie scores 1/id; calls are recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    async def embed_profile(self, profile, deadline):
+        self.calls.append(("embed_profile", profile.user_id))
+        return embedder_pb2.Embedding(model="fusion", model_version="f1", vector=[1.0],
+                                      score_scale=2.0, score_offset=1.0)
+
+    async def embed_liked(self, liked, deadline):
+        self.calls.append(("embed_liked", tuple(liked.movie_ids)))
+        return embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0])
+
+    async def embed_history(self, ratings, deadline):
+        self.calls.append(("embed_history", tuple(r.movie_id for r in ratings)))
+        return (embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0]),
+                [r.movie_id for r in ratings])
+
+    async def user_history(self, user_id, limit, deadline):
+        self.calls.append(("user_history", user_id))
+        if user_id not in HISTORY:
+            return None
+        return [catalog_pb2.Rating(user_id=user_id, movie_id=m, rating=r, timestamp=100 - m)
+                for m, r in HISTORY[user_id]]
+
+    async def user(self, user_id, deadline):
+        self.calls.append(("user", user_id))
+        return USERS.get(user_id)
+
+    async def search(self, model, vector, top_k, exclude, genres, deadline):
+        self.calls.append(("search", model, tuple(exclude)))
+        ids = [i for i in MOVIES if i not in set(exclude)][:top_k]
+        return Hits([(i, 1.0 / i) for i in ids], f"{model}-v")
+
+    async def vectors(self, model, movie_ids, deadline):
+        return {i: [1.0, float(i)] for i in movie_ids if i in MOVIES}, f"{model}-v"
+
+    async def movies(self, movie_ids, deadline):
+        return {i: MOVIES[i] for i in movie_ids if i in MOVIES}
+
+    async def popular(self, genres, limit, exclude, deadline):
+        self.calls.append(("popular", tuple(exclude)))
+        return [(MOVIES[i], 1000.0 - i) for i in MOVIES if i not in exclude][:limit]
+
+
+def recommend(request: pb.RecommendRequest) -> tuple[list[int], FakeDownstream, str]:
+    down = FakeDownstream()
+    recommender = Recommender(down)
+    query, _ = recommend_query(request)
+
+    async def scenario():
+        deadline = Deadline.start(1.0, 1.0)
+        ranking = await recommender.rank(query, deadline)
+        items, _ = await recommender.explain(ranking, query.page_start, query.top_k, deadline)
+        return items, ranking
+    items, ranking = asyncio.run(scenario())
+    return [i.movie_id for i in items], down, ranking.model
+
+
+def test_user_history_is_read_once_and_seen_movies_are_hidden() -> None:
+    ids, down, model = recommend(pb.RecommendRequest(user_id=7, top_k=5))
+    assert model == "pinsage" and ids == [1, 2, 6, 7, 8]
+    assert [c for c in down.calls if c[0] == "user_history"] == [("user_history", 7)]
+    assert ("embed_history", (3, 4, 5)) in down.calls
+
+
+def test_include_seen_shows_rated_movies() -> None:
+    ids, _, _ = recommend(pb.RecommendRequest(user_id=7, top_k=5, include_seen=True))
+    assert ids == [1, 2, 3, 4, 5]
+
+
+def test_a_user_without_ratings_gets_their_profile_and_an_unknown_user_popular() -> None:
+    ids, down, model = recommend(pb.RecommendRequest(user_id=8, top_k=3))
+    assert model == "fusion" and ("embed_profile", 8) in down.calls and ids == [1, 2, 3]
+    ids, down, model = recommend(pb.RecommendRequest(user_id=99, top_k=3))
+    assert model == "popular" and ids == [1, 2, 3]
+    assert not [c for c in down.calls if c[0].startswith("embed")]
+
+
+def test_profile_with_user_id_hides_seen_and_liked_ids_are_excluded() -> None:
+    profile = common_pb2.Profile(age=30, gender="F", occupation=4, user_id=7)
+    ids, down, _ = recommend(pb.RecommendRequest(profile=profile, top_k=3))
+    assert ids == [1, 2, 6] and ("user_history", 7) in down.calls
+    ids, down, _ = recommend(pb.RecommendRequest(
+        liked=common_pb2.LikedMovies(movie_ids=[1, 2]), exclude_movie_ids=[3], top_k=3))
+    assert ids == [4, 5, 6] and ("search", "pinsage", (3, 1, 2)) in down.calls
+
+
+def test_fusion_scores_become_stars() -> None:
+    down = FakeDownstream()
+    query, _ = recommend_query(pb.RecommendRequest(
+        profile=common_pb2.Profile(age=30, gender="F", occupation=4), top_k=2))
+
+    async def scenario():
+        recommender = Recommender(down)
+        ranking = await recommender.rank(query, Deadline.start(1.0, 1.0))
+        return await recommender.explain(ranking, 0, 2, Deadline.start(1.0, 1.0))
+    items, more = asyncio.run(scenario())
+    assert [i.score for i in items] == [3.0, 2.0] and more
+    assert items[0].reason.startswith("predicted 3.0 stars for women aged 25-34")
+
+
+def test_equivalent_requests_share_one_canonical_form() -> None:
+    a = pb.RecommendRequest(user_id=5, genres=["Drama", "Comedy", "Drama"],
+                            exclude_movie_ids=[9, 3, 9])
+    b = pb.RecommendRequest(user_id=5, top_k=10, genres=["Comedy", "Drama"],
+                            exclude_movie_ids=[3, 9])
+    assert recommend_query(a)[1] == recommend_query(b)[1]
+    one = similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Action,Comedy"]))[-1]
+    two = similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Action", "Comedy"]))[-1]
+    assert one.payload != two.payload
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (pb.RecommendRequest(), "query"),
+    (pb.RecommendRequest(user_id=1, top_k=limits.MAX_TOP_K + 1), "top_k"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1]), include_seen=True),
+     "include_seen"),
+    (pb.RecommendRequest(user_id=1, exclude_movie_ids=range(1, limits.MAX_REQUEST_EXCLUDE + 2)),
+     "exclude_movie_ids"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=range(1, limits.MAX_LIKED + 2))),
+     "liked.movie_ids"),
+    (pb.RecommendRequest(profile=common_pb2.Profile(age=30, gender="F", occupation=21)),
+     "profile.occupation"),
+])
+def test_bad_requests_name_the_field(request_, field) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        recommend_query(request_)
+    assert raised.value.field == field
+
+
+# --- single flight ---------------------------------------------------------------------
+
+def test_concurrent_callers_share_one_computation() -> None:
+    flights, calls = SingleFlight(), []
+
+    async def compute() -> bytes:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return b"answer"
+
+    async def scenario():
+        return await asyncio.gather(*(flights.run("k", compute, 1.0) for _ in range(5)))
+    assert asyncio.run(scenario()) == [b"answer"] * 5 and len(calls) == 1
+
+
+def test_a_follower_with_a_shorter_deadline_gives_up_alone() -> None:
+    flights = SingleFlight()
+
+    async def compute() -> bytes:
+        await asyncio.sleep(0.2)
+        return b"slow"
+
+    async def scenario():
+        leader = asyncio.ensure_future(flights.run("k", compute, 1.0))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeadlineExceeded):
+            await flights.run("k", compute, 0.05)
+        return await leader
+    assert asyncio.run(scenario()) == b"slow"
+
+
+def test_a_follower_outlives_a_leader_that_ran_out_of_time() -> None:
+    flights, calls = SingleFlight(), []
+
+    def compute_with(budget: float):
+        async def compute() -> bytes:
+            calls.append(budget)
+            await asyncio.sleep(0.1)
+            if budget < 0.1:
+                raise grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                           grpc.aio.Metadata(), grpc.aio.Metadata())
+            return b"done"
+        return compute
+
+    async def scenario():
+        leader = asyncio.ensure_future(flights.run("k", compute_with(0.05), 0.05))
+        await asyncio.sleep(0.01)
+        follower = await flights.run("k", compute_with(1.0), 1.0)
+        with pytest.raises((DeadlineExceeded, grpc.aio.AioRpcError)):
+            await leader
+        return follower
+    assert asyncio.run(scenario()) == b"done" and calls == [0.05, 1.0]
+
+
+def test_a_cancelled_leader_leaves_followers_their_answer() -> None:
+    flights, calls = SingleFlight(), []
+
+    async def compute() -> bytes:
+        calls.append(1)
+        await asyncio.sleep(0.1)
+        return b"shared"
+
+    async def scenario():
+        leader = asyncio.ensure_future(flights.run("k", compute, 1.0))
+        await asyncio.sleep(0.01)
+        follower = asyncio.ensure_future(flights.run("k", compute, 1.0))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        answer = await follower
+        assert leader.cancelled()
+        return answer
+    assert asyncio.run(scenario()) == b"shared" and calls == [1]
+
+
+def test_nobody_waiting_cancels_the_computation() -> None:
+    flights, finished = SingleFlight(), []
+
+    async def compute() -> bytes:
+        await asyncio.sleep(0.1)
+        finished.append(1)
+        return b"late"
+
+    async def scenario():
+        only = asyncio.ensure_future(flights.run("k", compute, 1.0))
+        await asyncio.sleep(0.01)
+        only.cancel()
+        await asyncio.sleep(0.15)
+        return len(flights)
+    assert asyncio.run(scenario()) == 0 and finished == []
+
+
+def test_errors_reach_every_caller() -> None:
+    flights = SingleFlight()
+
+    async def compute() -> bytes:
+        await asyncio.sleep(0.02)
+        raise InvalidArgument("x", "bad")
+
+    async def scenario():
+        return await asyncio.gather(*(flights.run("k", compute, 1.0) for _ in range(3)),
+                                    return_exceptions=True)
+    assert all(isinstance(r, InvalidArgument) for r in asyncio.run(scenario()))
+
+
+# --- circuit breaker -------------------------------------------------------------------
+
+def _count(event: str) -> float:
+    return CACHE_EVENTS.labels(event)._value.get()
+
+
+def test_a_dead_redis_opens_the_breaker_and_is_not_called_while_open() -> None:
+    cache = Cache("redis://127.0.0.1:1/0", ttl=60, timeout=0.05, breaker_seconds=0.3)
+    errors, bypassed = _count("error"), _count("bypass")
+
+    async def scenario():
+        first = await cache.get("k")
+        answers = [await cache.get("k") for _ in range(50)]
+        await cache.put("k", b"v", 7)
+        await asyncio.sleep(0.35)
+        usable_again = cache._usable()
+        await cache.close()
+        return first, answers, usable_again
+    first, answers, usable_again = asyncio.run(scenario())
+    assert first is None and answers == [None] * 50 and usable_again
+    assert _count("error") - errors == 1 and _count("bypass") - bypassed == 50
