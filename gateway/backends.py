@@ -60,11 +60,11 @@ class Downstream(Protocol):
     async def embed_profile(self, profile: common_pb2.Profile,
                             deadline: Deadline) -> embedder_pb2.Embedding: ...
 
-    async def embed_liked(self, liked: common_pb2.LikedMovies,
-                          deadline: Deadline) -> embedder_pb2.Embedding: ...
+    async def embed_liked(self, liked: common_pb2.LikedMovies, deadline: Deadline
+                          ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
 
     async def embed_history(self, ratings: list[catalog_pb2.Rating], deadline: Deadline
-                            ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
+                            ) -> tuple[embedder_pb2.Embedding, list[int]] | None: ...
 
     async def user_history(self, user_id: int, limit: int,
                            deadline: Deadline) -> list[catalog_pb2.Rating] | None: ...
@@ -82,6 +82,14 @@ class Downstream(Protocol):
 
     async def popular(self, genres: tuple[str, ...], limit: int, exclude: list[int],
                       deadline: Deadline) -> list[tuple[common_pb2.Movie, float]]: ...
+
+    async def search_movies(self, request: catalog_pb2.SearchMoviesRequest,
+                            deadline: Deadline) -> catalog_pb2.SearchMoviesResponse: ...
+
+    async def genres(self, deadline: Deadline) -> list[str]: ...
+
+    async def record_rating(self, user_id: int, movie_id: int, rating: int,
+                            deadline: Deadline) -> catalog_pb2.Rating: ...
 
 
 def _missing(exc: grpc.aio.AioRpcError) -> bool:
@@ -114,13 +122,19 @@ class Backends:
         reply = await self.read(self.embedder.EmbedLikedMovies,
                                 embedder_pb2.EmbedLikedMoviesRequest(liked=liked), deadline,
                                 "embedder")
-        return reply.embedding
+        return reply.embedding, list(reply.unknown_movie_ids)
 
     async def embed_history(self, ratings, deadline):
         rated = [embedder_pb2.RatedMovie(movie_id=r.movie_id, rating=r.rating,
                                          timestamp=r.timestamp) for r in ratings]
-        reply = await self.read(self.embedder.EmbedHistory, embedder_pb2.EmbedHistoryRequest(
-            ratings=rated), deadline, "embedder")
+        try:
+            reply = await self.read(self.embedder.EmbedHistory,
+                                    embedder_pb2.EmbedHistoryRequest(ratings=rated), deadline,
+                                    "embedder")
+        except grpc.aio.AioRpcError as exc:
+            if _missing(exc):  # none of the rated movies is known to the model
+                return None
+            raise
         return reply.embedding, list(reply.used_movie_ids)
 
     async def user_history(self, user_id, limit, deadline):
@@ -165,6 +179,19 @@ class Backends:
         reply = await self.read(self.catalog.ListPopular, catalog_pb2.ListPopularRequest(
             genres=genres, limit=limit, exclude_movie_ids=exclude), deadline, "catalog")
         return [(m.movie, m.score) for m in reply.movies]
+
+    async def search_movies(self, request, deadline):
+        return await self.read(self.catalog.SearchMovies, request, deadline, "catalog")
+
+    async def genres(self, deadline):
+        reply = await self.read(self.catalog.ListGenres, catalog_pb2.ListGenresRequest(),
+                                deadline, "catalog")
+        return list(reply.genres)
+
+    async def record_rating(self, user_id, movie_id, rating, deadline):
+        reply = await self.write(self.catalog.RecordRating, catalog_pb2.RecordRatingRequest(
+            user_id=user_id, movie_id=movie_id, rating=rating), deadline, "catalog")
+        return reply.rating
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels))

@@ -1,15 +1,23 @@
-"""The gateway's Redis cache: never a reason for a request to fail.
+"""The gateway's Redis cache: never a reason for a request to fail, never stale after a write.
 
-Answers are cached as serialized protobuf under a key derived from the normalized
-request and the model versions, with a TTL. Each key served to a user is also
-recorded in that user's key set, so ``RecordRating`` can drop exactly their answers.
-Any Redis error or slowness (``timeout``) counts as a miss, is logged and counted,
-and opens a short circuit breaker so a dead Redis costs nothing per request.
-Concurrent identical misses are computed once (:mod:`movierec.apps.gateway.flight`).
+Answers are cached as serialized protobuf under a key derived from the canonical
+request and the model versions, with a TTL. An answer about a user also carries that
+user's *generation*: a counter in Redis that ``RecordRating`` increments atomically
+after the catalog has stored the rating. A read looks up the generation and the answer
+in one round trip (a Lua script), so once a write is acknowledged every later read
+uses the new generation and misses: an answer computed before the write can never be
+served after it. A generation that is missing (expired or evicted) restarts at the
+current time in milliseconds, above any value it had, so old answers stay unreachable.
+
+Any Redis error or slowness (``timeout``) counts as a miss, is logged and counted, and
+opens a short circuit breaker so a dead Redis costs nothing per request. A generation
+bump that fails is retried in the background until Redis takes it; meanwhile that
+user's answers are neither read from nor written to the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -21,27 +29,70 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 CACHE_EVENTS = prometheus_client.Counter(
     "movierec_gateway_cache_total", "Gateway cache lookups and failures", ["event"])
-PREFIX = "mr:v1:"
+PREFIX = "mr:v2:"
+FAILURES = (TimeoutError, RedisError, OSError)
+
+# KEYS[1] generation key, KEYS[2] answer key prefix (one hash slot: both carry the
+# user's hash tag); ARGV[1] now in ms, ARGV[2] generation TTL (s).
+# Returns {generation, answer or false}.
+_LOOKUP = """
+local g = redis.call('GET', KEYS[1])
+if not g then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+  g = redis.call('GET', KEYS[1])
+end
+return {g, redis.call('GET', KEYS[2] .. ':' .. g)}
+"""
+# KEYS[1] generation key; ARGV[1] now in ms, ARGV[2] TTL (s). Strictly increases it.
+_BUMP = """
+local g = redis.call('GET', KEYS[1])
+if g and tonumber(g) >= tonumber(ARGV[1]) then
+  g = redis.call('INCR', KEYS[1])
+else
+  g = ARGV[1]
+  redis.call('SET', KEYS[1], g)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return g
+"""
 
 
-def cache_key(kind: str, payload: bytes, versions: str) -> str:
+def _user_tag(user_id: int) -> str:
+    return f"{{u{user_id}}}"   # a Redis Cluster hash tag: a user's keys share one slot
+
+
+def cache_key(kind: str, payload: bytes, versions: str, user_id: int | None = None) -> str:
+    """The answer key (a user's answers then get their generation as a suffix)."""
     digest = hashlib.sha256(kind.encode() + b"\0" + versions.encode() + b"\0" + payload)
-    return f"{PREFIX}{kind}:{digest.hexdigest()[:32]}"
+    owner = f"{_user_tag(user_id)}:" if user_id else ""
+    return f"{PREFIX}{owner}{kind}:{digest.hexdigest()[:32]}"
 
 
-def user_index(user_id: int) -> str:
-    return f"{PREFIX}user:{user_id}:keys"
+def generation_key(user_id: int) -> str:
+    return f"{PREFIX}{_user_tag(user_id)}:gen"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Cache:
-    """Redis-backed answer cache with a circuit breaker."""
+    """Redis-backed answer cache with per-user generations and a circuit breaker."""
 
-    def __init__(self, url: str, ttl: float, timeout: float, breaker_seconds: float = 1.0):
+    def __init__(self, url: str, ttl: float, timeout: float, breaker_seconds: float = 1.0,
+                 bump_retry_seconds: float = 0.1) -> None:
         self.ttl = max(1, int(ttl))
+        self.generation_ttl = self.ttl * 10
         self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout,
                                              socket_connect_timeout=timeout) if url else None
         self.breaker_seconds = breaker_seconds
+        self.bump_retry_seconds = bump_retry_seconds
         self._open_until = 0.0
+        self._pending: set[int] = set()   # users whose generation bump has not landed yet
+        self._bumper: asyncio.Task | None = None
+        if self.redis is not None:
+            self._lookup = self.redis.register_script(_LOOKUP)
+            self._bump = self.redis.register_script(_BUMP)
 
     def _usable(self) -> bool:
         return self.redis is not None and time.monotonic() >= self._open_until
@@ -51,44 +102,68 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("redis %s failed; answering uncached: %s", action, type(exc).__name__)
 
-    async def get(self, key: str) -> bytes | None:
-        if not self._usable():
+    async def get(self, key: str, user_id: int | None = None) -> tuple[bytes | None, str | None]:
+        """(cached answer or None, the generation to store a fresh answer under or None
+        when it must not be stored)."""
+        if not self._usable() or user_id in self._pending:
             CACHE_EVENTS.labels("bypass").inc()
-            return None
+            return None, None
         try:
-            value = await self.redis.get(key)
-        except (TimeoutError, RedisError, OSError) as exc:
+            if user_id:
+                generation, value = await self._lookup(
+                    keys=[generation_key(user_id), key], args=[_now_ms(), self.generation_ttl])
+                generation = f":{generation.decode()}"
+            else:
+                generation, value = "", await self.redis.get(key)
+        except FAILURES as exc:
             self._failed("get", exc)
-            return None
-        CACHE_EVENTS.labels("hit" if value is not None else "miss").inc()
-        return value
+            return None, None
+        CACHE_EVENTS.labels("hit" if value else "miss").inc()
+        return (value or None), generation
 
-    async def put(self, key: str, value: bytes, user_id: int | None) -> None:
-        if not self._usable():
+    async def put(self, key: str, generation: str | None, value: bytes,
+                  user_id: int | None = None) -> None:
+        if generation is None or not self._usable() or user_id in self._pending:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(key, value, ex=self.ttl)
-                if user_id:
-                    pipe.sadd(user_index(user_id), key)
-                    pipe.expire(user_index(user_id), self.ttl)
-                await pipe.execute()
-        except (TimeoutError, RedisError, OSError) as exc:
+            await self.redis.set(f"{key}{generation}", value, ex=self.ttl)
+        except FAILURES as exc:
             self._failed("set", exc)
 
-    async def invalidate_user(self, user_id: int) -> int:
-        """Drop every cached answer of ``user_id``; the number dropped (0 if Redis is down)."""
+    async def invalidate_user(self, user_id: int) -> bool:
+        """Make every cached answer about ``user_id`` unreachable; False when Redis did
+        not take it yet (it is retried in the background until it does)."""
         if self.redis is None:
-            return 0
+            return True
         try:
-            keys = await self.redis.smembers(user_index(user_id))
-            await self.redis.delete(user_index(user_id), *keys)
-        except (TimeoutError, RedisError, OSError) as exc:
+            await self._bump(keys=[generation_key(user_id)],
+                             args=[_now_ms(), self.generation_ttl])
+        except FAILURES as exc:
             self._failed("invalidate", exc)
-            return 0
-        CACHE_EVENTS.labels("invalidated").inc(len(keys))
-        return len(keys)
+            self._pending.add(user_id)
+            self._start_bumper()
+            return False
+        CACHE_EVENTS.labels("invalidated").inc()
+        return True
+
+    def _start_bumper(self) -> None:
+        if self._bumper is None or self._bumper.done():
+            self._bumper = asyncio.get_running_loop().create_task(self._retry_bumps())
+
+    async def _retry_bumps(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.bump_retry_seconds)
+            for user_id in list(self._pending):
+                try:
+                    await self._bump(keys=[generation_key(user_id)],
+                                     args=[_now_ms(), self.generation_ttl])
+                except FAILURES:
+                    break
+                self._pending.discard(user_id)
+                CACHE_EVENTS.labels("invalidated").inc()
 
     async def close(self) -> None:
+        if self._bumper is not None:
+            self._bumper.cancel()
         if self.redis is not None:
             await self.redis.aclose()

@@ -71,7 +71,7 @@ def describe_profile(profile: common_pb2.Profile) -> str:
 
 
 def genre_filter(values) -> tuple[str, ...]:
-    return tuple(sorted(set(validation.text_list("genres", values))))
+    return validation.genres("genres", values)
 
 
 def _kind_fields(request: pb.RecommendRequest) -> dict:
@@ -83,9 +83,8 @@ def _kind_fields(request: pb.RecommendRequest) -> dict:
     if kind == "liked":
         liked = validation.id_list("liked.movie_ids", request.liked.movie_ids,
                                    limits.MAX_LIKED, allow_empty=False)
-        if request.liked.weights and len(request.liked.weights) != len(liked):
-            raise InvalidArgument("liked.weights", "give one weight per movie id or none")
-        return {"kind": "liked", "liked": tuple(liked), "weights": tuple(request.liked.weights)}
+        weights = validation.weights("liked.weights", request.liked.weights, len(liked))
+        return {"kind": "liked", "liked": tuple(liked), "weights": tuple(weights or ())}
     if kind == "user_id":
         return {"kind": "user", "user_id": validation.positive_id("user_id", request.user_id)}
     raise InvalidArgument("query", "set one of profile, liked or user_id")

@@ -44,6 +44,7 @@ class Ranking:
     star_offset: float = 0.0
     context: str = ""
     anchor_phrase: str = "because you liked"
+    unknown: list[int] = field(default_factory=list)   # liked ids the model does not know
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Signal:
     anchors: list[int] = field(default_factory=list)
     context: str = ""
     seen: list[int] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
 
 
 def title_of(movie: common_pb2.Movie) -> str:
@@ -79,11 +81,15 @@ class Recommender:
     async def _user(self, q: Query, deadline: Deadline) -> Signal:
         history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
         if history is None:
-            return Signal(None, context=f"user {q.user_id} is new here")
+            raise NotFound(f"user {q.user_id} does not exist; ask with a profile or liked "
+                           f"movies instead")
+        seen = [] if q.include_seen else [r.movie_id for r in history]
+        embedded = await self.down.embed_history(history, deadline) if history else None
+        if embedded is not None:
+            return Signal(embedded[0], embedded[1][:MAX_ANCHORS], seen=seen)
         if history:
-            embedding, used = await self.down.embed_history(history, deadline)
-            seen = [] if q.include_seen else [r.movie_id for r in history]
-            return Signal(embedding, used[:MAX_ANCHORS], seen=seen)
+            return Signal(None, context=f"user {q.user_id} rated no movie the model knows",
+                          seen=seen)
         user = await self.down.user(q.user_id, deadline)
         if user is None or not user.gender or not user.age:
             return Signal(None, context=f"user {q.user_id} has no ratings yet")
@@ -101,8 +107,9 @@ class Recommender:
                 self.down.embed_profile(q.profile, deadline), self._seen(q, deadline))
             return Signal(embedding, context=describe_profile(q.profile), seen=seen)
         liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
-        embedding = await self.down.embed_liked(liked, deadline)
-        return Signal(embedding, list(q.liked[:MAX_ANCHORS]))
+        embedding, unknown = await self.down.embed_liked(liked, deadline)
+        known = [i for i in q.liked if i not in set(unknown)]
+        return Signal(embedding, known[:MAX_ANCHORS], unknown=unknown)
 
     async def rank(self, q: Query, deadline: Deadline) -> Ranking:
         signal = await self._signal(q, deadline)
@@ -115,7 +122,8 @@ class Recommender:
         e = signal.embedding
         hits = await self.down.search(e.model, e.vector, want, exclude, q.genres, deadline)
         return Ranking(e.model, hits.version or e.model_version, hits.items, signal.anchors,
-                       e.score_scale or 1.0, e.score_offset, signal.context)
+                       e.score_scale or 1.0, e.score_offset, signal.context,
+                       unknown=signal.unknown)
 
     async def _movies(self, ids: list[int], deadline: Deadline) -> dict:
         async def fetch(missing: list[int]) -> dict:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import grpc
 
 from movierec import limits, paging, validation
-from movierec.apps.gateway.backends import Backends, Deadline, ModelVersions
+from movierec.apps.gateway.backends import Deadline, Downstream, ModelVersions
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache, cache_key
 from movierec.apps.gateway.flight import SingleFlight
 from movierec.apps.gateway.query import genre_filter, recommend_query, similar_query
 from movierec.apps.gateway.recommend import Recommender, similar
 from movierec.catalog.v1 import catalog_pb2
+from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
 
@@ -25,7 +26,7 @@ MAX_LIST_POPULAR = limits.MAX_TOP_K
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, backends: Backends, cache: Cache, versions: ModelVersions,
+    def __init__(self, backends: Downstream, cache: Cache, versions: ModelVersions,
                  call_timeout: float) -> None:
         self.b = backends
         self.cache = cache
@@ -39,16 +40,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def _cached(self, kind: str, payload: bytes, user_id: int | None, compute,
                       deadline: Deadline) -> tuple[bytes, bool]:
-        key = cache_key(kind, payload, self.versions.value)
-        hit = await self.cache.get(key)
+        key = cache_key(kind, payload, self.versions.value, user_id)
+        hit, generation = await self.cache.get(key, user_id)
         if hit is not None:
             return hit, True
 
         async def run() -> bytes:
             value = (await compute()).SerializeToString()
-            await self.cache.put(key, value, user_id)
+            await self.cache.put(key, generation, value, user_id)
             return value
-        return await self.flights.run(key, run, deadline.left()), False
+        if generation is None and user_id:
+            # No generation (Redis down): a flight that began before a write could end
+            # after it, so answers about a user are not shared then.
+            return await run(), False
+        flight = key if generation is None else f"{key}{generation}"
+        return await self.flights.run(flight, run, deadline.left()), False
 
     async def Recommend(self, request, context):  # noqa: N802
         query, identity = recommend_query(request)
@@ -62,7 +68,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                      if more else "")
             return pb.RecommendResponse(items=items, next_page_token=token,
                                         model_version=f"{ranking.model}@{ranking.version}"
-                                        if ranking.version else ranking.model)
+                                        if ranking.version else ranking.model,
+                                        unknown_movie_ids=ranking.unknown)
         payload = identity.payload + query.page_start.to_bytes(4, "big")
         data, hit = await self._cached("rec", payload, query.user_id, compute, deadline)
         response = pb.RecommendResponse.FromString(data)
@@ -84,10 +91,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return response
 
     async def SearchMovies(self, request, context):  # noqa: N802
-        reply = await self.b.read(self.b.catalog.SearchMovies, catalog_pb2.SearchMoviesRequest(
+        reply = await self.b.search_movies(catalog_pb2.SearchMoviesRequest(
             query=request.query, genres=request.genres, years=request.years,
-            limit=request.limit, page_token=request.page_token), self._deadline(context),
-            "catalog")
+            limit=request.limit, page_token=request.page_token), self._deadline(context))
         return pb.SearchMoviesResponse(movies=[m.movie for m in reply.movies],
                                        next_page_token=reply.next_page_token)
 
@@ -99,16 +105,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                                               for m, count in popular])
 
     async def ListGenres(self, request, context):  # noqa: N802
-        reply = await self.b.read(self.b.catalog.ListGenres, catalog_pb2.ListGenresRequest(),
-                                  self._deadline(context), "catalog")
-        return pb.ListGenresResponse(genres=list(reply.genres))
+        return pb.ListGenresResponse(genres=await self.b.genres(self._deadline(context)))
 
     async def RecordRating(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)
-        reply = await self.b.write(self.b.catalog.RecordRating, catalog_pb2.RecordRatingRequest(
-            user_id=user_id, movie_id=request.movie_id, rating=request.rating),
-            self._deadline(context), "catalog")
+        movie_id = validation.positive_id("movie_id", request.movie_id)
+        if not 1 <= request.rating <= 5:
+            raise InvalidArgument("rating", f"must be between 1 and 5, got {request.rating}")
+        r = await self.b.record_rating(user_id, movie_id, request.rating,
+                                       self._deadline(context))
         await self.cache.invalidate_user(user_id)
-        r = reply.rating
         return pb.RecordRatingResponse(user_id=r.user_id, movie_id=r.movie_id, rating=r.rating,
                                        timestamp=r.timestamp)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from movierec.data.movielens import GENRES
 from movierec.errors import InvalidArgument
 from movierec.limits import MAX_GENRES, MAX_ID, MAX_LABEL, MAX_TEXT
+
+KNOWN_GENRES = frozenset((*GENRES, "unknown"))
 
 
 def limit(field: str, value: int, default: int, maximum: int) -> int:
@@ -62,6 +65,16 @@ def text_list(field: str, values: Sequence[str], maximum: int = MAX_GENRES,
     return [text(field, v, each, required=True) for v in values]
 
 
+def genres(field: str, values: Sequence[str]) -> tuple[str, ...]:
+    """Distinct MovieLens genre names, sorted; an unknown name is INVALID_ARGUMENT."""
+    names = text_list(field, values)
+    unknown = [n for n in names if n not in KNOWN_GENRES]
+    if unknown:
+        raise InvalidArgument(field, f"unknown genre {unknown[0][:40]!r}; known: "
+                                     f"{', '.join(GENRES)}")
+    return tuple(sorted(set(names)))
+
+
 def year_range(field: str, low: int, high: int) -> tuple[int | None, int | None]:
     """(min, max) with 0 meaning open; InvalidArgument if reversed or absurd."""
     for value in (low, high):
@@ -70,6 +83,19 @@ def year_range(field: str, low: int, high: int) -> tuple[int | None, int | None]
     if low and high and low > high:
         raise InvalidArgument(field, f"min_year {low} is after max_year {high}")
     return (low or None, high or None)
+
+
+def weights(field: str, values: Sequence[float], count: int) -> list[float] | None:
+    """None when empty; else one finite, non-negative weight per item, not all zero."""
+    if not values:
+        return None
+    if len(values) != count:
+        raise InvalidArgument(field, f"give one weight per movie id ({count}) or none")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise InvalidArgument(field, "weights must be finite and non-negative")
+    if not any(v > 0 for v in values):
+        raise InvalidArgument(field, "at least one weight must be positive")
+    return list(values)
 
 
 def finite_vector(field: str, values: Sequence[float], dim: int | None = None) -> list[float]:

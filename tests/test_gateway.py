@@ -7,70 +7,17 @@ import asyncio
 
 import grpc
 import pytest
+from gateway_fakes import MOVIES, FakeDownstream  # noqa: F401
 
 from movierec import limits
-from movierec.apps.gateway.backends import Deadline, Hits
+from movierec.apps.gateway.backends import Deadline
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache
 from movierec.apps.gateway.flight import SingleFlight
 from movierec.apps.gateway.query import recommend_query, similar_query
 from movierec.apps.gateway.recommend import Recommender
-from movierec.catalog.v1 import catalog_pb2
 from movierec.common.v1 import common_pb2
-from movierec.embedder.v1 import embedder_pb2
-from movierec.errors import DeadlineExceeded, InvalidArgument
+from movierec.errors import DeadlineExceeded, InvalidArgument, NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
-
-MOVIES = {i: common_pb2.Movie(movie_id=i, title=f"Movie {i}", year=1990) for i in range(1, 40)}
-HISTORY = {7: [(3, 5), (4, 4), (5, 3)], 8: []}
-USERS = {7: catalog_pb2.User(user_id=7, gender="F", age=25, occupation=4),
-         8: catalog_pb2.User(user_id=8, gender="M", age=35, occupation=12)}
-
-
-class FakeDownstream:
-    """The three services in memory: every movie scores 1/id; calls are recorded."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    async def embed_profile(self, profile, deadline):
-        self.calls.append(("embed_profile", profile.user_id))
-        return embedder_pb2.Embedding(model="fusion", model_version="f1", vector=[1.0],
-                                      score_scale=2.0, score_offset=1.0)
-
-    async def embed_liked(self, liked, deadline):
-        self.calls.append(("embed_liked", tuple(liked.movie_ids)))
-        return embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0])
-
-    async def embed_history(self, ratings, deadline):
-        self.calls.append(("embed_history", tuple(r.movie_id for r in ratings)))
-        return (embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0]),
-                [r.movie_id for r in ratings])
-
-    async def user_history(self, user_id, limit, deadline):
-        self.calls.append(("user_history", user_id))
-        if user_id not in HISTORY:
-            return None
-        return [catalog_pb2.Rating(user_id=user_id, movie_id=m, rating=r, timestamp=100 - m)
-                for m, r in HISTORY[user_id]]
-
-    async def user(self, user_id, deadline):
-        self.calls.append(("user", user_id))
-        return USERS.get(user_id)
-
-    async def search(self, model, vector, top_k, exclude, genres, deadline):
-        self.calls.append(("search", model, tuple(exclude)))
-        ids = [i for i in MOVIES if i not in set(exclude)][:top_k]
-        return Hits([(i, 1.0 / i) for i in ids], f"{model}-v")
-
-    async def vectors(self, model, movie_ids, deadline):
-        return {i: [1.0, float(i)] for i in movie_ids if i in MOVIES}, f"{model}-v"
-
-    async def movies(self, movie_ids, deadline):
-        return {i: MOVIES[i] for i in movie_ids if i in MOVIES}
-
-    async def popular(self, genres, limit, exclude, deadline):
-        self.calls.append(("popular", tuple(exclude)))
-        return [(MOVIES[i], 1000.0 - i) for i in MOVIES if i not in exclude][:limit]
 
 
 def recommend(request: pb.RecommendRequest) -> tuple[list[int], FakeDownstream, str]:
@@ -99,12 +46,19 @@ def test_include_seen_shows_rated_movies() -> None:
     assert ids == [1, 2, 3, 4, 5]
 
 
-def test_a_user_without_ratings_gets_their_profile_and_an_unknown_user_popular() -> None:
+def test_a_user_without_ratings_gets_their_profile_and_an_unknown_user_not_found() -> None:
     ids, down, model = recommend(pb.RecommendRequest(user_id=8, top_k=3))
     assert model == "fusion" and ("embed_profile", 8) in down.calls and ids == [1, 2, 3]
-    ids, down, model = recommend(pb.RecommendRequest(user_id=99, top_k=3))
-    assert model == "popular" and ids == [1, 2, 3]
-    assert not [c for c in down.calls if c[0].startswith("embed")]
+    with pytest.raises(NotFound):
+        recommend(pb.RecommendRequest(user_id=99, top_k=3))
+
+
+def test_unknown_liked_ids_are_left_out_and_reported() -> None:
+    down = FakeDownstream()
+    query, _ = recommend_query(pb.RecommendRequest(
+        liked=common_pb2.LikedMovies(movie_ids=[1, 500, 2]), top_k=3))
+    ranking = asyncio.run(Recommender(down).rank(query, Deadline.start(1.0, 1.0)))
+    assert ranking.unknown == [500] and ranking.anchors == [1, 2]
 
 
 def test_profile_with_user_id_hides_seen_and_liked_ids_are_excluded() -> None:
@@ -136,9 +90,12 @@ def test_equivalent_requests_share_one_canonical_form() -> None:
     b = pb.RecommendRequest(user_id=5, top_k=10, genres=["Comedy", "Drama"],
                             exclude_movie_ids=[3, 9])
     assert recommend_query(a)[1] == recommend_query(b)[1]
-    one = similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Action,Comedy"]))[-1]
+    one = similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Comedy", "Action"]))[-1]
     two = similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Action", "Comedy"]))[-1]
-    assert one.payload != two.payload
+    three = similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Action"]))[-1]
+    assert one == two != three
+    with pytest.raises(InvalidArgument):  # no genre name may smuggle a separator
+        similar_query(pb.SimilarMoviesRequest(movie_id=1, genres=["Action,Comedy"]))
 
 
 @pytest.mark.parametrize(("request_", "field"), [
@@ -152,6 +109,14 @@ def test_equivalent_requests_share_one_canonical_form() -> None:
      "liked.movie_ids"),
     (pb.RecommendRequest(profile=common_pb2.Profile(age=30, gender="F", occupation=21)),
      "profile.occupation"),
+    (pb.RecommendRequest(user_id=1, genres=["Nope"]), "genres"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1, 2],
+                                                      weights=[float("nan"), 1])),
+     "liked.weights"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1, 2], weights=[0, 0])),
+     "liked.weights"),
+    (pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[1, 2], weights=[1])),
+     "liked.weights"),
 ])
 def test_bad_requests_name_the_field(request_, field) -> None:
     with pytest.raises(InvalidArgument) as raised:
@@ -275,12 +240,12 @@ def test_a_dead_redis_opens_the_breaker_and_is_not_called_while_open() -> None:
 
     async def scenario():
         first = await cache.get("k")
-        answers = [await cache.get("k") for _ in range(50)]
-        await cache.put("k", b"v", 7)
+        answers = [await cache.get("k", 7) for _ in range(50)]
+        await cache.put("k", "", b"v")
         await asyncio.sleep(0.35)
         usable_again = cache._usable()
         await cache.close()
         return first, answers, usable_again
     first, answers, usable_again = asyncio.run(scenario())
-    assert first is None and answers == [None] * 50 and usable_again
+    assert first == (None, None) and answers == [(None, None)] * 50 and usable_again
     assert _count("error") - errors == 1 and _count("bypass") - bypassed == 50

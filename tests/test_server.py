@@ -20,9 +20,9 @@ from movierec import errors, settings
 from movierec.echo.v1 import echo_pb2, echo_pb2_grpc
 from movierec.logs import request_id
 from movierec.server import client, metrics
+from movierec.server.client import REQUEST_ID_KEY
 from movierec.server.echo import SERVICE, create_server
 from movierec.server.factory import ServiceSpec, build_server
-from movierec.server.interceptor import REQUEST_ID_KEY
 from movierec.stack.process import free_port
 
 
@@ -140,6 +140,52 @@ def test_retry_only_idempotent_calls_and_respects_deadline() -> None:
             return time.monotonic() - start
     assert asyncio.run(scenario(True)) < 1.0
     assert asyncio.run(scenario(False)) < 1.0
+
+
+class Relay(echo_pb2_grpc.EchoServicer):
+    """Forwards every call to ``target`` (idempotent), like the gateway to a service."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    async def Echo(self, request, context):  # noqa: N802
+        async with client.channel(self.target) as chan:
+            return await client.call(echo_pb2_grpc.EchoStub(chan).Echo, request, timeout=1,
+                                     idempotent=True)
+
+
+class Down(echo_pb2_grpc.EchoServicer):
+    calls = 0
+
+    async def Echo(self, request, context):  # noqa: N802
+        Down.calls += 1
+        raise errors.Unavailable("still starting")
+
+
+def test_a_chain_attempts_a_call_at_most_twice_end_to_end() -> None:
+    async def scenario() -> int:
+        leaf, leaf_port = await build_server("leaf", [ServiceSpec(
+            SERVICE, Down(), echo_pb2_grpc.add_EchoServicer_to_server)], 0,
+            settings.ServerSettings())
+        relays, target = [], f"127.0.0.1:{leaf_port}"
+        for name in ("inner", "outer"):
+            relay, port = await build_server(name, [ServiceSpec(
+                SERVICE, Relay(target), echo_pb2_grpc.add_EchoServicer_to_server)], 0,
+                settings.ServerSettings())
+            relays.append(relay)
+            target = f"127.0.0.1:{port}"
+        try:
+            async with client.channel(target) as chan:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.call(echo_pb2_grpc.EchoStub(chan).Echo, echo_pb2.EchoRequest(),
+                                      timeout=2, idempotent=True)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            return Down.calls
+        finally:
+            for server in (*relays, leaf):
+                await server.stop(0)
+    Down.calls = 0
+    assert asyncio.run(scenario()) == 2
 
 
 def test_sigterm_drains_and_exits_cleanly(tmp_path) -> None:

@@ -37,8 +37,8 @@ class Backend:
         return await self._call(self.gateway.SearchMovies, request, "gateway")
 
     async def rate(self, request: pb.RecordRatingRequest) -> pb.RecordRatingResponse:
-        # an upsert of the same value: safe to retry
-        return await self._call(self.gateway.RecordRating, request, "gateway")
+        # a write: never retried (a retry could apply it twice with another timestamp)
+        return await self._call(self.gateway.RecordRating, request, "gateway", idempotent=False)
 
     async def popular(self, genres: list[str], limit: int) -> pb.ListPopularResponse:
         return await self._call(self.gateway.ListPopular, pb.ListPopularRequest(

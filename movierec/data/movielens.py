@@ -30,6 +30,10 @@ AGE_BUCKETS: dict[int, tuple[int, int]] = {
     1: (0, 17), 18: (18, 24), 25: (25, 34), 35: (35, 44), 45: (45, 49), 50: (50, 55), 56: (56, 200),
 }
 NUM_OCCUPATIONS = 21
+#: The genres of MovieLens (ml-1m's 18; ml-100k adds "unknown" for a few movies).
+GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+          "Thriller", "War", "Western")
 #: ml-1m occupation ids 0-20 and their names (ml-1m README).
 OCCUPATIONS = (
     "other", "academic/educator", "artist", "clerical/admin", "college/grad student",

@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from movierec.data.movielens import AGE_BUCKETS, NUM_OCCUPATIONS, MovieLens, genre_vocabulary
+from movierec.data.movielens import (
+    AGE_BUCKETS,
+    GENRES,
+    NUM_OCCUPATIONS,
+    MovieLens,
+    genre_vocabulary,
+)
 
-GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-          "Thriller", "War", "Western")
 _WORDS = ("night", "star", "love", "dead", "city", "war", "girl", "king", "dream", "river",
           "ghost", "money", "summer", "blood", "heart", "road", "shadow", "island", "secret",
           "fire", "storm", "family", "time", "dark", "last", "wild", "lost", "golden", "iron",

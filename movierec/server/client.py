@@ -1,22 +1,58 @@
-"""Outbound gRPC: channels that forward the request id, deadlines and safe retries.
+"""Outbound gRPC: channels that forward the request id, deadlines and one shared retry.
 
-Every outbound call goes through :func:`call` with a deadline. Only calls marked
-idempotent are retried, only on UNAVAILABLE, with exponential backoff, and never
-past the caller's deadline.
+Every outbound call goes through :func:`call` with a deadline. Only idempotent calls
+are retried, only on UNAVAILABLE, with backoff, never past the caller's deadline, and
+at most once per request chain: a retried call carries ``x-movierec-retry`` so the
+server it reaches retries nothing downstream, and a server whose handler already
+retried answers a failure with ``x-movierec-retried`` in its trailers so the caller does
+not retry it again. Any RPC is therefore attempted at most twice end to end, however
+many services the request crosses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from movierec.logs import request_id
 from movierec.server import metrics
-from movierec.server.interceptor import REQUEST_ID_KEY
+
+REQUEST_ID_KEY = "x-request-id"
+RETRY_KEY = "x-movierec-retry"        # this call is a retry: retry nothing downstream
+RETRIED_KEY = "x-movierec-retried"    # trailer: the handler already retried downstream
+
+
+@dataclass
+class RetryBudget:
+    """One request chain's retry: spent by the first retry, or by an incoming retry.
+
+    ``spent`` travels down (every outbound call of a spent chain is marked, so no
+    server below retries); ``retried`` travels up (a failure answered after a retry
+    here or below carries the trailer, so no caller above retries).
+    """
+
+    spent: bool = False
+    retried: bool = False
+
+
+retry_budget: contextvars.ContextVar[RetryBudget | None] = contextvars.ContextVar(
+    "retry_budget", default=None)
+
+
+def budget_for(metadata) -> RetryBudget:
+    """The budget of a request that arrived with ``metadata``."""
+    return RetryBudget(spent=any(key == RETRY_KEY for key, _ in metadata or ()))
+
+
+def _retried_downstream(exc: grpc.aio.AioRpcError) -> bool:
+    trailers = exc.trailing_metadata() or ()
+    return any(key == RETRIED_KEY for key, _ in trailers)
 
 
 class _RequestIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -27,6 +63,13 @@ class _RequestIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             metadata.append((REQUEST_ID_KEY, rid))
             client_call_details = client_call_details._replace(metadata=metadata)
         return await continuation(client_call_details, request)
+
+
+def _may_retry(exc: grpc.aio.AioRpcError, budget: RetryBudget) -> bool:
+    if _retried_downstream(exc):
+        budget.retried = True
+        return False
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and not budget.spent
 
 
 def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
@@ -46,27 +89,29 @@ def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.C
 
 
 async def call(method: Any, request: Any, *, timeout: float, target: str = "",
-               idempotent: bool = False, attempts: int = 3, backoff: float = 0.02) -> Any:
-    """Invoke ``method(request)`` with a deadline; retry idempotent calls on UNAVAILABLE."""
+               idempotent: bool = False, backoff: float = 0.02) -> Any:
+    """Invoke ``method(request)`` with a deadline; an idempotent call that finds its
+    target UNAVAILABLE is retried once if the request chain's retry is not spent."""
     deadline = time.monotonic() + timeout
     name = getattr(method, "_method", b"")
     label = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else str(name)
-    for attempt in range(1, attempts + 1):
-        remaining = deadline - time.monotonic()
+    budget = retry_budget.get() or RetryBudget()
+    while True:
+        metadata = ((RETRY_KEY, "1"),) if budget.spent else ()
         start = time.perf_counter()
         try:
-            response = await method(request, timeout=max(remaining, 0.001))
+            response = await method(request, timeout=max(deadline - time.monotonic(), 0.001),
+                                    metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             metrics.CLIENT_LATENCY.labels(target, label, exc.code().name).observe(
                 time.perf_counter() - start)
-            pause = backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
-            retry = (idempotent and attempt < attempts
-                     and exc.code() == grpc.StatusCode.UNAVAILABLE
-                     and deadline - time.monotonic() > pause)
-            if not retry:
+            pause = backoff * (0.5 + random.random())
+            if not (idempotent and _may_retry(exc, budget)
+                    and deadline - time.monotonic() > pause):
                 raise
+            budget.spent = budget.retried = True
+            metrics.CLIENT_RETRIES.labels(target, label).inc()
             await asyncio.sleep(pause)
             continue
         metrics.CLIENT_LATENCY.labels(target, label, "OK").observe(time.perf_counter() - start)
         return response
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -15,10 +15,10 @@ import grpc
 
 from movierec.logs import request_id
 from movierec.server import metrics
+from movierec.server.client import REQUEST_ID_KEY, RETRIED_KEY, budget_for, retry_budget
 from movierec.server.status import status_for
 
 log = logging.getLogger("movierec.rpc")
-REQUEST_ID_KEY = "x-request-id"
 
 
 def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
@@ -47,6 +47,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, behaviour, method: str):
         async def wrapped(request, context: grpc.aio.ServicerContext):
             token = request_id.set(_incoming_request_id(context))
+            budget = budget_for(context.invocation_metadata())
+            budget_token = retry_budget.set(budget)
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -56,9 +58,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
                 code, message = status_for(exc)
-                await context.abort(code, message)
+                trailers = ((RETRIED_KEY, "1"),) if budget.retried else ()
+                await context.abort(code, message, trailing_metadata=trailers)
             finally:
                 self._record(method, code, time.perf_counter() - start)
+                retry_budget.reset(budget_token)
                 request_id.reset(token)
         return wrapped
 

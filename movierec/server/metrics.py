@@ -24,3 +24,6 @@ def start(port: int, host: str = "127.0.0.1") -> int:
     """Serve ``/metrics`` on ``port`` (0 picks a free one); return the bound port."""
     httpd, _thread = prometheus_client.start_http_server(port, addr=host)
     return int(httpd.server_port)
+CLIENT_RETRIES = prometheus_client.Counter(
+    "movierec_client_retries_total", "Outbound RPCs retried (at most one per request chain)",
+    ["target", "method"])

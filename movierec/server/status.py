@@ -1,9 +1,14 @@
 """The one place where exceptions become gRPC status codes.
 
-Domain errors (:mod:`movierec.errors`) keep their message; a ``grpc.aio.AioRpcError``
-from a downstream call keeps UNAVAILABLE / DEADLINE_EXCEEDED / NOT_FOUND /
-INVALID_ARGUMENT and turns anything else into UNAVAILABLE; an unexpected exception is
-logged with its traceback and answered INTERNAL with a generic message.
+Codes mean one thing: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+RESOURCE_EXHAUSTED, UNAUTHENTICATED and PERMISSION_DENIED are the caller's problem;
+UNAVAILABLE (and DEADLINE_EXCEEDED) only what a retry can fix; INTERNAL a bug, with a
+generic message. Domain errors (:mod:`movierec.errors`) keep their message. A
+``grpc.aio.AioRpcError`` from a downstream call keeps its code when it is one of the
+above, with the downstream's (caller-safe) message for the caller's problems and a
+generic one for UNAVAILABLE and DEADLINE_EXCEEDED (whose details name internal
+addresses); a downstream INTERNAL, UNKNOWN or anything else stays INTERNAL. An
+unexpected exception is logged with its traceback and answered INTERNAL.
 """
 
 from __future__ import annotations
@@ -25,9 +30,16 @@ _DOMAIN: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.DataError, grpc.StatusCode.FAILED_PRECONDITION),
 ]
-_PASS_THROUGH = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                 grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
-                 grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}
+#: The caller's problems: passed on with the downstream's message.
+CALLER_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                          grpc.StatusCode.FAILED_PRECONDITION,
+                          grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                          grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS})
+#: What a retry may fix: passed on with a generic message.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE: "a service this call needs is unavailable",
+             grpc.StatusCode.DEADLINE_EXCEEDED: "deadline exceeded",
+             grpc.StatusCode.CANCELLED: "a service this call needs is unavailable"}
 GENERIC_INTERNAL = "internal error"
 
 
@@ -38,9 +50,13 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, str(exc)
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
-        if code in _PASS_THROUGH:
+        if code in CALLER_CODES:
             return code, exc.details() or code.name.lower()
-        return grpc.StatusCode.UNAVAILABLE, "a downstream service failed"
+        if code in RETRYABLE:
+            code = grpc.StatusCode.UNAVAILABLE if code == grpc.StatusCode.CANCELLED else code
+            return code, RETRYABLE[code]
+        log.error("downstream %s: %s", code.name, exc.details())
+        return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
     log.error("unhandled error", exc_info=exc)

@@ -45,7 +45,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
 
     async def SearchMovies(self, request, context):  # noqa: N802
         text = validation.text("query", request.query)
-        genres = tuple(validation.text_list("genres", request.genres))
+        genres = validation.genres("genres", request.genres)
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
         limit = validation.limit("limit", request.limit, 20, limits.MAX_SEARCH)
@@ -63,7 +63,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
             genres=await self.store.list_genres(self._timeout(context)))
 
     async def ListPopular(self, request, context):  # noqa: N802
-        genres = validation.text_list("genres", request.genres)
+        genres = validation.genres("genres", request.genres)
         limit = validation.limit("limit", request.limit, 20, limits.MAX_POPULAR)
         exclude = validation.id_list("exclude_movie_ids", request.exclude_movie_ids,
                                      limits.MAX_EXCLUDE)

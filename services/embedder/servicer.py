@@ -12,7 +12,7 @@ import numpy as np
 from movierec import limits, validation
 from movierec.embedder.v1 import embedder_pb2 as pb
 from movierec.embedder.v1 import embedder_pb2_grpc
-from movierec.errors import InvalidArgument
+from movierec.errors import InvalidArgument, NotFound
 from movierec.models.fusion.inference import Profile
 from movierec.models.user_input import embed_user_history
 from movierec.services.embedder.models import Loaded, ModelSet
@@ -34,10 +34,22 @@ def profile_of(message) -> Profile:
 def liked_of(message) -> tuple[list[int], list[float] | None]:
     ids = validation.id_list("liked.movie_ids", message.movie_ids, limits.MAX_LIKED,
                              allow_empty=False)
-    weights = list(message.weights) or None
-    if weights is not None and len(weights) != len(ids):
-        raise InvalidArgument("liked.weights", "give one weight per movie id or none")
-    return ids, weights
+    return ids, validation.weights("liked.weights", message.weights, len(ids))
+
+
+def known_only(encoder, ids: list[int], weights: list[float] | None):
+    """(known ids, their weights, unknown ids); INVALID_ARGUMENT when none is known or
+    the known ones all weigh zero."""
+    known = np.isin(np.asarray(ids, dtype=np.int64), encoder.movie_ids)
+    if not known.any():
+        raise InvalidArgument("liked.movie_ids", "none of these movie ids is known to the model")
+    kept = [i for i, k in zip(ids, known, strict=True) if k]
+    unknown = [i for i, k in zip(ids, known, strict=True) if not k]
+    if weights is not None:
+        weights = [w for w, k in zip(weights, known, strict=True) if k]
+        if not any(weights):
+            raise InvalidArgument("liked.weights", "the known movies all weigh zero")
+    return kept, weights, unknown
 
 
 def history_of(request: pb.EmbedHistoryRequest) -> list:
@@ -66,14 +78,19 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     async def EmbedLikedMovies(self, request, context):  # noqa: N802
         pinsage = self.models.get("pinsage")
-        ids, weights = liked_of(request.liked)
+        ids, weights, unknown = known_only(pinsage.encoder, *liked_of(request.liked))
         vector = pinsage.encoder.embed_liked(ids, weights)
-        return pb.EmbedLikedMoviesResponse(embedding=embedding(pinsage, vector))
+        return pb.EmbedLikedMoviesResponse(embedding=embedding(pinsage, vector),
+                                           unknown_movie_ids=unknown)
 
     async def EmbedHistory(self, request, context):  # noqa: N802
         pinsage = self.models.get("pinsage")
-        vector, used = embed_user_history(pinsage.encoder, history_of(request),
-                                          self.history_limit)
+        ratings = history_of(request)
+        known = np.isin([r.movie_id for r in ratings], pinsage.encoder.movie_ids)
+        ratings = [r for r, k in zip(ratings, known, strict=True) if k]
+        if not ratings:
+            raise NotFound("none of the user's rated movies is known to the model")
+        vector, used = embed_user_history(pinsage.encoder, ratings, self.history_limit)
         return pb.EmbedHistoryResponse(embedding=embedding(pinsage, vector), used_movie_ids=used)
 
     async def GetModelInfo(self, request, context):  # noqa: N802

@@ -35,7 +35,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         vector = validation.finite_vector("vector", request.vector)
         top_k = validation.limit("top_k", request.top_k, 10, limits.MAX_RANK)
         exclude = validation.id_list("exclude_ids", request.exclude_ids, limits.MAX_EXCLUDE)
-        genres = validation.text_list("genres", request.genres)
+        genres = validation.genres("genres", request.genres)
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
