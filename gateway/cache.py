@@ -102,6 +102,15 @@ class Cache:
         self._open_until = time.monotonic() + self.breaker_seconds
         log.warning("redis %s failed; answering uncached: %s", action, type(exc).__name__)
 
+    async def reachable(self) -> bool:
+        """Whether Redis answers a PING now (for readiness; never raises)."""
+        if self.redis is None:
+            return False
+        try:
+            return bool(await self.redis.ping())
+        except FAILURES:
+            return False
+
     async def get(self, key: str, user_id: int | None = None) -> tuple[bytes | None, str | None]:
         """(cached answer or None, the generation to store a fresh answer under or None
         when it must not be stored)."""

@@ -57,6 +57,22 @@ async def _backends_ready(backends: Backends) -> bool:
     return all(r is True for r in results)
 
 
+class _Readiness:
+    """SERVING once the backends are; afterwards as long as it can answer at all: the
+    backends are up, or Redis holds answers it can serve while they are not."""
+
+    def __init__(self, backends: Backends, cache: Cache) -> None:
+        self.backends = backends
+        self.cache = cache
+        self.started = False
+
+    async def __call__(self) -> bool:
+        if await _backends_ready(self.backends):
+            self.started = True
+            return True
+        return self.started and await self.cache.reachable()
+
+
 async def create_server(config: GatewaySettings, port: int = 0) -> tuple[ManagedServer, int]:
     """Serve the gateway on ``port``; SERVING once embedder, retriever and catalog are."""
     backends = Backends(config.embedder_addr, config.retriever_addr, config.catalog_addr)
@@ -69,8 +85,8 @@ async def create_server(config: GatewaySettings, port: int = 0) -> tuple[Managed
     server.on_stop(backends.close)
     server.on_stop(cache.close)
     start_task(server, versions.run())
-    start_task(server, follow_health(server, lambda: _backends_ready(backends), 1.0,
-                                     "backends"))
+    start_task(server, follow_health(server, _Readiness(backends, cache), 1.0, "backends",
+                                     down_after=3))
     return server, bound
 
 

@@ -19,6 +19,7 @@ from movierec.common.v1 import common_pb2
 from movierec.data.synthetic import generate
 from movierec.services.catalog import loader
 from movierec.services.catalog.server import CatalogSettings, create_server
+from movierec.services.catalog.store import POPULARITY_LOCK, CatalogStore
 from movierec.stack.local_postgres import LocalPostgres
 
 INJECTION = "'; DROP TABLE movies; --"
@@ -224,6 +225,21 @@ def test_sql_metacharacters_are_just_data(catalog_url: str) -> None:
     assert all("drop" not in m.movie.title.lower() for m in search.movies)
     with psycopg.connect(catalog_url) as conn:
         assert conn.execute("SELECT count(*) FROM movies").fetchone()[0] == len(DATA.movies)
+
+
+def test_popularity_refresh_runs_on_one_replica_at_a_time(catalog_url: str) -> None:
+    async def scenario():
+        store = CatalogStore(catalog_url, min_size=1, max_size=2)
+        await store.open()
+        try:
+            async with await psycopg.AsyncConnection.connect(catalog_url) as other:
+                async with other.transaction():   # another replica is refreshing
+                    await other.execute("SELECT pg_advisory_xact_lock(%s)", (POPULARITY_LOCK,))
+                    while_held = await store.refresh_popularity()
+            return while_held, await store.refresh_popularity()
+        finally:
+            await store.close()
+    assert asyncio.run(scenario()) == (False, True)
 
 
 def test_loader_is_idempotent_and_atomic(database_url: str) -> None:

@@ -124,22 +124,28 @@ async def run_until_signal(server: ManagedServer) -> None:
 
 
 async def follow_health(server: ManagedServer, probe: Callable[[], Awaitable[bool]],
-                        interval: float, name: str) -> None:
+                        interval: float, name: str, *, down_after: int = 1,
+                        up_after: int = 1) -> None:
     """Forever: run ``probe`` every ``interval`` s and publish SERVING/NOT_SERVING from it.
 
+    With hysteresis: the status flips only after ``down_after`` failed (or ``up_after``
+    good) probes in a row, so one slow probe does not take every replica out at once.
     Start the returned coroutine as a task and register its cancellation with
-    ``server.on_stop``; a probe that raises counts as not ready.
+    ``server.on_stop``; a probe that raises counts as failed.
     """
+    streak = 0
     while True:
         try:
             ready = await probe()
         except Exception as exc:  # noqa: BLE001 - a failing probe means not ready
             log.warning("%s probe failed: %s", name, exc)
             ready = False
-        if ready != server.readiness.serving:
+        streak = streak + 1 if ready != server.readiness.serving else 0
+        if streak >= (up_after if ready else down_after):
             log.log(logging.INFO if ready else logging.WARNING, "%s %s", name,
                     "ready: SERVING" if ready else "not ready: NOT_SERVING")
             await server.readiness.set_serving(ready)
+            streak = 0
         await asyncio.sleep(interval)
 
 

@@ -8,8 +8,8 @@ database is back) and refreshes ListPopular's counts on schedule.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,14 +55,13 @@ class CatalogSettings:
         doc="seconds between database pings that drive the health status")
 
 
-class _Upkeep:
-    """Health probe of the catalog: migrations once, then a ping and timed refreshes."""
+class _Readiness:
+    """Health probe of the catalog: migrations once, then a database ping."""
 
     def __init__(self, store: CatalogStore, config: CatalogSettings) -> None:
         self.store = store
         self.config = config
         self.migrated = False
-        self.refreshed = time.monotonic()
 
     async def __call__(self) -> bool:
         if not self.migrated:
@@ -71,11 +70,20 @@ class _Upkeep:
             log.info("catalog ready", extra={"migrations_applied": applied})
             self.migrated = True
         await self.store.ping(timeout=self.config.health_interval)
-        due = time.monotonic() - self.refreshed >= self.config.refresh_seconds
-        if self.config.refresh_seconds and due:
-            self.refreshed = time.monotonic()
-            await self.store.refresh_popularity()
         return True
+
+
+async def refresh_popularity(store: CatalogStore, interval: float) -> None:
+    """Forever: recompute ListPopular's counts every ``interval`` seconds (one replica at a
+    time, see :meth:`CatalogStore.refresh_popularity`); never part of a probe."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            done = await store.refresh_popularity()
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("popularity refresh failed: %s", type(exc).__name__)
+            continue
+        log.info("popularity refreshed" if done else "popularity refresh running elsewhere")
 
 
 async def create_server(config: CatalogSettings, port: int = 0) -> tuple[ManagedServer, int]:
@@ -91,8 +99,10 @@ async def create_server(config: CatalogSettings, port: int = 0) -> tuple[Managed
                                        settings.load(settings.ServerSettings))
     await store.open()
     server.on_stop(store.close)
-    start_task(server, follow_health(server, _Upkeep(store, config), config.health_interval,
-                                     "database"))
+    start_task(server, follow_health(server, _Readiness(store, config),
+                                     config.health_interval, "database"))
+    if config.refresh_seconds:
+        start_task(server, refresh_popularity(store, config.refresh_seconds))
     return server, bound
 
 

@@ -101,6 +101,10 @@ ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at
 RETURNING user_id, movie_id, rating, rated_at"""
 
 
+#: Advisory lock key of the popularity refresh (any constant shared by the replicas).
+POPULARITY_LOCK = 0x6D6F7669  # "movi"
+
+
 def _movie(row: Sequence) -> Movie:
     return Movie(int(row[0]), row[1], row[2], tuple(row[3] or ()))
 
@@ -219,7 +223,13 @@ class CatalogStore:
             raise NotFound(f"movie {movie_id} not found") from None
         return Rating(*rows[0])
 
-    async def refresh_popularity(self, timeout: float = 60.0) -> None:
-        """Recompute ListPopular's counts (readers are not blocked while it runs)."""
-        async with self.connection(timeout) as conn:
+    async def refresh_popularity(self, timeout: float = 60.0) -> bool:
+        """Recompute ListPopular's counts unless another replica is doing it right now
+        (a transaction-scoped advisory lock); readers are never blocked. True if done."""
+        async with self.connection(timeout) as conn, conn.transaction():
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                        (POPULARITY_LOCK,))
+            if not (await cursor.fetchone())[0]:
+                return False
             await conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY movie_popularity")
+        return True

@@ -56,8 +56,10 @@ class ModelSet:
                 continue
             try:
                 updated[model] = self._load(model, path)
-            except (OSError, DataError, KeyError, ValueError) as exc:
-                log.error("could not load %s from %s: %s", model, path, exc)
+            except Exception as exc:  # noqa: BLE001 - any broken artifact keeps the old model
+                log.error("could not load %s from %s (%s); keeping %s", model, path,
+                          type(exc).__name__, updated[model].version if model in updated
+                          else "nothing")
                 continue
             changed.append(f"{model}@{updated[model].version}")
         self.current = updated
