@@ -232,10 +232,10 @@ def test_popularity_refresh_runs_on_one_replica_at_a_time(catalog_url: str) -> N
         store = CatalogStore(catalog_url, min_size=1, max_size=2)
         await store.open()
         try:
-            async with await psycopg.AsyncConnection.connect(catalog_url) as other:
-                async with other.transaction():   # another replica is refreshing
-                    await other.execute("SELECT pg_advisory_xact_lock(%s)", (POPULARITY_LOCK,))
-                    while_held = await store.refresh_popularity()
+            other = await psycopg.AsyncConnection.connect(catalog_url)
+            async with other, other.transaction():   # another replica is refreshing
+                await other.execute("SELECT pg_advisory_xact_lock(%s)", (POPULARITY_LOCK,))
+                while_held = await store.refresh_popularity()
             return while_held, await store.refresh_popularity()
         finally:
             await store.close()
