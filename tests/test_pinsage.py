@@ -1,4 +1,4 @@
-"""PinSage: dgl import shim, sampler, training, export round trip, metrics, inference."""
+"""PinSage: dgl import shim, sampler, training, user tower, export round trip, inference."""
 
 from __future__ import annotations
 
@@ -17,18 +17,30 @@ from movierec.compat.dgl import import_dgl
 from movierec.data.source import load_dataset
 from movierec.data.splits import make_split
 from movierec.errors import InvalidArgument
-from movierec.evaluation import metrics
-from movierec.evaluation.protocols import embedding_scorer, ranking_tasks
+from movierec.evaluation.protocols import ranking_tasks
 from movierec.evaluation.ranking import evaluate
+from movierec.evaluation.serving import ItemSpace, pinsage_history
 from movierec.models.artifact import normalize, read_metadata
 from movierec.models.pinsage import commands
-from movierec.models.pinsage.aggregation import history_matrix
+from movierec.models.pinsage.aggregation import UserTower, history_matrix, user_scorer
 from movierec.models.pinsage.encoder import PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
-from movierec.models.pinsage.model import PinSage
-from movierec.models.pinsage.sampler import NeighbourSampler, WalkConfig, split_histories
-from movierec.models.pinsage.train import TrainConfig, item_vectors, train
+from movierec.models.pinsage.model import UserTower as TorchTower
+from movierec.models.pinsage.sampler import (
+    HistorySplit,
+    NeighbourSampler,
+    WalkConfig,
+    split_histories,
+)
+from movierec.models.pinsage.train import (
+    TrainConfig,
+    Trainer,
+    build_model,
+    item_vectors,
+    served_arrays,
+    train,
+)
 
 torch.set_num_threads(1)
 DATASET = "synthetic-300x400-s0"
@@ -45,10 +57,26 @@ def setup():
     return data, graph, valid, test
 
 
+SMALL = {"dim": 32, "max_epochs": 12, "patience": 12, "batch_users": 64, "seed": 1}
+#: the original design: input = output = unit GNN vectors, no bias, cosine / temperature
+SHARED = {"split_roles": False, "item_bias": False, "user_layers": 0, "pool": "l2",
+          "cosine": True}
+#: every part of the user tower switched on
+TOWER = {"split_roles": True, "item_bias": True, "user_layers": 1, "pool": "sqrt",
+         "cosine": False, "temperature": 1.0}
+
+
 @pytest.fixture(scope="module")
 def trained(setup):
     _, graph, valid, _ = setup
-    config = TrainConfig(dim=32, max_epochs=12, patience=12, batch_users=64, seed=1)
+    config = TrainConfig(**SMALL, **SHARED)
+    return config, train(graph, valid, config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def towered(setup):
+    _, graph, valid, _ = setup
+    config = TrainConfig(**SMALL, **TOWER)
     return config, train(graph, valid, config, progress=False)
 
 
@@ -91,27 +119,58 @@ def test_sampler_gives_weighted_cowatched_neighbours(setup):
     assert not np.isin(dst, cold).any() and not np.isin(src, cold).any()
 
 
+def _split(graph, split: HistorySplit, count: int = 40):
+    rows = history_matrix(graph.history, "mean")[:count]
+    batch = split_histories(rows, split, np.random.default_rng(0), graph.stamps[:count])
+    inputs = batch.inputs.to_dense().numpy() > 0
+    return rows.toarray() > 0, inputs, batch.seen.numpy(), batch.targets.numpy() > 0
+
+
 def test_split_histories_keeps_inputs_and_targets(setup):
     _, graph, _, _ = setup
-    rows = history_matrix(graph.history, "mean")[:20]
-    batch = split_histories(rows, 0.2, np.random.default_rng(0))
-    seen, targets = batch.seen.numpy(), batch.targets.numpy() > 0
-    assert (seen.sum(1) >= 1).all() and (targets.sum(1) >= 1).all()
-    assert not (seen & targets).any()
-    assert ((seen | targets) == (rows.toarray() > 0)).all()
+    full, inputs, seen, targets = _split(graph, HistorySplit(target_frac=0.2))
+    assert (inputs.sum(1) >= 1).all() and (targets.sum(1) >= 1).all()
+    assert (seen == inputs).all() and not (inputs & targets).any()
+    assert ((inputs | targets) == full).all()
+    assert 0.1 < targets.sum() / full.sum() < 0.3
 
 
-def test_training_lowers_loss_and_beats_random(setup, trained):
+def test_short_inputs_are_the_earliest_items(setup):
+    _, graph, _, _ = setup
+    full, inputs, _, targets = _split(graph, HistorySplit(short_frac=1.0, short_len=3))
+    stamps = graph.stamps[:len(full)].toarray()
+    assert (inputs.sum(1) == np.minimum(3, full.sum(1) - 1)).all()
+    assert ((inputs | targets) == full).all()
+    for row in range(len(full)):
+        assert stamps[row][inputs[row]].max() <= stamps[row][targets[row]].min()
+
+
+def test_reconstruction_targets_the_whole_history(setup):
+    _, graph, _, _ = setup
+    full, inputs, seen, targets = _split(graph, HistorySplit(reconstruct=True))
+    assert (targets == full).all() and not seen.any() and (inputs.sum(1) < full.sum(1)).all()
+
+
+def _test_metrics(model, graphs, test, aggregation: str) -> dict:
+    served = served_arrays(model, graphs)
+    return evaluate(user_scorer(served.tower, served.item_vectors, test.history, aggregation),
+                    test)
+
+
+@pytest.mark.parametrize("fixture", ["trained", "towered"])
+def test_training_improves_over_the_untrained_model(setup, fixture, request):
     _, graph, _, test = setup
-    config, result = trained
+    config, result = request.getfixturevalue(fixture)
     losses = [entry["loss"] for entry in result.log]
-    assert losses[-1] < losses[0] * 0.9
-    vectors = item_vectors(result.model, result.export_graphs)
-    model = evaluate(embedding_scorer(vectors, test.history, config.aggregation), test)
+    assert losses[-1] < losses[0]
+    model = _test_metrics(result.model, result.export_graphs, test, config.aggregation)
+    untrained = Trainer(graph, config)
+    before = _test_metrics(untrained.model, untrained.export_graphs, test, config.aggregation)
     rng = np.random.default_rng(0)
     chance = evaluate(lambda rows: rng.random((len(rows), len(test.movie_ids))), test)
-    assert model["recall@10"] > 3 * chance["recall@10"]
-    assert model["ndcg@10"] > 3 * chance["ndcg@10"]
+    for metric in ("recall@10", "ndcg@10"):
+        assert model[metric] > 1.5 * before[metric]
+        assert model[metric] > 3 * chance[metric]
 
 
 def test_margin_objective_lowers_loss(setup):
@@ -131,7 +190,7 @@ def test_export_round_trip_covers_every_movie(setup, trained, tmp_path):
     assert np.array_equal(encoder.movie_ids, np.sort(data.movies["movie_id"].to_numpy()))
     np.testing.assert_array_equal(encoder.vectors, normalize(expected))  # what was written
     np.testing.assert_allclose(encoder.vectors, expected, atol=1e-6)
-    reloaded = PinSage(graph.features, len(graph.vocab), config.dim, config.layers)
+    reloaded = build_model(graph, config)
     reloaded.load_state_dict(torch.load(path / "model.pt"))
     np.testing.assert_array_equal(item_vectors(reloaded, result.export_graphs), expected)
     np.testing.assert_allclose(np.linalg.norm(encoder.vectors, axis=1), 1.0, atol=1e-5)
@@ -143,16 +202,60 @@ def test_export_round_trip_covers_every_movie(setup, trained, tmp_path):
     assert np.isfinite(encoder.vectors[encoder.rows(COLD)]).all()
 
 
-def test_serving_vector_is_the_evaluated_one(setup, trained):
-    _, graph, _, test = setup
-    _, result = trained
-    vectors = item_vectors(result.model, result.export_graphs)
-    encoder = PinSageEncoder(graph.movie_ids, vectors, {"aggregation": "rating"})
-    row = test.rows[0]
-    history = test.history[row]
-    served = encoder.embed_history(test.movie_ids[history.indices], history.data)
-    scores = embedding_scorer(vectors, test.history, "rating")(np.array([row]))[0]
-    np.testing.assert_allclose(vectors @ served, scores, atol=1e-5)
+def test_export_round_trip_with_a_user_tower(setup, towered, tmp_path):
+    data, graph, _, _ = setup
+    config, result = towered
+    path = export(result, graph, config, {"dataset": DATASET, "data_checksum": data.checksum},
+                  tmp_path)
+    served = served_arrays(result.model, result.export_graphs)
+    encoder = PinSageEncoder.load(path)
+    meta = read_metadata(path)
+    assert meta["normalized"] is False and meta["dim"] == config.dim + 1
+    assert meta["user_tower"]["pool"] == "sqrt" and meta["user_tower"]["layers"] == 1
+    np.testing.assert_array_equal(encoder.vectors, served.item_vectors)
+    reloaded = build_model(graph, config)
+    reloaded.load_state_dict(torch.load(path / "model.pt"))
+    again = served_arrays(reloaded, result.export_graphs)
+    np.testing.assert_array_equal(again.tower.inputs, encoder.tower.inputs)
+    assert not np.allclose(np.linalg.norm(encoder.vectors, axis=1), 1.0)
+    liked = [5, 9, 12]
+    vector = encoder.embed_liked(liked)
+    assert vector.shape == (config.dim + 1,) and vector[-1] == 1.0
+    np.testing.assert_allclose(vector, served.tower.vector(encoder.rows(liked)), atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["l2", "sqrt", "mean"])
+@pytest.mark.parametrize("layers", [0, 2])
+def test_torch_and_numpy_user_towers_agree(pool, layers):
+    torch.manual_seed(0)
+    tower = TorchTower(6, layers, pool, unit=layers == 2)
+    inputs = torch.randn(10, 6)
+    weights = torch.tensor([[1.0, 0, 2, 0, 0, 0, 0, 0, 0, 4], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]])
+    expected = tower(weights.to_sparse(), inputs).detach().numpy()
+    numpy_tower = UserTower(inputs.numpy(), pool, tower.arrays(), bias=True, unit=tower.unit)
+    for row in range(2):
+        cols = np.flatnonzero(weights[row].numpy())
+        got = numpy_tower.vector(cols, weights[row].numpy()[cols])
+        np.testing.assert_allclose(got[:-1], expected[row], atol=1e-5)
+        assert got[-1] == 1.0
+
+
+@pytest.mark.parametrize("fixture", ["trained", "towered"])
+def test_serving_vector_is_the_evaluated_one(setup, fixture, request, tmp_path):
+    data, graph, _, test = setup
+    config, result = request.getfixturevalue(fixture)
+    path = export(result, graph, config, {"dataset": DATASET, "data_checksum": data.checksum},
+                  tmp_path)
+    served = served_arrays(result.model, result.export_graphs)
+    encoder = PinSageEncoder.load(path)
+    rows = test.rows[:5]
+    trained_scores = user_scorer(served.tower, served.item_vectors, test.history,
+                                 config.aggregation)(rows)
+    evaluated = pinsage_history(encoder, ItemSpace.load(path, test.movie_ids))(test)(rows)
+    np.testing.assert_allclose(evaluated, trained_scores, atol=1e-4)
+    history = test.history[rows[0]]
+    user = encoder.embed_history(test.movie_ids[history.indices], history.data)
+    np.testing.assert_allclose(encoder.vectors @ user, trained_scores[0], atol=1e-4)
 
 
 def test_encoder_aggregates_and_ranks(setup, trained):
@@ -183,28 +286,6 @@ def test_unknown_liked_id_is_invalid_argument(setup, trained):
         encoder.embed_liked([])
     with pytest.raises(InvalidArgument):
         encoder.embed_liked([5, 9], weights=[1.0])
-
-
-def test_metrics_match_hand_computed_values():
-    hits = np.array([[False, True, False, True],   # relevant at ranks 2 and 4, 3 relevant
-                     [False, False, False, False],  # nothing found, 1 relevant
-                     [True, False, False, False]])  # relevant at rank 1, 1 relevant
-    relevant = np.array([3, 1, 1])
-    np.testing.assert_allclose(metrics.recall(hits, relevant), [2 / 3, 0, 1])
-    np.testing.assert_allclose(metrics.precision(hits), [0.5, 0, 0.25])
-    np.testing.assert_allclose(metrics.hit(hits), [1, 0, 1])
-    np.testing.assert_allclose(metrics.mrr(hits), [0.5, 0, 1])
-    dcg = 1 / np.log2(3) + 1 / np.log2(5)
-    idcg = 1 + 1 / np.log2(3) + 1 / np.log2(4)
-    np.testing.assert_allclose(metrics.ndcg(hits, relevant), [dcg / idcg, 0, 1])
-    summary = metrics.summarize(hits, relevant, (2,))
-    assert summary["recall@2"] == pytest.approx((1 / 3 + 0 + 1) / 3)
-    assert summary["ndcg@2"] == pytest.approx(((1 / np.log2(3)) / idcg_at(2) + 1) / 3)
-    np.testing.assert_array_equal(metrics.top_k(np.array([[0.1, 0.9, 0.5, 0.7]]), 3), [[1, 3, 2]])
-
-
-def idcg_at(k: int) -> float:
-    return float(sum(1 / np.log2(r + 1) for r in range(1, k + 1)))
 
 
 def test_commands_train_then_evaluate(tmp_path, capsys):

@@ -20,18 +20,18 @@ from movierec.evaluation import artifacts, protocols, report, runner
 from movierec.evaluation.bpr import BprConfig, bpr_row
 from movierec.evaluation.protocols import (
     PROTOCOL_SPLITS,
-    embedding_scorer,
     ranking_tasks,
     split_for,
 )
 from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
 from movierec.models.artifact import latest
+from movierec.models.pinsage.aggregation import user_scorer
 from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
 from movierec.models.pinsage.sampler import WalkConfig
-from movierec.models.pinsage.train import TrainConfig, item_vectors
+from movierec.models.pinsage.train import TrainConfig, served_arrays
 from movierec.models.pinsage.train import train as run_training
 
 
@@ -93,8 +93,8 @@ def train(args: argparse.Namespace) -> int:
     config = _config(args)
     checkpoints = Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)
     result = run_training(graph, valid, config, checkpoints, progress=not args.no_progress)
-    vectors = item_vectors(result.model, result.export_graphs)
-    scorer = embedding_scorer(vectors, test.history, config.aggregation)
+    served = served_arrays(result.model, result.export_graphs)
+    scorer = user_scorer(served.tower, served.item_vectors, test.history, config.aggregation)
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
             "split_seed": args.seed, "metrics": {"test": test_metrics},

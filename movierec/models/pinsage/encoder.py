@@ -4,14 +4,17 @@
 >>> vector = encoder.embed_liked([1, 260, 1196])     # unit vector, see .aggregation
 >>> encoder.recommend([1, 260, 1196], n=10)          # [(movie_id, score), ...]
 
-The user vector is :func:`movierec.models.pinsage.aggregation.aggregate` of the
-exported item vectors: the same function evaluation uses, so served
-recommendations are the ones that were measured.
+The user vector is the artifact's :class:`movierec.models.pinsage.aggregation.UserTower`
+(its input vectors, pooling, dense layers and bias column, all exported arrays): the
+same code training validates with and evaluation scores with, so served
+recommendations are the ones that were measured. An artifact without a user tower
+(the original design) pools the unit item vectors themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +22,57 @@ import numpy as np
 
 from movierec.errors import InvalidArgument
 from movierec.models.artifact import latest, read_item_vectors, read_metadata
-from movierec.models.pinsage.aggregation import aggregate, history_weights
+from movierec.models.pinsage.aggregation import UserTower, history_weights
 
 MODEL = "pinsage"
 FIELD = "liked_movie_ids"
+INPUTS_FILE = "input_vectors.npy"
+LAYERS_FILE = "user_layers.npz"
+
+
+def read_tower(path: Path, meta: dict[str, Any], item_vectors: np.ndarray) -> UserTower:
+    """The artifact's user tower (rows in item_ids.npy order); none -> the shared design."""
+    spec = meta.get("user_tower")
+    if not spec:
+        return UserTower.shared(item_vectors)
+    inputs = np.load(path / INPUTS_FILE)
+    with np.load(path / LAYERS_FILE) as arrays:
+        layers = tuple((arrays[f"weight{i}"], arrays[f"bias{i}"]) for i in range(spec["layers"]))
+    return UserTower(inputs, spec["pool"], layers, bool(spec["bias"]), bool(spec["unit"]))
+
+
+def write_tower(path: Path, tower: UserTower) -> dict[str, Any]:
+    """Store ``tower``'s arrays under ``path``; returns its ``user_tower`` metadata."""
+    np.save(path / INPUTS_FILE, tower.inputs.astype(np.float32))
+    arrays = {f"{name}{i}": value.astype(np.float32) for i, pair in enumerate(tower.layers)
+              for name, value in zip(("weight", "bias"), pair, strict=True)}
+    np.savez(path / LAYERS_FILE, **arrays)
+    return {"pool": tower.pool, "layers": len(tower.layers), "bias": tower.bias,
+            "unit": tower.unit,
+            "inputs": INPUTS_FILE, "weights": LAYERS_FILE}
 
 
 class PinSageEncoder:
     """Maps liked movie ids to a user vector and ranks movies against it."""
 
     def __init__(self, movie_ids: np.ndarray, vectors: np.ndarray,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, tower: UserTower | None = None) -> None:
         order = np.argsort(movie_ids, kind="stable")
         self.movie_ids = np.asarray(movie_ids, dtype=np.int64)[order]
         self.vectors = np.asarray(vectors, dtype=np.float32)[order]
         self.metadata = metadata or {}
+        tower = tower or UserTower.shared(vectors)
+        self.tower = replace(tower, inputs=np.asarray(tower.inputs, np.float32)[order])
+        if self.tower.dim != self.dim:
+            raise ValueError(f"user vectors have {self.tower.dim} dimensions, items {self.dim}")
 
     @classmethod
     def load(cls, path: Path | None = None, root: Path | None = None) -> PinSageEncoder:
         """Load an artifact version directory (default: the latest pinsage version)."""
         path = Path(path) if path is not None else latest(MODEL, root)
         ids, vectors = read_item_vectors(path)
-        return cls(ids, vectors, read_metadata(path))
+        meta = read_metadata(path)
+        return cls(ids, vectors, meta, read_tower(path, meta, vectors))
 
     @property
     def dim(self) -> int:
@@ -63,18 +95,18 @@ class PinSageEncoder:
 
     def embed_liked(self, movie_ids: Sequence[int],
                     weights: Sequence[float] | None = None) -> np.ndarray:
-        """Unit vector of a liked list: weighted mean of its item vectors (weights default 1)."""
+        """The user vector of a liked list (weights default 1), see :mod:`.aggregation`."""
         if len(movie_ids) == 0:
             raise InvalidArgument(FIELD, "at least one liked movie is required")
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float32)
             if weights.shape != (len(movie_ids),) or (weights < 0).any() or weights.sum() <= 0:
                 raise InvalidArgument("weights", "need one non-negative weight per liked movie")
-        return aggregate(self.vectors, self.rows(movie_ids), weights)
+        return self.tower.vector(self.rows(movie_ids), weights)
 
     def embed_liked_batch(self, lists: Sequence[Sequence[int]],
                           weights: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
-        """(len(lists), dim) unit vectors, one per liked list."""
+        """(len(lists), dim) user vectors, one per liked list."""
         weights = weights if weights is not None else [None] * len(lists)
         if len(weights) != len(lists):
             raise InvalidArgument("weights", "need one weight list (or None) per liked list")

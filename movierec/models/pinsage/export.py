@@ -1,8 +1,11 @@
 """Export a trained PinSage as a versioned artifact (see :mod:`movierec.models.artifact`).
 
-Besides ``item_ids.npy``/``item_vectors.npy`` (every movie of the movies file, unit
-vectors computed with the export neighbourhoods) and ``metadata.json``, a version holds:
+Besides ``item_ids.npy``/``item_vectors.npy`` (every movie of the movies file, computed
+with the export neighbourhoods: unit vectors in the shared design, else the output
+vectors with the item bias as last column) and ``metadata.json``, a version holds:
 
+* ``input_vectors.npy`` and ``user_layers.npz``: the user tower (``metadata.user_tower``)
+  the embedder turns liked ids into a user vector with (numpy only),
 * ``model.pt``: the network's ``state_dict`` (torch) and ``config.json`` (hyper-parameters),
 * ``vocab.json``: title-token vocabulary and genre list (to rebuild the features),
 * ``cold_movie_ids.json``: movies without training edges, embedded from features only.
@@ -21,9 +24,9 @@ import torch
 
 from movierec.compat.dgl import import_dgl
 from movierec.models.artifact import ArtifactWriter
-from movierec.models.pinsage.encoder import MODEL
+from movierec.models.pinsage.encoder import MODEL, write_tower
 from movierec.models.pinsage.graph import TrainingGraph
-from movierec.models.pinsage.train import TrainConfig, TrainResult, item_vectors
+from movierec.models.pinsage.train import TrainConfig, TrainResult, served_arrays
 
 
 def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
@@ -37,9 +40,13 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         (writer.path / "vocab.json").write_text(json.dumps(vocab))
         cold = data.movie_ids[~data.features.has_edges].tolist()
         (writer.path / "cold_movie_ids.json").write_text(json.dumps(cold))
-        vectors = item_vectors(result.model, result.export_graphs)
+        served = served_arrays(result.model, result.export_graphs)
         metadata = {**info, **_training_metadata(result, config, len(cold))}
-        return writer.finish(metadata, data.movie_ids, vectors)
+        shared = not (config.split_roles or config.item_bias or config.user_layers)
+        if not shared:
+            metadata["user_tower"] = write_tower(writer.path, served.tower)
+        metadata["vector_norm"] = "l2" if shared else "none"
+        return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared)
     except BaseException:
         writer.abort()
         raise
@@ -49,7 +56,8 @@ def _training_metadata(result: TrainResult, config: TrainConfig, cold: int) -> d
     return {
         "aggregation": config.aggregation,
         "objective": config.objective,
-        "dims": {"hidden": config.dim, "output": config.dim, "layers": config.layers},
+        "dims": {"hidden": config.dim, "layers": config.layers, "split_roles": config.split_roles,
+                 "item_bias": config.item_bias, "user_layers": config.user_layers},
         "cold_movies": {"count": cold, "file": "cold_movie_ids.json"},
         "training": {"seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
                      "epochs_run": len(result.log), "threads": torch.get_num_threads(),
@@ -58,7 +66,6 @@ def _training_metadata(result: TrainResult, config: TrainConfig, cold: int) -> d
                      "log": result.log},
         "valid_metrics": {k: round(v, 5) for k, v in result.best_valid.items()},
         "seed": config.seed,
-        "vector_norm": "l2",
         "score": "dot",
         "numpy": np.__version__,
     }

@@ -84,6 +84,7 @@ class TrainingGraph:
     user_ids: np.ndarray         # int64 (U,): user index -> user id (users with training edges)
     features: ItemFeatures
     history: sparse.csr_matrix   # (U, N) float32, rating of each training interaction
+    stamps: sparse.csr_matrix    # (U, N) int64, timestamp of the same interactions
     graph: object                # dgl heterograph (users, movies, both edge directions)
     genres: tuple[str, ...]
     vocab: dict[str, int]
@@ -107,11 +108,14 @@ def build_training_graph(data: MovieLens, train: pd.DataFrame) -> TrainingGraph:
         raise ValueError("training interactions mention movies missing from the movies file")
     users = np.searchsorted(user_ids, train["user_id"].to_numpy(np.int64))
     ratings = train["rating"].to_numpy(np.float32)
-    history = sparse.csr_matrix((ratings, (users, items)), shape=(len(user_ids), len(movie_ids)))
+    shape = (len(user_ids), len(movie_ids))
+    history = sparse.csr_matrix((ratings, (users, items)), shape=shape)
+    stamps = sparse.csr_matrix((train["timestamp"].to_numpy(np.int64), (users, items)), shape=shape)
     vocab = title_vocabulary(movies["title"])
     features = item_features(movies, data.genres, vocab, np.unique(items))
     graph = _heterograph(users, items, train, len(user_ids), len(movie_ids))
-    return TrainingGraph(movie_ids, user_ids, features, history, graph, data.genres, vocab)
+    return TrainingGraph(movie_ids, user_ids, features, history, stamps, graph, data.genres,
+                         vocab)
 
 
 def _heterograph(users: np.ndarray, items: np.ndarray, train: pd.DataFrame,

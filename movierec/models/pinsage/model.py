@@ -13,11 +13,15 @@ item score is a cosine (dot product of unit vectors).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from movierec.compat.dgl import import_dgl
+from movierec.models.pinsage.aggregation import POOLS
 from movierec.models.pinsage.graph import YEAR_BUCKETS, ItemFeatures
 
 
@@ -63,20 +67,93 @@ class WeightedSAGEConv(nn.Module):
             return F.normalize(z, dim=1)
 
 
+@dataclass
+class ItemTables:
+    """What a user tower and the ranking need of every movie (rows = item indices)."""
+
+    inputs: torch.Tensor         # (N, d) vectors pooled into a user's vector
+    outputs: torch.Tensor        # (N, d) vectors the user vector is scored against
+    bias: torch.Tensor | None    # (N,) item bias added to every score, or None
+
+    def scores(self, users: torch.Tensor) -> torch.Tensor:
+        """(B, N) inner products of user vectors with the items, plus the item bias."""
+        scores = users @ self.outputs.T
+        return scores if self.bias is None else scores + self.bias
+
+    def exported(self) -> torch.Tensor:
+        """Item vectors as stored in Milvus: ``[outputs, bias]`` (user side appends 1)."""
+        if self.bias is None:
+            return self.outputs
+        return torch.cat([self.outputs, self.bias[:, None]], 1)
+
+
+class UserTower(nn.Module):
+    """Torch twin of :class:`movierec.models.pinsage.aggregation.UserTower`."""
+
+    def __init__(self, dim: int, layers: int, pool: str, unit: bool) -> None:
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; known: {', '.join(POOLS)}")
+        self.pool, self.unit = pool, unit
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+
+    def forward(self, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """User vectors (B, d) from sparse (B, N) bag weights (without the bias column)."""
+        x = torch.sparse.mm(weights, inputs)
+        if self.pool == "l2":
+            x = F.normalize(x, dim=1)
+        else:
+            w = weights.coalesce()
+            values = w.values() if self.pool == "mean" else w.values().square()
+            total = torch.zeros(len(x)).index_add_(0, w.indices()[0], values)
+            total = total.sqrt() if self.pool == "sqrt" else total
+            x = x / torch.where(total > 0, total, torch.ones_like(total))[:, None]
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return F.normalize(x, dim=1) if self.unit else x
+
+    def arrays(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """The dense layers as numpy (W (d, d'), b (d',)) pairs, for export."""
+        return tuple((layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
+                     for layer in self.layers)
+
+
 class PinSage(nn.Module):
-    """Embeds the whole catalog given one sampled neighbourhood graph per layer."""
+    """Embeds the whole catalog given one sampled neighbourhood graph per layer.
+
+    With ``split_roles`` the GNN output feeds two linear heads, the movie's *input*
+    vector (pooled into user vectors) and its *output* vector (scored against them),
+    and optionally a scalar item bias; without it both roles are the unit GNN output.
+    With ``cosine`` user and output vectors are unit vectors (the score before the
+    item bias is a cosine; training divides it by a temperature).
+    """
 
     def __init__(self, features: ItemFeatures, vocab_size: int, dim: int, layers: int = 2,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, split_roles: bool = False, item_bias: bool = False,
+                 user_layers: int = 0, pool: str = "l2", cosine: bool = True) -> None:
         super().__init__()
         self.encoder = FeatureEncoder(features, vocab_size, dim)
         self.convs = nn.ModuleList(WeightedSAGEConv(dim, dropout) for _ in range(layers))
         self.skip = nn.Linear(dim, dim)
+        self.input_head = nn.Linear(dim, dim) if split_roles else None
+        self.output_head = nn.Linear(dim, dim) if split_roles else None
+        self.bias_head = nn.Linear(dim, 1) if item_bias else None
+        self.user_tower = UserTower(dim, user_layers, pool, unit=cosine)
+        self.cosine = cosine
 
     def forward(self, graphs: list) -> torch.Tensor:
-        """Unit-norm embeddings (N, dim) of every movie."""
+        """Unit-norm GNN embeddings (N, dim) of every movie."""
         h0 = self.encoder()
         h = h0
         for conv, graph in zip(self.convs, graphs, strict=True):
             h = conv(graph, h)
         return F.normalize(h + self.skip(h0), dim=1)
+
+    def tables(self, h: torch.Tensor) -> ItemTables:
+        """Input/output vectors and bias of every movie from the GNN embeddings ``h``."""
+        bias = self.bias_head(h).squeeze(1) if self.bias_head is not None else None
+        if self.input_head is None:
+            return ItemTables(h, h, bias)
+        outputs = self.output_head(h)
+        outputs = F.normalize(outputs, dim=1) if self.cosine else outputs
+        return ItemTables(self.input_head(h), outputs, bias)

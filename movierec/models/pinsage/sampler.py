@@ -73,25 +73,46 @@ class UserBatch:
     targets: torch.Tensor  # float (B, N): 1 for held-out target items
 
 
-def split_histories(weights: sparse.csr_matrix, target_frac: float,
-                    rng: np.random.Generator) -> UserBatch:
-    """Hold out ``target_frac`` of each row's items (at least one, never all) as targets.
+@dataclass(frozen=True)
+class HistorySplit:
+    """How a training user's history is cut into inputs and targets."""
 
-    Every row must have at least two items.
+    target_frac: float = 0.2   # expected share of a history held out as targets
+    short_frac: float = 0.0    # share of users whose input is cut to ``short_len`` items
+    short_len: int = 5
+    chrono_short: bool = True  # a short input is the user's earliest items (cold start)
+    reconstruct: bool = False  # targets are the whole history (inputs not masked)
+
+
+def split_histories(weights: sparse.csr_matrix, split: HistorySplit, rng: np.random.Generator,
+                    stamps: sparse.csr_matrix | None = None) -> UserBatch:
+    """Cut each row's items into inputs and targets (at least one of each).
+
+    Most rows hold out about ``target_frac`` of their items at random; a ``short_frac``
+    share keeps only ``short_len`` inputs (the earliest by ``stamps`` if
+    ``chrono_short``). Every row must have at least two items; ``stamps`` (same
+    sparsity as ``weights``) is needed only for chronological short inputs.
     """
     counts = np.diff(weights.indptr)
-    draw = rng.random(weights.nnz)
-    starts = weights.indptr[:-1]
-    row_min = np.repeat(np.minimum.reduceat(draw, starts), counts)
-    row_max = np.repeat(np.maximum.reduceat(draw, starts), counts)
-    is_target = ((draw < target_frac) | (draw == row_min)) & (draw != row_max)
     rows = np.repeat(np.arange(weights.shape[0]), counts)
-    shape = weights.shape
-    inputs = _coo(rows[~is_target], weights.indices[~is_target], weights.data[~is_target], shape)
+    short = rng.random(len(counts)) < split.short_frac
+    held = np.maximum(rng.binomial(counts, split.target_frac), 1)
+    keep = np.clip(np.where(short, split.short_len, counts - held), 1, counts - 1)
+    first = np.zeros(weights.nnz)
+    if split.chrono_short and stamps is not None:
+        first = np.where(short[rows], stamps.data, 0)
+    order = np.lexsort((rng.random(weights.nnz), first, rows))
+    position = np.empty(weights.nnz, dtype=np.int64)
+    position[order] = np.arange(weights.nnz) - np.repeat(weights.indptr[:-1], counts)
+    is_input = position < keep[rows]
+    shape, cols = weights.shape, weights.indices
+    inputs = _coo(rows[is_input], cols[is_input], weights.data[is_input], shape)
     seen = torch.zeros(shape, dtype=torch.bool)
-    seen[rows[~is_target], weights.indices[~is_target]] = True
     targets = torch.zeros(shape)
-    targets[rows[is_target], weights.indices[is_target]] = 1.0
+    chosen = np.ones_like(is_input) if split.reconstruct else ~is_input
+    targets[rows[chosen], cols[chosen]] = 1.0
+    if not split.reconstruct:
+        seen[rows[is_input], cols[is_input]] = True
     return UserBatch(inputs, seen, targets)
 
 

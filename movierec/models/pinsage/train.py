@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from movierec.compat.dgl import import_dgl
-from movierec.evaluation.protocols import embedding_scorer
 from movierec.evaluation.ranking import RankingTask, evaluate
-from movierec.models.pinsage.aggregation import history_matrix
+from movierec.models.pinsage.aggregation import UserTower, history_matrix, user_scorer
 from movierec.models.pinsage.graph import TrainingGraph
-from movierec.models.pinsage.model import PinSage
+from movierec.models.pinsage.model import ItemTables, PinSage
 from movierec.models.pinsage.sampler import (
+    HistorySplit,
     NeighbourSampler,
     WalkConfig,
     cooccurrence_pairs,
@@ -55,11 +55,21 @@ class TrainConfig:
     objective: str = "softmax"
     aggregation: str = "rating"
     temperature: float = 0.07
+    split_roles: bool = False
+    item_bias: bool = False
+    user_layers: int = 0
+    pool: str = "l2"
+    cosine: bool = True
     target_frac: float = 0.2
+    short_frac: float = 0.0
+    short_len: int = 5
+    chrono_short: bool = True
+    reconstruct: bool = False
     margin: float = 0.3
     batch_users: int = 256
     batch_items: int = 1024
     lr: float = 3e-3
+    lr_decay: float = 1.0
     weight_decay: float = 0.0
     max_epochs: int = 200
     patience: int = 8
@@ -87,23 +97,48 @@ def seed_everything(seed: int) -> None:
     import_dgl().seed(seed)
 
 
-def item_vectors(model: PinSage, graphs: list) -> np.ndarray:
-    """Unit vectors of every movie (eval mode, no gradient)."""
+def build_model(data: TrainingGraph, config: TrainConfig) -> PinSage:
+    """The network ``config`` describes, for ``data``'s movies."""
+    return PinSage(data.features, len(data.vocab), config.dim, config.layers, config.dropout,
+                   split_roles=config.split_roles, item_bias=config.item_bias,
+                   user_layers=config.user_layers, pool=config.pool, cosine=config.cosine)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What serving needs: the item vectors (Milvus) and the numpy user tower."""
+
+    item_vectors: np.ndarray  # (N, d[+1]) float32
+    tower: UserTower
+
+
+def served_arrays(model: PinSage, graphs: list) -> Served:
+    """Item vectors and user tower of every movie (eval mode, no gradient)."""
     model.eval()
     with torch.no_grad():
-        vectors = model(graphs).numpy()
+        tables = model.tables(model(graphs))
+        vectors = tables.exported().numpy()
+        tower = UserTower(tables.inputs.numpy(), model.user_tower.pool,
+                          model.user_tower.arrays(), tables.bias is not None,
+                          model.user_tower.unit)
     model.train()
-    return vectors
+    return Served(vectors, tower)
+
+
+def item_vectors(model: PinSage, graphs: list) -> np.ndarray:
+    """The exported item vectors of every movie (see :func:`served_arrays`)."""
+    return served_arrays(model, graphs).item_vectors
 
 
 def validate(model: PinSage, graphs: list, task: RankingTask, aggregation: str) -> dict:
-    scorer = embedding_scorer(item_vectors(model, graphs), task.history, aggregation)
-    return evaluate(scorer, task)
+    served = served_arrays(model, graphs)
+    return evaluate(user_scorer(served.tower, served.item_vectors, task.history, aggregation),
+                    task)
 
 
-def softmax_loss(vectors: torch.Tensor, batch, temperature: float) -> torch.Tensor:
-    users = F.normalize(torch.sparse.mm(batch.inputs, vectors), dim=1)
-    logits = (users @ vectors.T / temperature).masked_fill(batch.seen, float("-inf"))
+def softmax_loss(model: PinSage, tables: ItemTables, batch, temperature: float) -> torch.Tensor:
+    users = model.user_tower(batch.inputs, tables.inputs)
+    logits = (tables.scores(users) / temperature).masked_fill(batch.seen, float("-inf"))
     log_prob = torch.log_softmax(logits, dim=1).masked_fill(batch.seen, 0.0)
     return (-(batch.targets * log_prob).sum(1) / batch.targets.sum(1)).mean()
 
@@ -124,14 +159,16 @@ class Trainer:
             raise ValueError(f"unknown objective {config.objective!r}; known: {OBJECTIVES}")
         seed_everything(config.seed)
         self.data, self.config = data, config
-        self.model = PinSage(data.features, len(data.vocab), config.dim, config.layers,
-                             config.dropout)
+        self.model = build_model(data, config)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_decay)
         self.sampler = NeighbourSampler(data.graph, config.walks)
         self.rng = np.random.default_rng(config.seed)
         self.weights = history_matrix(data.history, config.aggregation)
         self.users = np.flatnonzero(np.diff(self.weights.indptr) >= 2)
+        self.split = HistorySplit(config.target_frac, config.short_frac, config.short_len,
+                                  config.chrono_short, config.reconstruct)
         self.items = torch.from_numpy(np.flatnonzero(data.features.has_edges))
         export = replace(config.walks, num_random_walks=config.export_walks)
         self.export_graphs = NeighbourSampler(data.graph, export).layers(config.layers)
@@ -140,6 +177,7 @@ class Trainer:
         """One pass over users (softmax) or items (margin); returns the mean loss."""
         graphs = self.sampler.layers(self.config.layers)
         losses = [self._step(graphs, batch) for batch in self._batches()]
+        self.schedule.step()
         return float(np.mean(losses))
 
     def _batches(self) -> list[np.ndarray]:
@@ -152,8 +190,10 @@ class Trainer:
     def _step(self, graphs: list, batch: np.ndarray) -> float:
         vectors = self.model(graphs)
         if self.config.objective == "softmax":
-            users = split_histories(self.weights[batch], self.config.target_frac, self.rng)
-            loss = softmax_loss(vectors, users, self.config.temperature)
+            users = split_histories(self.weights[batch], self.split, self.rng,
+                                    self.data.stamps[batch])
+            loss = softmax_loss(self.model, self.model.tables(vectors), users,
+                                self.config.temperature)
         else:
             heads, tails = cooccurrence_pairs(self.data.graph, torch.from_numpy(batch))
             loss = margin_loss(vectors, heads, tails, self.config.margin)
