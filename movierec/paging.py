@@ -19,12 +19,12 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def encode(offset: int, print_: str) -> str:
-    raw = json.dumps({"o": offset, "f": print_}, separators=(",", ":")).encode()
+def encode(offset: int, request_print: str) -> str:
+    raw = json.dumps({"o": offset, "f": request_print}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(token: str, print_: str, field: str = "page_token") -> int:
+def decode(token: str, request_print: str, field: str = "page_token") -> int:
     """The offset in ``token`` (0 for an empty token); InvalidArgument if foreign or bad."""
     if not token:
         return 0
@@ -33,11 +33,11 @@ def decode(token: str, print_: str, field: str = "page_token") -> int:
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        offset, seen = int(data["o"]), str(data["f"])
+        offset, seen = data["o"], str(data["f"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument(field, "is not a token this service issued") from exc
-    if seen != print_:
+    if seen != request_print:
         raise InvalidArgument(field, "belongs to a different request")
-    if not 0 <= offset <= MAX_OFFSET:
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
         raise InvalidArgument(field, "is out of range")
     return offset

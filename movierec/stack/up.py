@@ -27,10 +27,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec import recommend, registry
 from movierec.errors import MovierecError, Unavailable
-from movierec.registry import WEB, Service
+from movierec.registry import Service
 from movierec.stack.prepare import prepare
 from movierec.stack.process import runtime_root, stop_process
-from movierec.stack.stores import LocalStores
+from movierec.stack.stores import LocalStores, ports_to_check
+from movierec.stack.supervise import Supervisor, process_alive
 from movierec.stack.web import start_web
 
 GRPC_SERVICES = tuple(s for s in registry.SERVICES if s.protocol == "grpc")
@@ -61,6 +62,8 @@ def check_ports(env: dict[str, str]) -> None:
             port = int(env.get(variable) or default)
             if port > 0 and _port_taken(port):
                 taken.append(f"{variable}={port}")
+    taken += [f"{variable}={port}" for variable, port in ports_to_check(env).items()
+              if _port_taken(port)]
     if taken:
         raise Unavailable("ports already in use: " + ", ".join(taken) + "; set these "
                           "variables to free ports (or stop what holds them) and run again")
@@ -97,19 +100,56 @@ def launch(service: Service, env: dict[str, str], log_dir: Path) -> subprocess.P
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def start_services(env: dict[str, str], timeout: float, procs: list[subprocess.Popen]) -> None:
-    """Start the gRPC services in order, each SERVING before the next; every process
-    started is in ``procs`` as soon as it exists, so a failure stops it too."""
-    logs = runtime_root() / "logs"
-    for service in GRPC_SERVICES:
-        if not available(service):
-            print(f"  {service.name:9s} missing: {service.module} is not built yet")
-            continue
-        port = int(env.setdefault(service.port_env, str(service.port)))
-        proc = launch(service, env, logs)
-        procs.append(proc)
-        wait_serving(proc, service.name, port, timeout)
-        print(f"  {service.name:9s} SERVING on 127.0.0.1:{port}  (log {logs / service.name}.log)")
+class Running:
+    """The service processes ``up`` started, by name: what the supervisor restarts and
+    what ``stop`` ends. A process is recorded as soon as it exists, so a failure while
+    it starts still stops it."""
+
+    def __init__(self, env: dict[str, str], timeout: float) -> None:
+        self.env = env
+        self.timeout = timeout
+        self.logs = runtime_root() / "logs"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.web_url = ""
+
+    def start(self, service: Service) -> None:
+        if service.protocol == "http":
+            self.env.setdefault(service.port_env, str(service.port))
+            self.procs[service.name], self.web_url = start_web(self.env, self.logs)
+            return
+        port = int(self.env.setdefault(service.port_env, str(service.port)))
+        self.procs[service.name] = launch(service, self.env, self.logs)
+        wait_serving(self.procs[service.name], service.name, port, self.timeout)
+
+    def start_all(self) -> None:
+        for service in registry.SERVICES:
+            if not available(service):
+                print(f"  {service.name:9s} missing: {service.module} is not built yet")
+                continue
+            self.start(service)
+            where = self.web_url or f"127.0.0.1:{self.env[service.port_env]}"
+            print(f"  {service.name:9s} ready at {where}  (log {self.logs / service.name}.log)")
+
+    def watch(self, supervisor: Supervisor) -> None:
+        for name in self.procs:
+            service = registry.get(name)
+            supervisor.watch(name, lambda n=name: process_alive(self.procs[n]),
+                             lambda s=service: self.start(s))
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            stop_process(proc, 20)
+
+
+def watch_stores(stores: LocalStores, supervisor: Supervisor) -> None:
+    """Restart a local store server that dies (Redis, PostgreSQL, Milvus)."""
+    for name, server in stores.started.items():
+        supervisor.watch(name, lambda s=server: store_alive(s), server.start)
+
+
+def store_alive(server) -> bool:
+    proc = getattr(server, "proc", None)
+    return process_alive(proc) if proc is not None else bool(server.running())
 
 
 def demo(env: dict[str, str]) -> None:
@@ -134,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per service")
     args = parser.parse_args(argv)
     stores = LocalStores()
-    procs: list[subprocess.Popen] = []
+    running = Running(dict(os.environ), args.timeout)
     try:
         check_ports(dict(os.environ))
         addresses = stores.start()
@@ -142,27 +182,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         for env_name, address in addresses.items():
             print(f"  {env_name:12s} {address}")
         prepare(addresses, args.dataset)
-        env = {**os.environ, **addresses}
+        running.env.update(addresses)
         print("services:")
-        start_services(env, args.timeout, procs)
-        if all(available(s) for s in GRPC_SERVICES):
-            env.setdefault(WEB.port_env, str(WEB.port))
-            web, url = start_web(env, runtime_root() / "logs")
-            procs.append(web)
-            demo(env)
-            print(f"web page and JSON API: {url}/  (OpenAPI docs: {url}/docs)\n")
+        running.start_all()
+        demo(running.env)
+        if running.web_url:
+            print(f"web page and JSON API: {running.web_url}/  "
+                  f"(OpenAPI docs: {running.web_url}/docs)\n")
         if not args.once:
-            print("serving; Ctrl-C stops everything", flush=True)
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            signal.pause()
+            serve(stores, running)
     except KeyboardInterrupt:
         pass
     except MovierecError as exc:
         print(f"movierec up: {exc}", file=sys.stderr)
         return 1
     finally:
-        for proc in reversed(procs):
-            stop_process(proc, 20)
+        running.stop()
         stores.stop()
         print("stopped")
     return 0
+
+
+def serve(stores: LocalStores, running: Running) -> None:
+    """Keep everything up until Ctrl-C or SIGTERM (or a process that keeps dying)."""
+    supervisor = Supervisor()
+    watch_stores(stores, supervisor)
+    running.watch(supervisor)
+    print("serving; Ctrl-C stops everything", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    supervisor.run()

@@ -49,11 +49,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
         limit = validation.limit("limit", request.limit, 20, limits.MAX_SEARCH)
-        print_ = paging.fingerprint(text.lower(), sorted(genres), low, high, limit)
-        offset = paging.decode(request.page_token, print_)
+        request_print = paging.fingerprint(text.lower(), sorted(genres), low, high, limit)
+        offset = paging.decode(request.page_token, request_print)
         query = SearchQuery(text, genres, low, high, limit + 1, offset)
         rows = await self.store.search_movies(query, self._timeout(context))
-        token = paging.encode(offset + limit, print_) if len(rows) > limit else ""
+        token = paging.encode(offset + limit, request_print) if len(rows) > limit else ""
         return catalog_pb2.SearchMoviesResponse(
             movies=[catalog_pb2.ScoredMovie(movie=movie_pb(m), score=s) for m, s in rows[:limit]],
             next_page_token=token)
