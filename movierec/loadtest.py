@@ -4,8 +4,11 @@ Reads the same JSON config ghz takes (``call``, ``host``, ``total``, ``concurren
 ``duration``, ``data`` — an object, or an array used round-robin —, ``metadata``,
 ``timeout``, ``connections``), resolves the method from movierec's generated
 descriptors (what ghz gets from reflection or the protoset), and drives the server
-with grpc.aio. Like ghz, requests/s counts every call and the latency figures use
-successful calls only. Bounded by ``total`` and ``duration``; loopback targets only.
+with grpc.aio. Like ghz, the ``data`` array is handed out round-robin across ALL
+workers (call n sends ``data[n % len(data)]`` whichever worker makes it), so a miss
+scenario of distinct requests never has the same request in flight twice; requests/s
+counts every call and the latency figures use successful calls only. Bounded by
+``total`` and ``duration``; loopback targets only.
 
     movierec loadtest loadtest/ghz/recommend_profile.json [--host 127.0.0.1:50050]
         [--total N] [--concurrency C] [--duration 10s] [--json]
@@ -89,11 +92,8 @@ def check_loopback(host: str) -> None:
         raise SystemExit(f"movierec loadtest drives loopback servers only, not {host}")
 
 
-async def _worker(stub, requests, metadata, timeout, result, stop) -> None:
-    i = 0
-    while stop():
-        request = requests[i % len(requests)]
-        i += 1
+async def _worker(stub, next_request, metadata, timeout, result) -> None:
+    while (request := next_request()) is not None:
         start = time.perf_counter()
         try:
             await stub(request, timeout=timeout, metadata=metadata)
@@ -122,12 +122,16 @@ async def run(config: dict) -> Result:
     result, issued = Result(), [0]
     deadline = time.perf_counter() + duration
 
-    def keep_going() -> bool:
+    def next_request():
+        """The next request of the one shared round-robin; None when the run is over."""
+        n = issued[0]
+        if n >= total or time.perf_counter() >= deadline:
+            return None
         issued[0] += 1
-        return issued[0] <= total and time.perf_counter() < deadline
+        return requests[n % len(requests)]
     start = time.perf_counter()
-    await asyncio.gather(*(_worker(stubs[i % len(stubs)], requests, metadata, timeout, result,
-                                   keep_going) for i in range(concurrency)))
+    await asyncio.gather(*(_worker(stubs[i % len(stubs)], next_request, metadata, timeout,
+                                   result) for i in range(concurrency)))
     result.elapsed = time.perf_counter() - start
     await asyncio.gather(*(c.close() for c in channels))
     return result

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
 
-from movierec import loadtest
-from movierec.server.echo import create_server
+from movierec import loadtest, settings
+from movierec.echo.v1 import echo_pb2, echo_pb2_grpc
+from movierec.server.echo import SERVICE, create_server
+from movierec.server.factory import ServiceSpec, build_server
 
 
 def _run(config: dict) -> dict:
@@ -30,6 +33,34 @@ def test_counts_every_call_and_round_robins_data() -> None:
     latencies = [d["latency"] for d in report["latencyDistribution"]]
     assert latencies == sorted(latencies) and [d["percentage"] for d in
                                                report["latencyDistribution"]][-1] == 99
+
+
+class Recording(echo_pb2_grpc.EchoServicer):
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    async def Echo(self, request, context):  # noqa: N802
+        self.payloads.append(request.payload)
+        await asyncio.sleep(0.002)
+        return echo_pb2.EchoResponse(payload=request.payload)
+
+
+def test_data_is_one_round_robin_shared_by_all_workers() -> None:
+    recording = Recording()
+    data = [{"payload": base64.b64encode(f"r{i}".encode()).decode()} for i in range(40)]
+
+    async def main():
+        spec = ServiceSpec(SERVICE, recording, echo_pb2_grpc.add_EchoServicer_to_server)
+        server, port = await build_server("rr", [spec], 0, settings.ServerSettings())
+        try:
+            return await loadtest.run({"call": "movierec.echo.v1.Echo.Echo", "total": 80,
+                                       "concurrency": 8, "data": data,
+                                       "host": f"127.0.0.1:{port}"})
+        finally:
+            await server.stop(0)
+    asyncio.run(main())
+    assert sorted(recording.payloads) == sorted([f"r{i}".encode() for i in range(40)] * 2)
+    assert recording.payloads[:8] != [b"r0"] * 8   # not every worker starting at data[0]
 
 
 def test_errors_count_in_rps_but_not_in_latency() -> None:
