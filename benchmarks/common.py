@@ -10,6 +10,7 @@ import asyncio
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,11 +24,16 @@ from movierec.stack.up import launch, wait_serving
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def command_line() -> str:
+    """How this benchmark was started, to print beside its numbers."""
+    args = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    return f".venv/bin/python {args}"
+
+
 def header(title: str) -> None:
     """Print what ran, where and when."""
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     print(f"# {title}")
-    print(f"# command: .venv/bin/python {command}")
+    print(f"# command: {command_line()}")
     print(f"# date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} cores, {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.2f}")
@@ -59,39 +65,43 @@ def load(call: str, host: str, data, total: int, concurrency: int) -> dict:
             "ok": report["statusCodeDistribution"].get("OK", 0)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (and its reaped threads), /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Processes:
     """Service processes started for a benchmark, stopped on exit."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
-        self.procs = []
+        self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str) -> str:
         service = registry.get(name)
         port = int(self.env.setdefault(service.port_env, str(free_port())))
         self.env[service.addr_env] = f"127.0.0.1:{port}"
         self.env.setdefault(service.metrics_env, str(free_port()))
-        proc = launch(service, self.env, self.log_dir)
-        self.procs.append(proc)
-        wait_serving(proc, name, port, 120)
+        self.procs[name] = launch(service, self.env, self.log_dir)
+        wait_serving(self.procs[name], name, port, 120)
         return f"127.0.0.1:{port}"
 
     def echo(self) -> str:
-        import subprocess
-
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "movierec.cli", "serve", "echo",
-                                 "--port", str(port)], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(proc)
-        from movierec.stack.up import wait_serving as wait
-
-        wait(proc, "echo", port, 60)
+        self.procs["echo"] = subprocess.Popen(
+            [sys.executable, "-m", "movierec.cli", "serve", "echo", "--port", str(port)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_serving(self.procs["echo"], "echo", port, 60)
         return f"127.0.0.1:{port}"
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds each process has used so far."""
+        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+
     def stop(self) -> None:
-        for proc in reversed(self.procs):
+        for proc in reversed(list(self.procs.values())):
             stop_process(proc)
         self.procs.clear()
 

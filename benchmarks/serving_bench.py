@@ -3,9 +3,13 @@
 Starts real stores and the four services on the exported ml-1m artifacts (like
 ``make run``), then measures at several concurrencies: the echo server (the floor of
 one Python gRPC hop), gateway ``Recommend`` cache hits, and cache misses for each
-query kind (profile, liked ids, user id: every request distinct, Redis flushed
-first), with requests/s and p50/p99; then a per-hop breakdown from the services'
-Prometheus histograms, and PNG plots in docs/.
+query kind (profile, liked ids, user id). A miss run is made of requests with distinct
+cache keys, sent once each (the driver hands them out round-robin across workers, as
+ghz does), after Redis was flushed; the gateway's cache counters are read before and
+after each run and printed, so a "miss" row with any hit or coalesced call is visibly
+not one. Each row also has the CPU time per request of every process (services, stores,
+echo and this driver, from /proc). Results go to JSON (``--json-out``, the input of
+``benchmarks/serving_check.py``) and a PNG plot.
 
     .venv/bin/python benchmarks/serving_bench.py [--total 3000] [--concurrency 1,8,32]
 """
@@ -24,7 +28,15 @@ import numpy as np
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, Processes, header, load  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    Processes,
+    command_line,
+    cpu_seconds,
+    header,
+    load,
+)
+from movierec import registry  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
 from movierec.stack.prepare import load_catalog, load_vectors  # noqa: E402
 from movierec.stack.stores import LocalStores  # noqa: E402
@@ -33,26 +45,62 @@ RECOMMEND = "movierec.gateway.v1.Gateway.Recommend"
 
 
 def miss_requests(kind: str, n: int, seed: int) -> list[dict]:
-    """``n`` distinct requests of one kind, drawn from ml-1m."""
+    """``n`` requests of one kind with pairwise distinct cache keys, drawn from ml-1m."""
     rng = np.random.default_rng(seed)
     data = load_dataset("ml-1m")
     if kind == "profile":
-        return [{"profile": {"age": int(a), "gender": g, "occupation": int(o)}, "topK": 10}
-                for a, g, o in zip(rng.integers(1, 121, n), rng.choice(["M", "F"], n),
-                                   rng.integers(0, 21, n), strict=True)]
+        cells = [(a, g, o) for a in range(1, 121) for g in "MF" for o in range(21)]
+        picks = rng.permutation(len(cells))[:n]
+        return [{"profile": {"age": cells[i][0], "gender": cells[i][1],
+                             "occupation": cells[i][2]}, "topK": 10} for i in picks]
     if kind == "liked":
         popular = data.ratings.movie_id.value_counts().index[:600].to_numpy()
-        return [{"liked": {"movieIds": [int(x) for x in rng.choice(popular, 3, replace=False)]},
-                 "topK": 10} for _ in range(n)]
+        seen, out = set(), []
+        while len(out) < n:
+            liked = tuple(sorted(int(x) for x in rng.choice(popular, 3, replace=False)))
+            if liked not in seen:
+                seen.add(liked)
+                out.append({"liked": {"movieIds": list(liked)}, "topK": 10})
+        return out
     users = rng.permutation(data.users.user_id.to_numpy())[:n]
     return [{"userId": int(u), "topK": 10} for u in users]
+
+
+def cache_counters(procs: Processes) -> dict[str, float]:
+    """The gateway's ``movierec_gateway_cache_total`` counters by event."""
+    port = procs.env[registry.GATEWAY.metrics_env]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    return {line.split('event="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("movierec_gateway_cache_total{")}
+
+
+def measured(procs: Processes, stores: LocalStores, run) -> dict:
+    """``run()``'s row plus cache-counter deltas and CPU ms per request per process."""
+    counters, cpu = cache_counters(procs), all_cpu(procs, stores)
+    row = run()
+    after, cpu_after = cache_counters(procs), all_cpu(procs, stores)
+    row["cache"] = {k: int(after.get(k, 0) - counters.get(k, 0)) for k in after}
+    row["cpu_ms_per_request"] = {k: round(1000 * (cpu_after[k] - cpu[k]) / row["count"], 3)
+                                 for k in cpu_after if row["count"]}
+    return row
+
+
+def all_cpu(procs: Processes, stores: LocalStores) -> dict[str, float]:
+    out = procs.cpu_seconds()
+    for name, server in stores.started.items():
+        proc = getattr(server, "proc", None)
+        if proc is not None:
+            out[name] = cpu_seconds(proc.pid)
+    out["driver"] = sum(os.times()[:2])
+    return out
 
 
 def hops(procs: Processes) -> dict:
     """Mean server-side latency (ms) per service and method from /metrics."""
     out = {}
     for name in ("gateway", "embedder", "retriever", "catalog"):
-        port = procs.env[f"{name.upper()}_METRICS_PORT"]
+        port = procs.env[registry.get(name).metrics_env]
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         sums, counts = {}, {}
         for line in text.splitlines():
@@ -66,23 +114,25 @@ def hops(procs: Processes) -> dict:
     return out
 
 
-def scenarios(procs: Processes, redis_url: str, total: int, levels: list[int]) -> list[dict]:
+def scenarios(procs: Processes, stores: LocalStores, total: int,
+              levels: list[int]) -> list[dict]:
     rows, gateway = [], procs.env["GATEWAY_ADDR"]
     echo = procs.echo()
-    flush = redis.Redis.from_url(redis_url).flushdb
+    flush = redis.Redis.from_url(stores.addresses["REDIS_URL"]).flushdb
     hit = [{"profile": {"age": 25, "gender": "F", "occupation": 4}, "topK": 10}]
     for c in levels:
-        rows.append({"scenario": "echo", **load("movierec.echo.v1.Echo.Echo", echo,
-                                                {"payload": "eA=="}, total, c)})
+        rows.append({"scenario": "echo", **measured(procs, stores, lambda c=c: load(
+            "movierec.echo.v1.Echo.Echo", echo, {"payload": "eA=="}, total, c))})
         load(RECOMMEND, gateway, hit, 10, 1)
-        rows.append({"scenario": "cache hit", **load(RECOMMEND, gateway, hit, total, c)})
+        rows.append({"scenario": "cache hit", **measured(procs, stores, lambda c=c: load(
+            RECOMMEND, gateway, hit, total, c))})
         for kind in ("profile", "liked", "user"):
             flush()
-            data = miss_requests(kind, min(total, 6000), seed=c)
-            rows.append({"scenario": f"miss {kind}", **load(RECOMMEND, gateway, data,
-                                                           len(data), c)})
-    for row in rows:
-        print(json.dumps(row))
+            data = miss_requests(kind, min(total, 5000), seed=c)
+            rows.append({"scenario": f"miss {kind}", **measured(
+                procs, stores, lambda d=data, c=c: load(RECOMMEND, gateway, d, len(d), c))})
+        for row in rows[-5:]:
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -112,6 +162,7 @@ def main() -> int:
     parser.add_argument("--total", type=int, default=3000)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "serving.png")
+    parser.add_argument("--json-out", type=Path, default=ROOT / "docs" / "serving.json")
     args = parser.parse_args()
     header("serving benchmark")
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,9 +177,12 @@ def main() -> int:
             with Processes(env, Path(tmp) / "logs") as procs:
                 for name in ("catalog", "retriever", "embedder", "gateway"):
                     procs.start(name)
-                rows = scenarios(procs, addresses["REDIS_URL"], args.total,
+                rows = scenarios(procs, stores, args.total,
                                  [int(c) for c in args.concurrency.split(",")])
-                print(json.dumps({"per_hop_mean_ms": hops(procs)}))
+                per_hop = hops(procs)
+                print(json.dumps({"per_hop_mean_ms": per_hop}))
+            args.json_out.write_text(json.dumps({"command": command_line(), "rows": rows,
+                                                 "per_hop_mean_ms": per_hop}, indent=1))
             plot(rows, args.plot)
         finally:
             stores.stop()
