@@ -15,13 +15,14 @@ endif
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench
+.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench eval
 
 help:
 	@echo "make run      install, get data and models, start every service, show recommendations"
 	@echo "make test     install and run the test suite (real PostgreSQL, Redis, Milvus)"
 	@echo "make e2e      only the end-to-end tests (four services, web page in Chromium)"
 	@echo "make bench    benchmarks (minutes; numbers go to docs/benchmarks.md)"
+	@echo "make eval     train what is missing under EVAL_ROOT, evaluate every served path"
 	@echo "make lint     ruff"
 	@echo "make protos   regenerate the gRPC code;  make protoset  descriptor set for ghz"
 
@@ -75,6 +76,25 @@ bench: install system-deps
 	$(PY) benchmarks/catalog_bench.py
 	$(PY) benchmarks/retriever_bench.py
 	$(PY) benchmarks/serving_bench.py
+
+# docs/evaluation.md: models per protocol under EVAL_ROOT/artifacts-<protocol> (trained
+# when missing, one thread), then the served paths and PinSage beside the baselines.
+EVAL_ROOT ?= .movierec/eval
+EVAL_OUT ?= $(EVAL_ROOT)/report
+EVAL_CLI := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 $(VENV)/bin/movierec
+eval: install data
+	@for pair in recbole:recbole_811 cold_start:users_80_10_10; do \
+	  protocol=$${pair%%:*}; split=$${pair##*:}; root=$(EVAL_ROOT)/artifacts-$$protocol; \
+	  for model in pinsage fusion; do \
+	    test -f $$root/$$model/LATEST || $(EVAL_CLI) train $$model --split $$split --threads 1 \
+	      --no-progress --artifacts $$root \
+	      --checkpoint-dir $(EVAL_ROOT)/checkpoints/$$model-$$protocol || exit 1; \
+	  done; \
+	  $(EVAL_CLI) evaluate serving --protocol $$protocol --artifacts $$root \
+	    --out $(EVAL_OUT) || exit 1; \
+	  $(EVAL_CLI) evaluate pinsage --protocol $$protocol --artifacts $$root --json \
+	    > $(EVAL_OUT)/pinsage-$$protocol.json || exit 1; \
+	done
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -25,10 +25,10 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def measure(factory: Factory, data: ProtocolData, started: float | None = None,
-            **extra) -> dict:
-    """Validation and test metrics of one scorer factory."""
+            valid: dict[str, float] | None = None, **extra) -> dict:
+    """Validation (unless already known) and test metrics of one scorer factory."""
     started = time.perf_counter() if started is None else started
-    valid = evaluate(factory(data.valid), data.valid)
+    valid = evaluate(factory(data.valid), data.valid) if valid is None else valid
     test = evaluate(factory(data.test), data.test)
     return {**_rounded(test), "valid": _rounded(valid), **extra,
             "seconds": round(time.perf_counter() - started, 1)}
@@ -38,14 +38,18 @@ def tune(name: str, grid: Iterable, make: Callable[[object], Factory], data: Pro
          started: float | None = None) -> dict:
     """Pick ``name`` from ``grid`` on validation, then score the choice on test."""
     started = time.perf_counter() if started is None else started
-    tried: dict = {}
+    grid_scores: dict[str, float] = {}
+    best: tuple | None = None  # (key, value, valid metrics, factory); only the best is kept
     for value in grid:
         factory = make(value)
-        valid = evaluate(factory(data.valid), data.valid, ks=(10,))
-        tried[value] = (valid["recall@10"], valid["ndcg@10"], factory)
-    best = max(tried, key=lambda v: tried[v][:2])
-    grid_scores = {str(v): round(s[0], 5) for v, s in tried.items()}
-    return measure(tried[best][2], data, started, params={name: best, "grid": grid_scores})
+        valid = evaluate(factory(data.valid), data.valid)
+        grid_scores[str(value)] = round(valid["recall@10"], 5)
+        key = (valid["recall@10"], valid["ndcg@10"])
+        if best is None or key > best[0]:
+            best = (key, value, valid, factory)
+    _, value, valid, factory = best
+    return measure(factory, data, started, valid=valid,
+                   params={name: value, "grid": grid_scores})
 
 
 def run_baselines(data: ProtocolData, names: Iterable[str] = BASELINES,
