@@ -159,10 +159,12 @@ class Backends:
             raise
         return reply.user
 
-    async def search(self, model, vector, top_k, exclude, genres, deadline):
+    async def search(self, model, vector, top_k, exclude, genres, deadline, version=""):
+        # version: the embedder's Embedding.model_version; the retriever answers
+        # FAILED_PRECONDITION when its live collection holds another version
         reply = await self.read(self.retriever.Search, retriever_pb2.SearchRequest(
-            model=model, vector=vector, top_k=top_k, exclude_ids=exclude, genres=genres),
-            deadline, "retriever")
+            model=model, vector=vector, top_k=top_k, exclude_ids=exclude, genres=genres,
+            model_version=version), deadline, "retriever")
         return Hits([(h.movie_id, h.score) for h in reply.hits], reply.model_version)
 
     async def vectors(self, model, movie_ids, deadline):

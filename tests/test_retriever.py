@@ -1,4 +1,5 @@
-"""Retriever on real embedded Milvus: correctness vs brute force, filters, swaps, errors."""
+"""Retriever on real Milvus, both kinds (milvus-lite and a Milvus 2.3 server): correctness
+vs brute force, filters, version consistency, swaps under load, restarts, errors."""
 
 from __future__ import annotations
 
@@ -16,29 +17,37 @@ from movierec.common.v1 import common_pb2
 from movierec.models.artifact import normalize
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
-from movierec.services.retriever.loader import ItemBatch, publish
+from movierec.services.retriever.loader import IndexSpec, ItemBatch, publish
 from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.records import alias_name
 from movierec.services.retriever.server import RetrieverSettings, create_server
 from movierec.stack.local_milvus import LocalMilvus
+from movierec.stack.local_milvus_server import LocalMilvusServer, isolation_error
 
 GENRES = ["Action", "Comedy", "Drama", "Children's"]
 N, DIM = 300, 16
 
 
-def items(seed: int) -> ItemBatch:
+def items(seed: int, dim: int = DIM) -> ItemBatch:
     rng = np.random.default_rng(seed)
-    vectors = normalize(rng.normal(size=(N, DIM)))
+    vectors = normalize(rng.normal(size=(N, dim)))
     genres = [[GENRES[i % 4]] + ([GENRES[(i + 1) % 4]] if i % 3 == 0 else []) for i in range(N)]
     return ItemBatch(np.arange(1, N + 1), vectors, 1950 + np.arange(N) % 50, genres)
 
 
+def load(uri: str, model: str, version: str, batch: ItemBatch, **kwargs):
+    store = MilvusVectors(uri, timeout=30)
+    try:
+        return publish(store, model, version, batch, drain_seconds=0, progress=False, **kwargs)
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
-def loaded(milvus_uri: str) -> tuple[str, ItemBatch]:
+def loaded(milvus_any: str) -> tuple[str, ItemBatch]:
     batch = items(1)
-    store = MilvusVectors(milvus_uri, timeout=10)
-    publish(store, "testmodel", "v1", batch, drain_seconds=0, progress=False)
-    store.close()
-    return milvus_uri, batch
+    load(milvus_any, "testmodel", "v1", batch)
+    return milvus_any, batch
 
 
 def run(uri: str, scenario, **overrides):
@@ -68,7 +77,7 @@ def test_search_matches_brute_force(loaded) -> None:
 
     async def scenario(stub):
         return await stub.Search(pb.SearchRequest(model="testmodel", vector=query.tolist(),
-                                                  top_k=10), timeout=5)
+                                                  top_k=10, model_version="v1"), timeout=5)
     reply = run(uri, scenario)
     expected = np.argsort(-(batch.vectors @ query))[:10] + 1
     assert [h.movie_id for h in reply.hits] == expected.tolist()
@@ -108,12 +117,13 @@ def test_get_vectors_and_describe(loaded) -> None:
     assert [v.movie_id for v in vectors.vectors] == [2, 1]
     assert np.allclose(vectors.vectors[0].vector, batch.vectors[1], atol=1e-6)
     assert list(vectors.missing_ids) == [9999]
-    assert (described.dim, described.count, described.metric) == (DIM, N, "IP")
-    assert described.index_type == "FLAT"
+    assert (described.version, described.dim, described.count, described.metric) == (
+        "v1", DIM, N, "IP")
+    server = MilvusVectors(uri).uses_aliases
+    assert described.index_type == ("HNSW" if server else "FLAT")  # Lite refuses HNSW
 
 
-@pytest.mark.parametrize(("request_", "code", "field"), [
-    (pb.SearchRequest(model="testmodel", vector=[0.1] * 3), "INVALID_ARGUMENT", "vector"),
+@pytest.mark.parametrize(("request_", "code", "text"), [
     (pb.SearchRequest(model="testmodel", vector=[]), "INVALID_ARGUMENT", "vector"),
     (pb.SearchRequest(model="testmodel", vector=[float("nan")] * DIM), "INVALID_ARGUMENT",
      "vector"),
@@ -123,18 +133,23 @@ def test_get_vectors_and_describe(loaded) -> None:
      "INVALID_ARGUMENT", "genres"),
     (pb.SearchRequest(model="nosuchmodel", vector=[0.1] * DIM), "NOT_FOUND", "model"),
     (pb.SearchRequest(model="Bad Model!", vector=[0.1] * DIM), "INVALID_ARGUMENT", "model"),
+    # the embedder and the live collection disagree: a precondition, never INTERNAL
+    (pb.SearchRequest(model="testmodel", vector=[0.1] * 3), "FAILED_PRECONDITION",
+     "3 dimensions but the live version v1 has 16"),
+    (pb.SearchRequest(model="testmodel", vector=[0.1] * DIM, model_version="v2"),
+     "FAILED_PRECONDITION", "comes from version v2 but the retriever serves version v1"),
 ])
-def test_bad_requests(loaded, request_, code, field) -> None:
+def test_bad_requests(loaded, request_, code, text) -> None:
     async def scenario(stub):
         return await _error(stub.Search(request_, timeout=5))
     got, details = run(loaded[0], scenario)
-    assert got.name == code and field in details
+    assert got.name == code and text in details
 
 
-def test_swap_under_concurrent_searches_never_fails(milvus_uri: str) -> None:
-    store = MilvusVectors(milvus_uri, timeout=10)
-    publish(store, "swapmodel", "v1", items(1), drain_seconds=0, progress=False)
+def test_swap_under_concurrent_searches_never_fails(milvus_any: str) -> None:
+    load(milvus_any, "swapmodel", "v1", items(1))
     query = items(1).vectors[0].tolist()
+    store = MilvusVectors(milvus_any, timeout=30)
 
     async def scenario(stub):
         failures, versions, done = [], set(), asyncio.Event()
@@ -151,52 +166,66 @@ def test_swap_under_concurrent_searches_never_fails(milvus_uri: str) -> None:
         tasks = [asyncio.create_task(searcher()) for _ in range(4)]
         for version in ("v2", "v3", "v3"):  # the live version loaded again: still no failure
             await asyncio.to_thread(publish, store, "swapmodel", version, items(2),
-                                    None, 3.0, False)
+                                    None, 1.0, False)
         await asyncio.sleep(1.0)
         done.set()
         await asyncio.gather(*tasks)
         final = await stub.DescribeModel(pb.DescribeModelRequest(model="swapmodel"), timeout=5)
         return failures, versions, final
-    failures, versions, final = run(milvus_uri, scenario, registry_ttl=0.2)
-    store.close()
+    failures, versions, final = run(milvus_any, scenario, registry_ttl=0.2)
     assert failures == []
     assert {"v1", "v3"} <= versions and final.version == "v3"
-    names = [c for c in MilvusClient(uri=milvus_uri).list_collections() if "swapmodel" in c]
+    client = MilvusClient(uri=milvus_any)
+    names = [c for c in client.list_collections() if "swapmodel" in c]
     assert names == [final.collection] and final.collection.startswith("mr_swapmodel_v3_")
-
-
-def test_unavailable_within_deadline_and_recovery(tmp_path: Path) -> None:
-    milvus = LocalMilvus(tmp_path / "milvus")
-    uri = milvus.start()
-    store = MilvusVectors(uri, timeout=10)
-    publish(store, "m", "v1", items(3), drain_seconds=0, progress=False)
+    if store.uses_aliases:  # a server swaps with an alias, and has no registry collection
+        assert client.describe_alias(alias_name("swapmodel"))["collection_name"] == names[0]
+        assert "mr_registry" not in client.list_collections()
     store.close()
+
+
+def local_milvus(kind: str, root: Path):
+    if kind == "server" and isolation_error():
+        pytest.skip(f"no private network namespace: {isolation_error()}")
+    return LocalMilvus(root) if kind == "lite" else LocalMilvusServer(root)
+
+
+@pytest.mark.parametrize("kind", ["lite", "server"])
+def test_unavailable_within_deadline_then_reload_after_restart(kind: str,
+                                                               tmp_path: Path) -> None:
+    milvus = local_milvus(kind, tmp_path / "milvus")
+    uri = milvus.start()
+    load(uri, "m", "v1", items(3))
     vector = items(3).vectors[0].tolist()
 
     async def scenario(stub):
-        await stub.Search(pb.SearchRequest(model="m", vector=vector), timeout=5)
+        before = await stub.Search(pb.SearchRequest(model="m", vector=vector), timeout=5)
         milvus.stop()
         start = time.monotonic()
-        code, _ = await _error(stub.Search(pb.SearchRequest(model="m", vector=vector),
-                                           timeout=1.0))
+        code, details = await _error(stub.Search(pb.SearchRequest(model="m", vector=vector),
+                                                 timeout=1.0))
         elapsed = time.monotonic() - start
         milvus.start()
         deadline = time.monotonic() + 60
-        while True:
+        while True:  # the server reloads its collections after the restart
             try:
-                reply = await stub.Search(pb.SearchRequest(model="m", vector=vector), timeout=5)
-                return code, elapsed, reply
-            except grpc.aio.AioRpcError:
+                after = await stub.Search(pb.SearchRequest(model="m", vector=vector), timeout=5)
+                return before, (code, details, elapsed), after
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
     try:
-        code, elapsed, reply = run(uri, scenario, call_timeout=0.5, registry_ttl=0)
+        before, (code, details, elapsed), after = run(uri, scenario, call_timeout=0.5,
+                                                      registry_ttl=0)
     finally:
-        milvus.stop()
+        milvus.destroy()
     assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert "127.0.0.1" not in details and "Milvus" not in details
     assert elapsed < 1.5
-    assert reply.hits[0].movie_id == 1
+    assert after.model_version == "v1" and after.hits == before.hits
+    assert after.hits[0].movie_id == 1
 
 
 @pytest.mark.parametrize("uri", ["", "./milvus.db", "/var/lib/milvus.db"])
@@ -207,9 +236,14 @@ def test_retriever_refuses_an_embedded_database_file(uri: str) -> None:
         asyncio.run(create_server(RetrieverSettings(milvus_uri=uri, metrics_port=-1), 0))
 
 
-def test_lite_falls_back_to_exact_search_when_an_index_is_refused(milvus_uri: str) -> None:
-    store = MilvusVectors(milvus_uri, timeout=10)
-    live = publish(store, "hnswmodel", "v1", items(4), index_type="HNSW", drain_seconds=0,
-                   progress=False)
-    store.close()
-    assert live.index_type == "FLAT" and live.count == N
+def test_index_from_settings_and_lite_falls_back_to_exact_search(milvus_any: str) -> None:
+    spec = RetrieverSettings(hnsw_m=8, hnsw_ef_construction=64).index_spec()
+    assert spec == IndexSpec("HNSW", 8, 64)
+    live = load(milvus_any, "hnswmodel", "v1", items(4), index=spec)
+    assert live.count == N
+    if MilvusVectors(milvus_any).uses_aliases:
+        index = MilvusClient(uri=milvus_any).describe_index(live.collection, "vector")
+        assert (index["index_type"], int(index["M"]), int(index["efConstruction"])) == (
+            "HNSW", 8, 64)
+    else:
+        assert live.index_type == "FLAT"

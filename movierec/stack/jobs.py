@@ -12,15 +12,21 @@ import argparse
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from pymilvus import MilvusException
+
+from movierec import settings
 from movierec.data.source import load_dataset
 from movierec.data.splits import DEFAULT_SEED, SPLITS
 from movierec.errors import MovierecError
 from movierec.models.artifact import latest, read_metadata
 from movierec.services.catalog import loader as catalog_loader
 from movierec.services.retriever import loader as vector_loader
-from movierec.services.retriever.milvus import INDEX_PARAMS, MilvusVectors
+from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.records import INDEX_TYPES
+from movierec.services.retriever.server import RetrieverSettings
 from movierec.stack.stores import LocalStores
 
 
@@ -66,9 +72,12 @@ def _vectors_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="data set for movie years/genres (default: the "
                         "artifact's)")
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--index", choices=sorted(INDEX_PARAMS), help="default: by size")
+    parser.add_argument("--index", choices=INDEX_TYPES,
+                        help="default: RETRIEVER_INDEX (HNSW; Milvus Lite falls back to FLAT)")
     parser.add_argument("--drain-seconds", type=float, default=5.0,
                         help="wait before dropping the previous version")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the live version even when it is newer")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -77,14 +86,17 @@ def load_vectors_main(argv: Sequence[str] | None = None) -> int:
     args = _vectors_parser().parse_args(argv)
     stores = LocalStores(want=("milvus",))
     try:
+        index = settings.load(RetrieverSettings).index_spec()
+        if args.index:
+            index = replace(index, kind=args.index)
         path = args.artifact or latest(args.model, args.artifacts)
         version = read_metadata(path)["version"]
         items = vector_loader.items_from_artifact(path, args.dataset, args.data_dir)
         store = MilvusVectors(stores.start()["MILVUS_URI"])
-        live = vector_loader.publish(store, args.model, version, items, args.index,
-                                     args.drain_seconds, progress=not args.quiet)
+        live = vector_loader.publish(store, args.model, version, items, index,
+                                     args.drain_seconds, not args.quiet, args.force)
         store.close()
-    except MovierecError as exc:
+    except (MovierecError, MilvusException) as exc:
         print(f"movierec load vectors: {exc}")
         return 1
     finally:

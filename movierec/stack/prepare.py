@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 
+from movierec import settings
 from movierec.data.source import load_dataset, locate
 from movierec.errors import DataError, NotFound
 from movierec.models.artifact import latest, read_metadata
 from movierec.services.catalog import loader
 from movierec.services.retriever.loader import items_from_artifact, publish
 from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.records import version_key
+from movierec.services.retriever.server import RetrieverSettings
 
 MODELS = ("fusion", "pinsage")
 
@@ -61,20 +64,28 @@ def load_catalog(database_url: str, dataset: str) -> None:
 
 
 def load_vectors(milvus_uri: str, dataset: str) -> None:
+    """Publish each model's newest artifact unless it is live already. The embedder that
+    ``up`` starts serves that artifact, so a newer live version is replaced (forced):
+    the retriever must serve the embedder's version."""
+    index = settings.load(RetrieverSettings).index_spec()
     store = MilvusVectors(milvus_uri, timeout=60)
-    store.ensure_registry()
+    store.ready()
     for model in MODELS:
         path = latest(model)
         version = read_metadata(path)["version"]
         try:
-            if store.resolve(model).version == version:
-                print(f"==> {model} vectors {version} already live in Milvus")
-                continue
+            live = store.resolve(model).version
         except NotFound:
-            pass
+            live = None
+        if live == version:
+            print(f"==> {model} vectors {version} already live in Milvus")
+            continue
+        if live is not None and version_key(live) > version_key(version):
+            print(f"==> {model}: replacing the newer live vectors {live} with {version}, "
+                  "the version the embedder serves")
         start = step(f"publishing {model} vectors {version} to Milvus")
-        publish(store, model, version, items_from_artifact(path, dataset, None),
-                drain_seconds=0, progress=False)
+        publish(store, model, version, items_from_artifact(path, dataset, None), index,
+                drain_seconds=0, progress=False, force=True)
         print(f"    done in {time.perf_counter() - start:.1f}s")
     store.close()
 

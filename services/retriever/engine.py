@@ -1,25 +1,32 @@
-"""Async face of the vector store for the servicer: caching, retries, error mapping.
+"""Async face of the vector store for the servicer: caching, one retry, consistency, errors.
 
-pymilvus is blocking, so calls run in worker threads. The registry lookup (model ->
-live collection) is cached for ``registry_ttl`` seconds; a failed search refreshes it
-and is retried once, which covers a collection dropped right after a swap. Milvus
-errors that remain become :class:`~movierec.errors.Unavailable`.
+pymilvus is blocking, so calls run in worker threads. A model's live collection is
+cached for ``registry_ttl`` seconds. A call that fails in a way a fresh look can fix (the
+collection was dropped right after a swap, Milvus was briefly unavailable) re-resolves
+the live collection and is retried once within the same deadline. A query whose vector
+does not fit the live collection (another model version or dimension) is checked against
+a fresh resolution before it is refused with FAILED_PRECONDITION. Failures are
+translated by :mod:`movierec.services.retriever.failures`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
-from pymilvus import MilvusException
 
-from movierec.errors import NotFound, Unavailable
-from movierec.services.retriever.milvus import Filters, MilvusVectors, ModelCollection
+from movierec.errors import FailedPrecondition, Unavailable
+from movierec.services.retriever.failures import reraise
+from movierec.services.retriever.milvus import Filters, MilvusVectors
+from movierec.services.retriever.records import ModelCollection
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+Check = Callable[[ModelCollection], None]
 
 
 class SearchEngine:
@@ -33,10 +40,13 @@ class SearchEngine:
     async def _run(self, function: Callable[..., T], *args, timeout: float) -> T:
         try:
             return await asyncio.wait_for(asyncio.to_thread(function, *args), timeout)
-        except MilvusException as exc:
-            raise Unavailable("vector index unavailable") from exc
         except TimeoutError as exc:
+            log.warning("milvus did not answer in time", extra={"call": function.__qualname__})
             raise Unavailable("vector index did not answer in time") from exc
+        except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
+            log.warning("milvus call failed", extra={"call": function.__qualname__,
+                                                     "error": repr(exc)[:300]})
+            reraise(exc)
 
     async def live(self, model: str, timeout: float, fresh: bool = False) -> ModelCollection:
         cached = self._cache.get(model)
@@ -46,29 +56,39 @@ class SearchEngine:
         self._cache[model] = (time.monotonic(), live)
         return live
 
-    async def _with_refresh(self, model: str, timeout: float, call: Callable[
-            [ModelCollection, float], T], check: Callable[[int], None] | None = None
-                            ) -> tuple[T, ModelCollection]:
-        deadline = time.monotonic() + timeout
+    async def _checked(self, model: str, timeout: float, check: Check | None
+                       ) -> ModelCollection:
         live = await self.live(model, timeout)
-        if check is not None:
-            check(live.dim)
+        if check is None:
+            return live
+        try:
+            check(live)
+        except FailedPrecondition:  # perhaps a swap the cache has not seen yet
+            live = await self.live(model, timeout, fresh=True)
+            check(live)
+        return live
+
+    async def _with_refresh(self, model: str, timeout: float,
+                            call: Callable[[ModelCollection, float], T],
+                            check: Check | None = None) -> tuple[T, ModelCollection]:
+        deadline = time.monotonic() + timeout
+        live = await self._checked(model, timeout, check)
         try:
             return await self._run(call, live, timeout, timeout=timeout), live
-        except Unavailable:
+        except (Unavailable, FailedPrecondition):
             remaining = deadline - time.monotonic()
             if remaining <= 0.01:
                 raise
-            live = await self.live(model, remaining, fresh=True)
+            live = await self._checked(model, remaining, check)
             remaining = deadline - time.monotonic()
             return await self._run(call, live, remaining, timeout=remaining), live
 
     async def search(self, model: str, vectors: Sequence[Sequence[float]], top_k: int,
                      filters: Filters, timeout: float,
-                     dim_check: Callable[[int], None]) -> tuple[list, ModelCollection]:
+                     check: Check | None = None) -> tuple[list, ModelCollection]:
         return await self._with_refresh(
             model, timeout, lambda col, t: self.store.search(col, vectors, top_k, filters, t),
-            dim_check)
+            check)
 
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:
@@ -79,10 +99,10 @@ class SearchEngine:
         return await self.live(model, timeout, fresh=True)
 
     async def ready(self, timeout: float) -> bool:
-        """Whether Milvus answers and the registry exists (created if missing)."""
+        """Whether Milvus answers (on Lite: and the registry exists, created if missing)."""
         try:
-            await self._run(self.store.ensure_registry, timeout=timeout)
-        except (Unavailable, NotFound):
+            await self._run(self.store.ready, timeout=timeout)
+        except Exception:  # noqa: BLE001 - any failure means "not ready"; reconnect next time
             self.store.close()
             return False
         return True

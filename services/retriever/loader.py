@@ -1,20 +1,23 @@
 """``movierec load vectors``: publish a model artifact's vectors to Milvus without downtime.
 
-Steps: create a fresh ``mr_<model>_<version>_<load id>`` collection, insert the
-vectors in batches (Lite takes at most ~1000 rows per insert), build the index, load
-the collection, verify the row count, point the registry at it (one atomic upsert),
-wait for in-flight searches on the old collection to finish, then drop every other
-collection of that model. Searches keep going to the old collection until the
-registry switches, so none fail, even when the live version is loaded again.
+Steps: refuse to replace a newer live version with an older one (unless forced); create
+a fresh ``mr_<model>_<version>_<load id>`` collection whose description records what it
+holds; insert the vectors in batches (Lite takes at most ~1000 rows per insert); build
+the index (HNSW with the settings' parameters where the server has it, exact FLAT on
+Milvus Lite) and wait for it; load the collection; verify the row count; switch the
+model's live pointer to it in one atomic step (an alias on a server, the registry row
+on Lite); wait for in-flight searches on the old collection to finish; then drop the
+other collections the loader created for exactly this model. Searches keep going to
+the old collection until the pointer switches, so none fail, even when the live
+version is loaded again.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +25,17 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
 
 from movierec.data.source import load_dataset
-from movierec.errors import DataError
+from movierec.errors import DataError, FailedPrecondition, NotFound
 from movierec.models.artifact import read_item_vectors, read_metadata
-from movierec.services.retriever.milvus import (
-    INDEX_PARAMS,
-    REGISTRY,
-    MilvusVectors,
+from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.records import (
+    IndexSpec,
     ModelCollection,
     check_model,
     collection_name,
-    default_index,
+    version_key,
 )
 
-BATCH = 1000
 log = logging.getLogger(__name__)
 
 
@@ -48,65 +49,105 @@ class ItemBatch:
     genres: list[list[str]]
 
 
-def _create(client: MilvusClient, name: str, dim: int, index_type: str, count: int,
-            timeout: float) -> str:
-    """Create the collection with ``index_type`` (or FLAT where refused); the type used."""
-    if client.has_collection(name, timeout=timeout):
-        client.drop_collection(name, timeout=timeout)
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+class StaleVersion(FailedPrecondition):
+    """The live version is newer than the one being loaded."""
+
+
+def _schema(record: ModelCollection):
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                        description=record.description())
     schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=record.dim)
     schema.add_field("year", DataType.INT32)
     schema.add_field("genres", DataType.ARRAY, element_type=DataType.VARCHAR,
                      max_capacity=32, max_length=32)
-    params = dict(INDEX_PARAMS[index_type])
-    if index_type == "IVF_FLAT":
-        params["nlist"] = int(min(65536, max(16, 4 * math.sqrt(count))))
-    index = client.prepare_index_params()
-    index.add_index("vector", index_type=index_type, metric_type="IP", params=params)
+    return schema
+
+
+def create(client: MilvusClient, record: ModelCollection, index: IndexSpec,
+           timeout: float) -> ModelCollection:
+    """Create ``record.collection`` (not loaded yet) with ``index``, or FLAT where this
+    Milvus refuses ``index`` (Lite 2.5 accepts only FLAT, IVF_FLAT and AUTOINDEX)."""
+    client.create_collection(record.collection, schema=_schema(record), timeout=timeout)
+    params = client.prepare_index_params()
+    params.add_index("vector", index_type=index.kind, metric_type=record.metric,
+                     params=index.params(record.count))
     try:
-        client.create_collection(name, schema=schema, index_params=index, timeout=timeout)
+        client.create_index(record.collection, params, timeout=timeout)
     except MilvusException as exc:
-        if index_type == "FLAT" or "only support" not in str(exc):
+        if index.kind == "FLAT" or "only support" not in str(exc):
             raise
-        log.warning("this Milvus (Lite) refuses %s; using exact FLAT search", index_type)
-        if client.has_collection(name, timeout=timeout):
-            client.drop_collection(name, timeout=timeout)
-        return _create(client, name, dim, "FLAT", count, timeout)
-    return index_type
+        log.warning("this Milvus (Lite) refuses %s; using exact FLAT search", index.kind)
+        flat = client.prepare_index_params()
+        flat.add_index("vector", index_type="FLAT", metric_type=record.metric)
+        client.create_index(record.collection, flat, timeout=timeout)
+        return replace(record, index_type="FLAT")
+    return record
 
 
-def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
-            index_type: str | None = None, drain_seconds: float = 5.0,
-            progress: bool = True) -> ModelCollection:
-    """Load ``items`` as ``model``'s new live version and retire the old ones."""
-    check_model(model)
-    client, timeout = store.client, max(store.timeout, 60.0)
-    store.ensure_registry()
-    name = collection_name(model, version, uuid.uuid4().hex[:8])
-    index_type = index_type or default_index(len(items.ids))
-    index_type = _create(client, name, items.vectors.shape[1], index_type, len(items.ids),
-                         timeout)
-    for start in tqdm(range(0, len(items.ids), BATCH), desc=f"insert {model}",
+def _insert(client: MilvusClient, name: str, items: ItemBatch, batch: int, timeout: float,
+            progress: bool) -> None:
+    for start in tqdm(range(0, len(items.ids), batch), desc=f"insert {name}",
                       disable=not progress):
-        end = start + BATCH
+        end = start + batch
         client.insert(name, [{"id": int(i), "vector": v.tolist(), "year": int(y), "genres": g}
                              for i, v, y, g in zip(items.ids[start:end], items.vectors[start:end],
                                                    items.years[start:end], items.genres[start:end],
                                                    strict=True)], timeout=timeout)
+
+
+def wait_indexed(client: MilvusClient, name: str, timeout: float) -> None:
+    """Poll until the server has indexed every row (a server builds indexes asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.describe_index(name, "vector", timeout=timeout)
+        if info.get("pending_index_rows", 0) == 0 and \
+                info.get("indexed_rows", 0) >= info.get("total_rows", 0):
+            return
+        time.sleep(0.5)
+    raise DataError(f"{name}: the index was not built within {timeout:.0f}s")
+
+
+def check_newer(store: MilvusVectors, model: str, version: str, force: bool) -> None:
+    """Refuse to replace a newer live version with an older one unless ``force``."""
+    try:
+        live = store.resolve(model)
+    except NotFound:
+        return
+    if not force and version_key(version) < version_key(live.version):
+        raise StaleVersion(f"{model} {live.version} is live and newer than {version}; "
+                           "pass --force to replace it anyway")
+
+
+def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
+            index: IndexSpec | None = None, drain_seconds: float = 5.0,
+            progress: bool = True, force: bool = False) -> ModelCollection:
+    """Load ``items`` as ``model``'s new live version and retire its other collections."""
+    check_model(model)
+    client, timeout = store.client, max(store.timeout, 60.0)
+    store.ready()
+    check_newer(store, model, version, force)
+    index = index or IndexSpec()
+    name = collection_name(model, version, uuid.uuid4().hex[:8])
+    record = create(client, ModelCollection(model, version, name, int(items.vectors.shape[1]),
+                                            len(items.ids), index.kind), index, timeout)
+    server = store.uses_aliases
+    _insert(client, name, items, 20_000 if server else 1000, timeout, progress)
     client.flush(name, timeout=timeout)
-    client.load_collection(name, timeout=timeout)
-    count = client.query(name, filter="", output_fields=["count(*)"], timeout=timeout)
+    if server:
+        wait_indexed(client, name, max(timeout, 3600.0))
+    client.load_collection(name, timeout=max(timeout, 600.0))
+    count = client.query(name, filter="", output_fields=["count(*)"], timeout=timeout,
+                         consistency_level="Strong")
     stored = int(count[0]["count(*)"])
     if stored != len(items.ids):
         raise DataError(f"{name} holds {stored} rows, expected {len(items.ids)}")
-    live = ModelCollection(model, version, name, int(items.vectors.shape[1]), stored, index_type)
-    store.publish(live)
+    store.publish(record)
     time.sleep(drain_seconds)
-    for other in client.list_collections(timeout=timeout):
-        if other.startswith(f"mr_{model}_") and other != name and other != REGISTRY:
-            client.drop_collection(other, timeout=timeout)
-    return live
+    for other in store.collections_of(model, timeout):
+        if other.collection != name:
+            client.drop_collection(other.collection, timeout=timeout)
+    return record
 
 
 def items_from_artifact(path: Path, dataset: str | None, data_dir: Path | None) -> ItemBatch:

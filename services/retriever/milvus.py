@@ -1,15 +1,20 @@
-"""Movie vectors in Milvus: one collection per model version and a registry of live ones.
+"""Movie vectors in Milvus: one collection per loaded model version, one live pointer per model.
 
 Collections are named ``mr_<model>_<version>_<load id>`` and hold the movie id (primary key),
 the L2-normalized vector (metric IP), ``year`` and ``genres`` (an ARRAY of VARCHAR:
-Milvus Lite has no bitwise filter operators). Milvus Lite 2.5 also has no aliases
-(``create_alias`` answers UNIMPLEMENTED), so the model -> live collection pointer is a
-row of the ``mr_registry`` collection, replaced by one upsert: readers see either the
-old or the new version, never a half-loaded one. Lite does not support templated
-filters (``filter_params``), so filters are built from validated values only: ids
-are integers and genres are JSON-quoted strings from a restricted alphabet.
+Milvus Lite has no bitwise filter operators). Each collection's description records
+what it holds (:class:`ModelCollection` as JSON, with the loader's mark), so the loader
+drops exactly the collections it created for a model and nothing else.
 
-Every call carries a timeout: pymilvus otherwise retries some errors for minutes.
+Which collection serves a model is the *live pointer*, with two backends behind one
+interface (:mod:`movierec.services.retriever.pointers`): a Milvus **alias** ``mr_<model>``
+on a Milvus server (``alter_alias`` swaps it atomically), or, on Milvus Lite 2.5 (which
+answers UNIMPLEMENTED to aliases), a row of the ``mr_registry`` collection replaced by one
+upsert. Either way readers see the old or the new version, never a half-loaded one.
+
+Filters are built from validated values only (Lite has no templated filters): ids are
+integers and genres are JSON-quoted strings from a restricted alphabet. Every call
+carries a timeout: pymilvus otherwise retries some errors for minutes.
 """
 
 from __future__ import annotations
@@ -21,28 +26,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import MilvusClient, MilvusException
 
-from movierec.errors import InvalidArgument, NotFound, Unavailable
+from movierec.errors import InvalidArgument
+from movierec.services.retriever.failures import reraise
+from movierec.services.retriever.pointers import choose
+from movierec.services.retriever.records import ModelCollection
 
-REGISTRY = "mr_registry"
 GENRE = re.compile(r"^[A-Za-z0-9 '&.-]{1,32}$")
-MODEL = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-INDEX_PARAMS = {"FLAT": {}, "IVF_FLAT": {"nlist": 1024}, "HNSW": {"M": 16, "efConstruction": 200}}
-SEARCH_PARAMS = {"FLAT": {}, "IVF_FLAT": {"nprobe": 32}, "HNSW": {"ef": 128}}
-
-
-@dataclass(frozen=True)
-class ModelCollection:
-    """The live collection of one model, as the registry records it."""
-
-    model: str
-    version: str
-    collection: str
-    dim: int
-    count: int
-    index_type: str
-    metric: str = "IP"
+#: Client keepalive that every server we talk to accepts (docs/milvus-server.md): a ping
+#: at most every 5 minutes and only while calls are in flight. Milvus Lite's C++ gRPC
+#: server answers more frequent pings (pymilvus' default is every 10 s, even when idle)
+#: with GOAWAY "too_many_pings"; Milvus standalone (Go) allows one per 5 s. Every call
+#: has its own deadline, so a dead connection is still noticed within a call timeout.
+KEEPALIVE = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_timeout_ms": 20_000,
+             "grpc.keepalive_permit_without_calls": False}
 
 
 @dataclass(frozen=True)
@@ -69,92 +67,94 @@ class Filters:
         return " and ".join(parts)
 
 
-def collection_name(model: str, version: str, load_id: str) -> str:
-    """``mr_<model>_<version>_<load id>``: every load gets a fresh collection, so loading
-    the live version again never touches the collection searches are using."""
-    return f"mr_{model}_{re.sub(r'[^A-Za-z0-9]', '_', version).lower()}_{load_id}"
-
-
-def check_model(model: str) -> str:
-    if not MODEL.match(model):
-        raise InvalidArgument("model", "must be a lower-case model name like 'fusion'")
-    return model
-
-
-def default_index(count: int) -> str:
-    """Exact search up to 100k vectors, HNSW beyond (see docs/milvus-embedded.md).
-
-    Milvus Lite 2.5 refuses HNSW and its IVF_FLAT loses recall past ~90k rows (0.29
-    recall@10 at 100k whatever nprobe), so on Lite the loader falls back to FLAT.
-    """
-    return "FLAT" if count <= 100_000 else "HNSW"
-
-
 class MilvusVectors:
-    """Blocking access to Milvus; the service runs it in worker threads."""
+    """Blocking access to one Milvus deployment; the service runs it in worker threads.
 
-    def __init__(self, uri: str, timeout: float = 2.0) -> None:
+    ``search_ef`` is HNSW's search list size (raised to ``top_k`` when smaller, as
+    Milvus requires). The live-pointer backend is chosen on first use.
+    """
+
+    def __init__(self, uri: str, timeout: float = 2.0, search_ef: int = 128) -> None:
         self.uri = uri
         self.timeout = timeout
+        self.search_ef = search_ef
         self._client: MilvusClient | None = None
+        self._pointer = None
         self._lock = threading.Lock()
-        self._registry_ready = False
 
     @property
     def client(self) -> MilvusClient:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = MilvusClient(uri=self.uri, timeout=self.timeout)
+                    self._client = MilvusClient(uri=self.uri, timeout=self.timeout,
+                                                grpc_options=KEEPALIVE, dedicated=True)
                 except MilvusException as exc:
-                    raise Unavailable("vector index unavailable") from exc
+                    reraise(exc)
             return self._client
+
+    @property
+    def pointer(self):
+        """The live-pointer backend (:mod:`~movierec.services.retriever.pointers`)."""
+        client = self.client
+        with self._lock:
+            if self._pointer is None:
+                self._pointer = choose(client, self.timeout)
+            return self._pointer
+
+    @property
+    def uses_aliases(self) -> bool:
+        return self.pointer.kind == "alias"
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-            self._registry_ready = False
+            self._pointer = None
 
-    def ensure_registry(self) -> None:
-        """Create and load the registry unless this client already did (cheap probe then)."""
-        if self._registry_ready and self.client.has_collection(REGISTRY, timeout=self.timeout):
-            return
-        if self.client.has_collection(REGISTRY, timeout=self.timeout):
-            self.client.load_collection(REGISTRY, timeout=self.timeout)
-            self._registry_ready = True
-            return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("model", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("record", DataType.VARCHAR, max_length=1024)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
-        index = self.client.prepare_index_params()
-        index.add_index("vector", index_type="FLAT", metric_type="L2")
-        self.client.create_collection(REGISTRY, schema=schema, index_params=index,
-                                      timeout=self.timeout)
-        self.client.load_collection(REGISTRY, timeout=self.timeout)
-        self._registry_ready = True
+    def ready(self) -> None:
+        """Raise unless Milvus answers (and, on Lite, the registry exists: created here)."""
+        self.pointer.ensure()
 
     def resolve(self, model: str) -> ModelCollection:
-        rows = self.client.query(REGISTRY, ids=[model], output_fields=["record"],
-                                 timeout=self.timeout)
-        if not rows:
-            raise NotFound(f"model {model!r} has no vectors loaded")
-        return ModelCollection(**json.loads(rows[0]["record"]))
+        return self.pointer.resolve(model)
 
     def publish(self, live: ModelCollection) -> None:
-        record = json.dumps(live.__dict__)
-        self.client.upsert(REGISTRY, [{"model": live.model, "record": record,
-                                       "vector": [0.0, 0.0]}], timeout=self.timeout)
+        """Point ``live.model`` at ``live.collection`` in one atomic step."""
+        self.pointer.point(live)
+
+    def describe(self, name: str, timeout: float | None = None) -> ModelCollection | None:
+        """The loader's record of collection ``name`` (None if the loader did not make it)."""
+        info = self.client.describe_collection(name, timeout=timeout or self.timeout)
+        return ModelCollection.from_description(info["collection_name"],
+                                                info.get("description", ""))
+
+    def collections_of(self, model: str, timeout: float | None = None) -> list[ModelCollection]:
+        """Every collection the loader created for exactly ``model`` (not ``model_v2``)."""
+        prefix = f"mr_{model}_"
+        found = []
+        for name in self.client.list_collections(timeout=timeout or self.timeout):
+            if name.startswith(prefix):
+                record = self.describe(name, timeout)
+                if record is not None and record.model == model:
+                    found.append(record)
+        return found
 
     def search(self, live: ModelCollection, vectors: Sequence[Sequence[float]], top_k: int,
                filters: Filters, timeout: float) -> list[list[tuple[int, float]]]:
-        params = {"metric_type": live.metric, "params": SEARCH_PARAMS.get(live.index_type, {})}
+        params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
         results = self.client.search(live.collection, data=[list(v) for v in vectors],
                                      filter=filters.expression(), limit=top_k,
                                      search_params=params, timeout=timeout)
         return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
+
+    def search_params(self, live: ModelCollection, top_k: int) -> dict:
+        if live.index_type == "HNSW":
+            return {"ef": max(self.search_ef, top_k)}
+        if live.index_type == "IVF_FLAT":
+            return {"nprobe": 32}
+        return {}
 
     def vectors(self, live: ModelCollection, ids: Sequence[int],
                 timeout: float) -> dict[int, np.ndarray]:

@@ -1,11 +1,13 @@
 """The retriever service process: settings and server factory.
 
-Health is NOT_SERVING until Milvus answers and the model registry exists, and follows
-Milvus afterwards, so a Milvus outage is visible to probes and ends when it returns.
+Health is NOT_SERVING until Milvus answers (on Milvus Lite: and the model registry
+exists), and follows Milvus afterwards, so a Milvus outage is visible to probes and ends
+when it returns. The index settings are read by the vector loader too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from movierec.server.factory import (
 from movierec.server.runner import serve_main
 from movierec.services.retriever.engine import SearchEngine
 from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.records import INDEX_TYPES, IndexSpec
 from movierec.services.retriever.servicer import RetrieverServicer
 
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
@@ -41,6 +44,18 @@ class RetrieverSettings:
                                            doc="seconds a model's live collection is cached")
     health_interval: float = settings.setting("RETRIEVER_HEALTH_INTERVAL", 2.0, minimum=0.1,
                                               maximum=60, doc="seconds between Milvus probes")
+    hnsw_ef: int = settings.setting("RETRIEVER_HNSW_EF", 128, minimum=1, maximum=32768,
+                                    doc="HNSW search list size (raised to top_k when smaller)")
+    index: str = settings.setting("RETRIEVER_INDEX", "HNSW", choices=INDEX_TYPES,
+                                  doc="index `movierec load vectors` builds (Lite: FLAT)")
+    hnsw_m: int = settings.setting("RETRIEVER_HNSW_M", 16, minimum=4, maximum=64,
+                                   doc="HNSW links per node, for loads")
+    hnsw_ef_construction: int = settings.setting(
+        "RETRIEVER_HNSW_EF_CONSTRUCTION", 200, minimum=8, maximum=512,
+        doc="HNSW build search list size, for loads")
+
+    def index_spec(self) -> IndexSpec:
+        return IndexSpec(self.index, self.hnsw_m, self.hnsw_ef_construction)
 
 
 async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[ManagedServer, int]:
@@ -50,7 +65,10 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
             "MILVUS_URI must be a Milvus server address (http://host:port); a Lite database "
             "file can be opened by one process only, so the retriever never opens one itself "
             "(`movierec up` runs milvus-lite as a loopback server instead)")
-    store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout)
+    # pymilvus logs every failed call with a traceback; the engine logs one line instead
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout,
+                          search_ef=config.hnsw_ef)
     engine = SearchEngine(store, config.registry_ttl)
     spec = ServiceSpec(SERVICE, RetrieverServicer(engine, config.call_timeout),
                        retriever_pb2_grpc.add_RetrieverServicer_to_server)

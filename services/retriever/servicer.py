@@ -5,18 +5,29 @@ from __future__ import annotations
 import grpc
 
 from movierec import limits, validation
-from movierec.errors import InvalidArgument
+from movierec.errors import FailedPrecondition
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
 from movierec.server.budget import call_budget
 from movierec.services.retriever.engine import SearchEngine
-from movierec.services.retriever.milvus import Filters, check_model
+from movierec.services.retriever.milvus import Filters
+from movierec.services.retriever.records import ModelCollection, check_model
 
 
-def _dim_check(vector: list[float]):
-    def check(dim: int) -> None:
-        if len(vector) != dim:
-            raise InvalidArgument("vector", f"must have {dim} dimensions, got {len(vector)}")
+def consistency(dim: int, version: str):
+    """A check that the live collection is in the query vector's space: the embedder's
+    ``version`` (when given) and the vector's dimension must match it."""
+    def check(live: ModelCollection) -> None:
+        if version and version != live.version:
+            raise FailedPrecondition(
+                f"model {live.model!r}: the query vector comes from version {version} but "
+                f"the retriever serves version {live.version}; load the embedder's version "
+                "(movierec load vectors) or let the embedder reload")
+        if dim != live.dim:
+            raise FailedPrecondition(
+                f"model {live.model!r}: the query vector has {dim} dimensions but the live "
+                f"version {live.version} has {live.dim}; the embedder and the loaded vectors "
+                "disagree")
     return check
 
 
@@ -39,8 +50,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
-        hits, live = await self.engine.search(model, [vector], top_k, filters,
-                                              self._timeout(context), _dim_check(vector))
+        hits, live = await self.engine.search(
+            model, [vector], top_k, filters, self._timeout(context),
+            consistency(len(vector), request.model_version.strip()[:64]))
         return pb.SearchResponse(hits=[pb.Hit(movie_id=i, score=s) for i, s in hits[0]],
                                  model_version=live.version)
 
