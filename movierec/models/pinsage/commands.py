@@ -26,7 +26,7 @@ from movierec.evaluation.protocols import (
 from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
 from movierec.models.artifact import latest
-from movierec.models.pinsage.aggregation import user_scorer
+from movierec.models.pinsage.aggregation import POOLS, user_scorer
 from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
@@ -52,6 +52,20 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=d.patience)
     parser.add_argument("--time-budget", type=float, default=d.time_budget_s / 60,
                         help="minutes of training before stopping at the best epoch so far")
+    parser.add_argument("--split-roles", action=argparse.BooleanOptionalAction,
+                        default=d.split_roles, help="separate input and output item vectors")
+    parser.add_argument("--item-bias", action=argparse.BooleanOptionalAction,
+                        default=d.item_bias, help="a learned item bias (extra vector column)")
+    parser.add_argument("--user-layers", type=int, default=d.user_layers,
+                        help="tanh layers of the user tower after pooling")
+    parser.add_argument("--pool", choices=list(POOLS), default=d.pool)
+    parser.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=d.cosine,
+                        help="unit user and output vectors (score = cosine [+ bias])")
+    parser.add_argument("--short-frac", type=float, default=d.short_frac,
+                        help="share of training users whose input is cut to --short-len items")
+    parser.add_argument("--short-len", type=int, default=d.short_len)
+    parser.add_argument("--lr-decay", type=float, default=d.lr_decay,
+                        help="learning rate factor per epoch")
     parser.add_argument("--neighbors", type=int, default=d.walks.num_neighbors)
     parser.add_argument("--walks", type=int, default=d.walks.num_random_walks)
     parser.add_argument("--checkpoint-dir", type=str, default=None,
@@ -78,17 +92,24 @@ def _config(args: argparse.Namespace) -> TrainConfig:
               "aggregation": args.aggregation, "temperature": args.temperature,
               "target_frac": args.target_frac, "batch_users": args.batch_users, "lr": args.lr,
               "dropout": args.dropout, "max_epochs": args.max_epochs, "patience": args.patience,
-              "time_budget_s": args.time_budget * 60, "walks": walks, "seed": args.seed}
+              "time_budget_s": args.time_budget * 60, "walks": walks, "seed": args.seed,
+              "split_roles": args.split_roles, "item_bias": args.item_bias,
+              "user_layers": args.user_layers, "pool": args.pool, "cosine": args.cosine,
+              "short_frac": args.short_frac, "short_len": args.short_len,
+              "lr_decay": args.lr_decay}
     return TrainConfig(**values)
 
 
 def train(args: argparse.Namespace) -> int:
-    """Train on the split's training part, evaluate on its test part, export the artifact."""
+    """Train on the relevant ratings of the split's training part (the protocol's
+    relevance rule), early-stop on its validation task, score its test task, export."""
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_dir)
     split = make_split(data, args.split, seed=args.seed)
-    graph = build_training_graph(data, split.train)
+    protocol = protocols.protocol_of(args.split)
+    graph = build_training_graph(data, protocols.relevant(split.train,
+                                                          protocols.MIN_RATING[protocol]))
     valid, test = ranking_tasks(data, split)
     config = _config(args)
     checkpoints = Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)

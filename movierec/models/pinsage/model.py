@@ -60,10 +60,8 @@ class WeightedSAGEConv(nn.Module):
         fn = import_dgl().function
         with graph.local_scope():
             graph.ndata["n"] = F.relu(self.Q(self.dropout(h)))
-            graph.update_all(fn.u_mul_e("n", "weights", "m"), fn.sum("m", "n"))
-            graph.update_all(fn.copy_e("weights", "m"), fn.sum("m", "ws"))
-            total = graph.ndata["ws"].unsqueeze(1).clamp(min=1)
-            z = F.relu(self.W(self.dropout(torch.cat([graph.ndata["n"] / total, h], 1))))
+            graph.update_all(fn.u_mul_e("n", "share", "m"), fn.sum("m", "n"))
+            z = F.relu(self.W(self.dropout(torch.cat([graph.ndata["n"], h], 1))))
             return F.normalize(z, dim=1)
 
 
@@ -118,6 +116,14 @@ class UserTower(nn.Module):
                      for layer in self.layers)
 
 
+def _identity(dim: int) -> nn.Linear:
+    """A linear head that starts as the identity (the roles start shared, then part)."""
+    head = nn.Linear(dim, dim)
+    nn.init.eye_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 class PinSage(nn.Module):
     """Embeds the whole catalog given one sampled neighbourhood graph per layer.
 
@@ -135,8 +141,8 @@ class PinSage(nn.Module):
         self.encoder = FeatureEncoder(features, vocab_size, dim)
         self.convs = nn.ModuleList(WeightedSAGEConv(dim, dropout) for _ in range(layers))
         self.skip = nn.Linear(dim, dim)
-        self.input_head = nn.Linear(dim, dim) if split_roles else None
-        self.output_head = nn.Linear(dim, dim) if split_roles else None
+        self.input_head = _identity(dim) if split_roles else None
+        self.output_head = _identity(dim) if split_roles else None
         self.bias_head = nn.Linear(dim, 1) if item_bias else None
         self.user_tower = UserTower(dim, user_layers, pool, unit=cosine)
         self.cosine = cosine

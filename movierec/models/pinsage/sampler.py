@@ -44,10 +44,15 @@ class NeighbourSampler:
             config.num_random_walks, config.num_neighbors)
 
     def sample(self):
-        """A movie graph: each movie's top-visited neighbours, edge data ``weights``."""
+        """A movie graph: each movie's top-visited neighbours, edge data ``weights`` (visit
+        counts) and ``share`` (the counts divided by the movie's total: mean weights)."""
         frontier = self._sampler(torch.arange(self.num_items))
         frontier = self._dgl.remove_self_loop(frontier)
-        frontier.edata["weights"] = frontier.edata["weights"].float()
+        weights = frontier.edata["weights"].float()
+        dst = frontier.edges()[1]
+        totals = torch.zeros(self.num_items).index_add_(0, dst, weights)
+        frontier.edata["weights"] = weights
+        frontier.edata["share"] = weights / totals[dst]
         return frontier
 
     def layers(self, count: int) -> list:
