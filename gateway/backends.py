@@ -99,9 +99,10 @@ def _missing(exc: grpc.aio.AioRpcError) -> bool:
 class Backends:
     """:class:`Downstream` over gRPC: stubs of the embedder, retriever and catalog."""
 
-    def __init__(self, embedder_addr: str, retriever_addr: str, catalog_addr: str) -> None:
-        self.channels = [client.channel(a) for a in (embedder_addr, retriever_addr,
-                                                      catalog_addr)]
+    def __init__(self, embedder_addr: str, retriever_addr: str, catalog_addr: str,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.channels = [client.channel(a, credentials=credentials)
+                         for a in (embedder_addr, retriever_addr, catalog_addr)]
         self.embedder = embedder_pb2_grpc.EmbedderStub(self.channels[0])
         self.retriever = retriever_pb2_grpc.RetrieverStub(self.channels[1])
         self.catalog = catalog_pb2_grpc.CatalogStub(self.channels[2])

@@ -1,13 +1,16 @@
 """The gateway process: settings and server factory.
 
 Health is SERVING once the three backends answer their health checks; it does not
-depend on Redis, since the gateway answers uncached without it.
+depend on Redis, since the gateway answers uncached without it. Callers are checked
+by :class:`~movierec.apps.gateway.guard.Guard` (tokens, rate limit); its backends are
+reached over TLS when the process has TLS settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,9 +18,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from movierec import settings
 from movierec.apps.gateway.backends import Backends, ModelVersions
 from movierec.apps.gateway.cache import Cache
+from movierec.apps.gateway.guard import Guard, networks
+from movierec.apps.gateway.ratelimit import RateLimiter
 from movierec.apps.gateway.servicer import GatewayServicer
 from movierec.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from movierec.registry import CATALOG, EMBEDDER, GATEWAY, RETRIEVER
+from movierec.security import tls, tokens
 from movierec.server.factory import (
     ManagedServer,
     ServiceSpec,
@@ -27,6 +33,7 @@ from movierec.server.factory import (
 )
 from movierec.server.runner import serve_main
 
+log = logging.getLogger(__name__)
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 
@@ -45,6 +52,48 @@ class GatewaySettings:
                                            maximum=60, doc="deadline of each downstream call (s)")
     redis_timeout: float = settings.setting("GATEWAY_REDIS_TIMEOUT", 0.05, minimum=0.001,
                                             maximum=10, doc="Redis socket timeout (s)")
+    auth_required: bool = settings.setting(
+        "GATEWAY_AUTH_REQUIRED", False,
+        doc="RecordRating and user-id recommendations need the user's token")
+    auth_keys: str = settings.setting(
+        "GATEWAY_AUTH_KEYS", "", secret=True,
+        doc="JWKS (inline JSON or a file path) of the keys that sign tokens, by kid")
+    auth_audience: str = settings.setting("GATEWAY_AUTH_AUDIENCE", "movierec",
+                                          doc="the aud claim tokens must carry")
+    auth_issuer: str = settings.setting("GATEWAY_AUTH_ISSUER", "movierec",
+                                        doc="the iss claim tokens must carry")
+    rate_limit: float = settings.setting("GATEWAY_RATE_LIMIT", 0.0, minimum=0, maximum=1e6,
+                                         doc="calls per second per client (0 = no limit)")
+    rate_burst: int = settings.setting("GATEWAY_RATE_BURST", 20, minimum=1, maximum=1_000_000,
+                                       doc="calls a client may make at once (bucket size)")
+    trusted_proxies: str = settings.setting(
+        "GATEWAY_TRUSTED_PROXIES", "",
+        doc="addresses/CIDRs whose x-forwarded-for names the client (the web facade)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.auth_required and not self.auth_keys:
+            problems.append("GATEWAY_AUTH_REQUIRED needs GATEWAY_AUTH_KEYS")
+        if self.auth_keys:
+            try:
+                tokens.load_keys(self.auth_keys)
+            except tokens.KeySetError as exc:
+                problems.append(f"GATEWAY_AUTH_KEYS: {exc}")
+        if self.rate_limit and not self.redis_url:
+            problems.append("GATEWAY_RATE_LIMIT needs REDIS_URL (the buckets live there)")
+        try:
+            networks(self.trusted_proxies)
+        except ValueError as exc:
+            problems.append(f"GATEWAY_TRUSTED_PROXIES: {exc}")
+        if problems:
+            raise settings.SettingsError("invalid settings: " + "; ".join(problems))
+
+    def verifier(self) -> tokens.Verifier | None:
+        """The token verifier when auth is on, else None."""
+        if not self.auth_required:
+            return None
+        return tokens.Verifier(tokens.load_keys(self.auth_keys), self.auth_audience,
+                               self.auth_issuer)
 
 
 async def _backends_ready(backends: Backends) -> bool:
@@ -75,19 +124,40 @@ class _Readiness:
 
 async def create_server(config: GatewaySettings, port: int = 0) -> tuple[ManagedServer, int]:
     """Serve the gateway on ``port``; SERVING once embedder, retriever and catalog are."""
-    backends = Backends(config.embedder_addr, config.retriever_addr, config.catalog_addr)
+    server_config = settings.load(settings.ServerSettings)
+    backends = Backends(config.embedder_addr, config.retriever_addr, config.catalog_addr,
+                        tls.channel_credentials(server_config))
     cache = Cache(config.redis_url, config.cache_ttl, config.redis_timeout)
     versions = ModelVersions(backends, interval=5.0)
     servicer = GatewayServicer(backends, cache, versions, config.call_timeout)
     spec = ServiceSpec(SERVICE, servicer, gateway_pb2_grpc.add_GatewayServicer_to_server)
-    server, bound = await build_server("gateway", [spec], port,
-                                       settings.load(settings.ServerSettings))
+    limiter = (RateLimiter(cache.redis, config.rate_limit, config.rate_burst)
+               if config.rate_limit and cache.redis is not None else None)
+    guard = Guard(config.verifier(), limiter, networks(config.trusted_proxies))
+    log.info("callers", extra={"auth": "required" if guard.verifier else "off",
+                               "rate_limit": config.rate_limit or "off"})
+    server, bound = await build_server("gateway", [spec], port, server_config, guard)
     server.on_stop(backends.close)
     server.on_stop(cache.close)
     start_task(server, versions.run())
     start_task(server, follow_health(server, _Readiness(backends, cache), 1.0, "backends",
                                      down_after=3))
     return server, bound
+
+
+def security_summary(environ: Mapping[str, str]) -> list[str]:
+    """How the stack configured by ``environ`` treats callers, for ``movierec up``."""
+    config = settings.load(GatewaySettings, environ)
+    server = settings.load(settings.ServerSettings, environ)
+    auth = ("required: RecordRating and user-id recommendations need the user's token "
+            "(movierec token --user ID)" if config.auth_required else
+            "OFF: anyone may rate and get recommendations as any user id (set "
+            "GATEWAY_AUTH_REQUIRED=true and GATEWAY_AUTH_KEYS; docs/security.md)")
+    rate = (f"{config.rate_limit:g} calls/s per client, bursts of {config.rate_burst}"
+            if config.rate_limit else "off (GATEWAY_RATE_LIMIT)")
+    transport = ("mutual TLS" if server.tls_ca and server.tls_cert else
+                 "TLS" if server.tls else "plaintext (MOVIEREC_TLS_CERT/KEY/CA)")
+    return [f"auth: {auth}", f"rate limit: {rate}", f"gRPC: {transport}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

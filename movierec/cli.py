@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
            {"": "movierec.stack.up:main"}),
     "recommend": ("print recommendations for a profile, liked movies, a user or a movie",
                   {"": "movierec.recommend:main"}),
+    "token": ("issue a user token for local use (or a new signing key set)",
+              {"": "movierec.apps.gateway.token_cli:main"}),
     "loadtest": ("run a ghz config file against a local server and print ghz's summary",
                  {"": "movierec.loadtest:main"}),
 }

@@ -37,3 +37,19 @@ class FailedPrecondition(MovierecError):
 
 class DataError(MovierecError):
     """Input data (a MovieLens file, an artifact) is missing or malformed."""
+
+
+class Unauthenticated(MovierecError):
+    """No valid credentials: the token is missing, malformed, expired or not ours."""
+
+
+class PermissionDenied(MovierecError):
+    """Valid credentials that do not cover this request (another user's id)."""
+
+
+class ResourceExhausted(MovierecError):
+    """The caller is over a limit (its request rate); it may retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

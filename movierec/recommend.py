@@ -20,9 +20,12 @@ from collections.abc import Sequence
 
 import grpc
 
+from movierec import settings
 from movierec.common.v1 import common_pb2
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.security import tls
+from movierec.server import client
 
 
 def _ids(text: str) -> list[int]:
@@ -47,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
                    help="also show movies the user has rated (hidden by default)")
     p.add_argument("--gateway", default=os.environ.get("GATEWAY_ADDR", "127.0.0.1:50050"))
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--token", default="", help="the user's token (movierec token --user ID), "
+                   "when the gateway requires one")
     return p
 
 
@@ -78,17 +83,20 @@ def table(reply) -> str:
     return "\n".join([*lines, footer])
 
 
-async def ask(address: str, method: str, request, timeout: float):
-    async with grpc.aio.insecure_channel(address) as channel:
+async def ask(address: str, method: str, request, timeout: float, token: str = ""):
+    """One call to the gateway, over TLS when MOVIEREC_TLS_* say so."""
+    credentials = tls.channel_credentials(settings.load(settings.ServerSettings))
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    async with client.channel(address, credentials=credentials) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        return await getattr(stub, method)(request, timeout=timeout)
+        return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     method, request = request_for(args)
     try:
-        reply = asyncio.run(ask(args.gateway, method, request, args.timeout))
+        reply = asyncio.run(ask(args.gateway, method, request, args.timeout, args.token))
     except grpc.aio.AioRpcError as exc:
         print(f"movierec recommend: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

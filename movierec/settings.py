@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+from urllib.parse import unquote
 
 if TYPE_CHECKING:
     from movierec.registry import Service
@@ -25,7 +26,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_URL_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]+@")
+#: ``scheme://user:password@`` (user may be empty; the password may hold a raw "@").
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^/?#\s]*@", re.I)
+#: ``password=...`` in a query string (``?password=``, ``&sslpassword=``) or a libpq
+#: key/value DSN (``password=x``, ``password='a b'``), and the usual token keys.
+_KEY_VALUE = re.compile(
+    r"(\b(?:ssl)?(?:password|passwd|pwd|secret|token|api_?key|access_?key|secret_?key)"
+    r"\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s;,]*)", re.I)
+#: What tells a structured secret (URL or DSN) from an opaque one (a key, a token).
+_STRUCTURED = re.compile(r"://|\b(?:host|hostaddr|dbname|user|port|service)\s*=", re.I)
+MIN_REDACTED = 4   # shorter secret values are not searched for in log text
 
 
 class SettingsError(ValueError):
@@ -95,12 +105,32 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
     return cls(**values)
 
 
+def mask_text(text: str) -> str:
+    """``text`` with every URL password and ``password=`` style value replaced by ***."""
+    return _KEY_VALUE.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
 def mask(value: Any) -> str:
-    """A secret's log form: URLs keep scheme/host with the password hidden, others vanish."""
+    """A secret's log form: URLs and DSNs keep everything but their passwords (every form:
+    ``redis://:pw@h``, ``rediss://u:pw@h``, ``?password=``, ``password=...``); opaque
+    secrets (keys, tokens) vanish whole."""
     text = str(value)
-    if "://" in text:
-        return _URL_PASSWORD.sub(r"\1***@", text)
-    return "***" if text else ""
+    if not text:
+        return ""
+    return mask_text(text) if _STRUCTURED.search(text) else "***"
+
+
+def secret_values(value: Any) -> list[str]:
+    """The substrings of a secret setting that must never reach a log: the whole value
+    when it is opaque, else each password in it (as written and URL-decoded)."""
+    text = str(value)
+    if not _STRUCTURED.search(text):
+        parts = [text]
+    else:
+        parts = [m.group(0).rsplit(":", 1)[1][:-1] for m in _URL_PASSWORD.finditer(text)]
+        parts += [m.group(2).strip("'\"") for m in _KEY_VALUE.finditer(text)]
+    found = {p for part in parts for p in (part, unquote(part))}
+    return sorted(p for p in found if len(p) >= MIN_REDACTED)
 
 
 def describe(settings: Any) -> dict[str, Any]:
@@ -110,6 +140,12 @@ def describe(settings: Any) -> dict[str, Any]:
         value = getattr(settings, field.name)
         out[field.metadata["env"]] = mask(value) if field.metadata["secret"] else value
     return out
+
+
+def secrets(settings: Any) -> list[str]:
+    """Every secret substring of a settings object (see :func:`secret_values`)."""
+    return sorted({s for field in dataclasses.fields(settings) if field.metadata["secret"]
+                   for s in secret_values(getattr(settings, field.name))})
 
 
 def variables(cls: type) -> dict[str, str]:
@@ -129,3 +165,23 @@ class ServerSettings:
     max_message_bytes: int = setting("MOVIEREC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
                                      minimum=1024, maximum=64 * 1024 * 1024,
                                      doc="largest gRPC message accepted or sent")
+    tls_cert: str = setting("MOVIEREC_TLS_CERT", "",
+                            doc="PEM certificate (chain) of this process: served, and shown "
+                                "as its client identity (mTLS)")
+    tls_key: str = setting("MOVIEREC_TLS_KEY", "", doc="PEM private key of MOVIEREC_TLS_CERT")
+    tls_ca: str = setting("MOVIEREC_TLS_CA", "",
+                          doc="PEM CA bundle: servers require client certificates it signed "
+                              "(mTLS), clients verify servers with it")
+    health_port: int = setting("MOVIEREC_HEALTH_PORT", -1, minimum=-1, maximum=65535,
+                               doc="plaintext port serving only the gRPC health service "
+                                   "(Kubernetes probes under TLS; -1 off)")
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("invalid settings: MOVIEREC_TLS_CERT and MOVIEREC_TLS_KEY "
+                                "go together")
+
+    @property
+    def tls(self) -> bool:
+        """Whether gRPC connections of this process use TLS (as server and as client)."""
+        return bool(self.tls_cert or self.tls_ca)

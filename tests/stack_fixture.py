@@ -4,6 +4,8 @@ Models are trained on a small synthetic data set, the catalog and vectors are lo
 into real PostgreSQL and Milvus, and catalog, retriever, embedder and gateway run as
 separate ``movierec serve`` processes, as ``make run`` starts them. Test modules use
 ``running_stack`` inside their own fixture (tests/test_e2e.py, tests/test_web_browser.py).
+Models, catalog and vectors are prepared once per test session: a second stack (with
+other settings, tests/test_security_stack.py) reuses them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from movierec.stack.process import free_port, stop_process
 from movierec.stack.up import GRPC_SERVICES, launch, wait_serving
 
 DATASET = "synthetic-150x200x25-s5"
+#: (database server URL, Milvus URI) -> (artifacts folder, loaded database URL)
+_PREPARED: dict[tuple[str, str], tuple[Path, str]] = {}
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Stack:
     def restart(self, name: str) -> None:
         service = registry.get(name)
         self.procs[name] = launch(service, self.env, self.logs)
-        wait_serving(self.procs[name], name, int(self.env[service.port_env]), 60)
+        wait_serving(self.procs[name], name, int(self.env[service.port_env]), 60, self.env)
 
     def stop(self, name: str) -> None:
         stop_process(self.procs[name])
@@ -66,10 +70,11 @@ def _database(base_url: str) -> str:
     return base_url.rsplit("/", 1)[0] + "/" + name
 
 
-def _env(root: Path, database: str, milvus_uri: str, redis_url: str) -> dict[str, str]:
+def _env(artifacts: Path, database: str, milvus_uri: str, redis_url: str) -> dict[str, str]:
     env = {**os.environ, "DATABASE_URL": database, "MILVUS_URI": milvus_uri,
-           "REDIS_URL": redis_url, "MOVIEREC_ARTIFACTS": str(root / "artifacts"),
-           "GATEWAY_CALL_TIMEOUT": "1.0", "MOVIEREC_GRACE_SECONDS": "0.5"}
+           "REDIS_URL": redis_url, "MOVIEREC_ARTIFACTS": str(artifacts),
+           "GATEWAY_CALL_TIMEOUT": "1.0", "MOVIEREC_GRACE_SECONDS": "0.5",
+           "WEB_METRICS_PORT": "-1"}
     for service in GRPC_SERVICES:
         port = str(free_port())
         env[service.port_env] = port
@@ -78,21 +83,35 @@ def _env(root: Path, database: str, milvus_uri: str, redis_url: str) -> dict[str
     return env
 
 
+def _prepare(root: Path, database_url: str, milvus_uri: str) -> tuple[Path, str]:
+    """Train, load the catalog and publish the vectors, once per session and stores."""
+    key = (database_url, milvus_uri)
+    if key not in _PREPARED:
+        _train(root / "artifacts", root)
+        data = load_dataset(DATASET)
+        database = _database(database_url)
+        asyncio.run(loader.load(database, data, data.ratings, progress=False))
+        store = MilvusVectors(milvus_uri, timeout=30)
+        for model in ("fusion", "pinsage"):
+            path = latest(model, root / "artifacts")
+            publish(store, model, path.name, items_from_artifact(path, DATASET, None),
+                    drain_seconds=0, progress=False)
+        store.close()
+        _PREPARED[key] = (root / "artifacts", database)
+    return _PREPARED[key]
+
+
 @contextmanager
-def running_stack(root: Path, database_url: str, milvus_uri: str) -> Iterator[Stack]:
-    """Train, load and start every service under ``root``; stop them all on exit."""
-    _train(root / "artifacts", root)
-    data = load_dataset(DATASET)
-    database = _database(database_url)
-    asyncio.run(loader.load(database, data, data.ratings, progress=False))
-    store = MilvusVectors(milvus_uri, timeout=30)
-    for model in ("fusion", "pinsage"):
-        path = latest(model, root / "artifacts")
-        publish(store, model, path.name, items_from_artifact(path, DATASET, None),
-                drain_seconds=0, progress=False)
-    store.close()
+def running_stack(root: Path, database_url: str, milvus_uri: str,
+                  configure: Callable[[dict[str, str], LocalRedis], None] | None = None
+                  ) -> Iterator[Stack]:
+    """Prepare (once) and start every service under ``root``; stop them all on exit.
+    ``configure(env, redis)`` may change the settings (and the Redis) first."""
+    artifacts, database = _prepare(root, database_url, milvus_uri)
     redis = LocalRedis(root / "redis")
-    env = _env(root, database, milvus_uri, redis.start())
+    env = _env(artifacts, database, milvus_uri, redis.start())
+    if configure is not None:
+        configure(env, redis)
     running = Stack(env, {}, redis, root / "logs")
     try:
         for service in GRPC_SERVICES:

@@ -44,6 +44,9 @@ DOCUMENTED: dict[str, set[C]] = {
     "Retriever.DescribeModel": {C.NOT_FOUND, C.FAILED_PRECONDITION},
     "Embedder.EmbedHistory": {C.NOT_FOUND},                  # no known movie rated
 }
+#: With GATEWAY_AUTH_REQUIRED: the requests that act as a user (gateway/guard.py POLICY).
+AUTH = {"Gateway.Recommend", "Gateway.RecordRating"}
+AUTH_CODES = {C.UNAUTHENTICATED, C.PERMISSION_DENIED}
 MODULES = {"gateway": gateway_pb2, "catalog": catalog_pb2, "retriever": retriever_pb2,
            "embedder": embedder_pb2}
 METHODS = [(name, method) for name, module in MODULES.items()
@@ -70,9 +73,20 @@ def _call(stack: Stack, service: str, method, request) -> C:
     return C.OK
 
 
+def _allowed(stack: Stack, method) -> set[C]:
+    """The codes documented for ``method`` on this stack (its auth and rate limit)."""
+    allowed = CALLER | DOCUMENTED.get(_key(method), set())
+    if _key(method) in AUTH and stack.env.get("GATEWAY_AUTH_REQUIRED") == "true":
+        allowed |= AUTH_CODES
+    if method.containing_service.name == "Gateway" and float(
+            stack.env.get("GATEWAY_RATE_LIMIT") or 0):
+        allowed.add(C.RESOURCE_EXHAUSTED)
+    return allowed
+
+
 def _check(stack: Stack, service: str, method, request) -> None:
     code = _call(stack, service, method, request)
-    allowed = CALLER | DOCUMENTED.get(_key(method), set())
+    allowed = _allowed(stack, method)
     if code not in allowed:
         FAILED[_key(method)] = json_format.MessageToDict(request)
     assert code in allowed, f"{_key(method)} answered {code.name} for {request}"

@@ -44,3 +44,59 @@ def test_secrets_never_appear_in_errors_or_descriptions() -> None:
 def test_server_settings_variables_are_documented() -> None:
     docs = settings.variables(settings.ServerSettings)
     assert "MOVIEREC_HOST" in docs and all(docs.values())
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2-pw@h:6379/0", "redis://:***@h:6379/0"),
+    ("rediss://:hunter2-pw@h:6380/0", "rediss://:***@h:6380/0"),
+    ("redis://default:hunter2-pw@h/0", "redis://default:***@h/0"),
+    ("postgresql://u:hunter2@pw@db:5432/x?sslmode=require",
+     "postgresql://u:***@db:5432/x?sslmode=require"),
+    ("postgresql://db/x?user=u&password=hunter2-pw&sslmode=require",
+     "postgresql://db/x?user=u&password=***&sslmode=require"),
+    ("redis://h:6379/0?password=hunter2-pw", "redis://h:6379/0?password=***"),
+    ("host=db dbname=x user=u password=hunter2-pw sslmode=require",
+     "host=db dbname=x user=u password=*** sslmode=require"),
+    ("host=db password='hunter2 pw' user=u", "host=db password=*** user=u"),
+    ("postgresql://u@db/x", "postgresql://u@db/x"),
+    ("{\"keys\": [{\"kty\": \"oct\", \"k\": \"hunter2-pw\"}]}", "***"),
+    ("hunter2-pw", "***"),
+])
+def test_every_url_and_dsn_form_is_masked(url: str, shown: str) -> None:
+    assert settings.mask(url) == shown
+    assert "hunter2" not in settings.mask(url)
+    found = settings.secret_values(url)
+    assert url == "postgresql://u@db/x" or any("hunter2" in s for s in found)
+
+
+def test_secret_values_include_the_decoded_password() -> None:
+    assert settings.secret_values("redis://:p%40ss-word@h/0") == ["p%40ss-word", "p@ss-word"]
+
+
+def test_redactor_masks_messages_extras_and_tracebacks() -> None:
+    import logging
+
+    from movierec.security.redact import Redactor
+
+    redactor = Redactor(["hunter2-pw"])
+    record = logging.LogRecord("x", logging.ERROR, "f", 1, "connect %s failed", (
+        "redis://:other-secret@h/0",), None)
+    record.url = "postgresql://u:hunter2-pw@h/db"
+    record.settings = {"KEY": ["token hunter2-pw"]}
+    try:
+        raise ValueError("key hunter2-pw refused")
+    except ValueError:
+        import sys
+        record.exc_info = sys.exc_info()
+    assert redactor.filter(record)
+    text = record.getMessage() + str(vars(record))
+    assert "hunter2" not in text and "other-secret" not in text
+    assert record.getMessage() == "connect redis://:***@h/0 failed"
+    assert "ValueError: key *** refused" in record.exc
+
+
+def test_tls_certificate_and_key_go_together() -> None:
+    with pytest.raises(settings.SettingsError, match="MOVIEREC_TLS_KEY"):
+        settings.load(settings.ServerSettings, {"MOVIEREC_TLS_CERT": "/x.crt"})
+    assert not settings.ServerSettings().tls
+    assert settings.ServerSettings(tls_ca="/ca.crt").tls

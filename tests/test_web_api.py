@@ -3,8 +3,10 @@
 The stub is a real gRPC server (port 0) whose Recommend validates with the gateway's
 own ``normalize`` and pages with real tokens; magic user ids make it fail with chosen
 status codes, so every mapping (400/404/503/500), deadline and request-id hop is
-exercised over the wire. The end-to-end path over the real stack is in
-tests/test_web_browser.py.
+exercised over the wire, with the hardening (body limit, security headers, no public
+metrics) and the pass-through of the caller's token. The end-to-end path over the real
+stack is in tests/test_web_browser.py and, with TLS and tokens on,
+tests/test_security_stack.py.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from movierec.common.v1 import common_pb2
 from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.server import retry_info
 from movierec.stack.process import free_port
 
 TIMEOUT = 0.5
 FAILURES = {4040: grpc.StatusCode.NOT_FOUND, 5030: grpc.StatusCode.UNAVAILABLE,
-            5000: grpc.StatusCode.INTERNAL}
+            5000: grpc.StatusCode.INTERNAL, 4010: grpc.StatusCode.UNAUTHENTICATED,
+            4030: grpc.StatusCode.PERMISSION_DENIED, 4290: grpc.StatusCode.RESOURCE_EXHAUSTED,
+            5031: grpc.StatusCode.FAILED_PRECONDITION}
 
 
 def stub_movie(movie_id: int) -> common_pb2.Movie:
@@ -49,6 +54,8 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
         self._note("Recommend", request, context)
         if request.user_id == 5040:
             time.sleep(TIMEOUT * 2)
+        if request.user_id == 4290:
+            context.set_trailing_metadata(retry_info.trailers("slow down", 2.2))
         if request.user_id in FAILURES:
             context.abort(FAILURES[request.user_id], "db at 10.0.0.7:5432 refused")
         try:
@@ -85,6 +92,7 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
         return pb.ListGenresResponse(genres=["Comedy", "Drama"])
 
     def RecordRating(self, request, context):  # noqa: N802
+        self._note("RecordRating", request, context)
         if not 1 <= request.rating <= 5:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rating: must be between 1 and 5")
         return pb.RecordRatingResponse(user_id=request.user_id, movie_id=request.movie_id,
@@ -186,13 +194,14 @@ def test_recommend_invalid_is_400(client: TestClient, body: dict, message: str) 
 
 @pytest.mark.parametrize(("user_id", "status", "code"), [
     (4040, 404, "NOT_FOUND"), (5030, 503, "UNAVAILABLE"), (5040, 503, "DEADLINE_EXCEEDED"),
-    (5000, 500, "INTERNAL")])
+    (5000, 500, "INTERNAL"), (4010, 401, "UNAUTHENTICATED"), (4030, 403, "PERMISSION_DENIED"),
+    (4290, 429, "RESOURCE_EXHAUSTED"), (5031, 503, "FAILED_PRECONDITION")])
 def test_grpc_errors_map_to_http(client: TestClient, user_id: int, status: int,
                                  code: str) -> None:
     start = time.monotonic()
     message = error_of(client.post("/api/recommend", json={"user_id": user_id}), status, code)
     assert time.monotonic() - start < TIMEOUT * 3
-    if status != 404:
+    if status >= 500:
         assert "10.0.0.7" not in message  # internal details never reach the browser
 
 
@@ -242,3 +251,62 @@ def test_bad_settings_exit_2(monkeypatch, capsys) -> None:
     assert server.main([]) == 2
     assert "WEB_PORT" in capsys.readouterr().err
 
+
+
+def test_refusals_tell_how_to_recover(client: TestClient) -> None:
+    unauthenticated = client.post("/api/recommend", json={"user_id": 4010})
+    assert unauthenticated.headers["www-authenticate"] == "Bearer"
+    limited = client.post("/api/recommend", json={"user_id": 4290})
+    assert limited.headers["retry-after"] == "3"   # RetryInfo 2.2 s, rounded up
+
+
+def test_the_callers_token_and_address_reach_the_gateway(client: TestClient, stubs) -> None:
+    body = {"user_id": 1_500_000_000, "movie_id": 5, "rating": 4}
+    assert client.post("/api/ratings", json=body,
+                       headers={"Authorization": "Bearer abc.def.ghi"}).status_code == 200
+    sent = stubs[1].seen["RecordRating"][1]
+    assert sent["authorization"] == "Bearer abc.def.ghi"
+    assert sent["x-forwarded-for"] == "testclient"
+    client.post("/api/ratings", json=body)
+    assert "authorization" not in stubs[1].seen["RecordRating"][1]
+
+
+def test_bodies_over_the_limit_are_413(stubs) -> None:
+    with TestClient(create_app(stubs[0], TIMEOUT, max_body_bytes=2048)) as small:
+        declared = small.post("/api/recommend", json={"liked": {"movie_ids": list(range(
+            1, 1000))}})
+        assert error_of(declared, 413, "REQUEST_ENTITY_TOO_LARGE") == (
+            "request body over 2048 bytes")
+
+        def chunks():
+            yield b'{"liked": {"movie_ids": ['
+            for _ in range(200):
+                yield b"1, 2, 3, 4, 5, 6, 7, 8, "
+            yield b"9]}}"
+        streamed = small.post("/api/recommend", content=chunks(),
+                              headers={"content-type": "application/json"})
+        error_of(streamed, 413, "REQUEST_ENTITY_TOO_LARGE")
+        assert small.post("/api/recommend", json={"user_id": 3}).status_code == 200
+
+
+def test_security_headers_and_no_public_metrics(client: TestClient) -> None:
+    for path in ("/", "/static/app.js", "/api/genres", "/api/nothing"):
+        headers = client.get(path).headers
+        assert "script-src 'self';" in headers["content-security-policy"] + ";"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert "strict-transport-security" not in headers   # plain HTTP here
+    assert client.get("/api/genres").headers["cache-control"] == "no-store"
+    assert "'unsafe-inline'" in client.get("/docs").headers["content-security-policy"]
+    assert "'unsafe-inline'" not in client.get("/").headers["content-security-policy"]
+    error_of(client.get("/metrics"), 404, "NOT_FOUND")
+
+
+def test_metrics_have_their_own_internal_port() -> None:
+    from movierec import registry, settings
+
+    config = settings.load(server.WebSettings, {})
+    assert config.metrics_port == registry.WEB.metrics_port != config.port
+    assert settings.load(server.WebSettings, {"WEB_METRICS_PORT": "-1"}).metrics_port == -1

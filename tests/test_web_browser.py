@@ -130,4 +130,4 @@ def test_api_over_the_real_stack(site: tuple[Stack, str]) -> None:
     missing = httpx.get(f"{url}/api/movies/987654/similar")
     assert missing.status_code == 404 and missing.json()["error"] == "NOT_FOUND"
     bad = httpx.post(f"{url}/api/recommend", json={"liked": {"movie_ids": [999_999]}})
-    assert bad.status_code == 400 and bad.json()["message"].startswith("liked_movie_ids")
+    assert bad.status_code == 400 and bad.json()["message"].startswith("liked.movie_ids")

@@ -3,7 +3,9 @@
 Swagger UI (``/docs``) and ReDoc (``/redoc``) load their JavaScript and CSS from the
 ``fastapi-offline`` package instead of a CDN, so the docs work without internet.
 Each request gets an id (``X-Request-ID`` or a fresh one) that is logged, returned
-and forwarded to the gateway as gRPC metadata.
+and forwarded to the gateway as gRPC metadata. Bodies are bounded and every answer
+carries the security headers (:mod:`movierec.apps.web.security`); Prometheus metrics
+are not served here but on the internal ``WEB_METRICS_PORT`` (:mod:`.server`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import prometheus_client
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,16 +24,18 @@ from fastapi_offline import FastAPIOffline
 
 from movierec.apps.web import routes, status
 from movierec.apps.web.backend import Backend
+from movierec.apps.web.security import BodyLimit, SecurityHeaders
 from movierec.logs import request_id
 
 log = logging.getLogger("web.http")
 STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 64 * 1024
 
 
-def _lifespan(gateway_addr: str, timeout: float):
+def _lifespan(gateway_addr: str, timeout: float, credentials: grpc.ChannelCredentials | None):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.backend = Backend(gateway_addr, timeout)
+        app.state.backend = Backend(gateway_addr, timeout, credentials)
         try:
             yield
         finally:
@@ -55,16 +59,21 @@ async def _request_context(request: Request, call_next):
         request_id.reset(token)
 
 
-def create_app(gateway_addr: str, timeout: float) -> FastAPI:
-    """The facade over the gateway at ``gateway_addr``."""
+def create_app(gateway_addr: str, timeout: float, *,
+               credentials: grpc.ChannelCredentials | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The facade over the gateway at ``gateway_addr`` (TLS with ``credentials``)."""
     app = FastAPIOffline(title="movierec web API", version="1",
                          description="HTTP/JSON facade over the movierec gRPC gateway.",
-                         lifespan=_lifespan(gateway_addr, timeout))
+                         lifespan=_lifespan(gateway_addr, timeout, credentials))
     status.install(app)
+    # the last added runs first: headers on everything, then ids, then the body limit
+    # (inside the request-id middleware, whose task group would wrap its 413)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.middleware("http")(_request_context)
+    app.add_middleware(SecurityHeaders)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.mount("/metrics", prometheus_client.make_asgi_app())
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

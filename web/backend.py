@@ -1,10 +1,16 @@
 """The facade's gRPC client of the gateway, the only service it calls.
 
-Every call carries a deadline (``WEB_CALL_TIMEOUT``) and the current request id;
-reads are retried on UNAVAILABLE within that deadline.
+Every call carries a deadline (``WEB_CALL_TIMEOUT``), the current request id and, for
+the gateway's authentication and rate limit, the HTTP caller's ``Authorization``
+header (passed through as-is) and address (``x-forwarded-for``; the gateway believes
+it when it lists the facade in ``GATEWAY_TRUSTED_PROXIES``). Reads are retried on
+UNAVAILABLE within that deadline; writes never are. The channel uses TLS when the
+process has TLS settings.
 """
 
 from __future__ import annotations
+
+import copy
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,19 +19,31 @@ from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
 from movierec.server import client
 
+AUTHORIZATION = "authorization"
+FORWARDED_FOR = "x-forwarded-for"
+
 
 class Backend:
     """An open channel to the gateway; create inside the serving loop."""
 
-    def __init__(self, gateway_addr: str, timeout: float) -> None:
+    def __init__(self, gateway_addr: str, timeout: float,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.timeout = timeout
-        self._gateway_channel = client.channel(gateway_addr)
+        self.metadata: tuple[tuple[str, str], ...] = ()
+        self._gateway_channel = client.channel(gateway_addr, credentials=credentials)
         self.gateway = gateway_pb2_grpc.GatewayStub(self._gateway_channel)
         self._health = health_pb2_grpc.HealthStub(self._gateway_channel)
 
+    def for_caller(self, authorization: str | None, address: str | None) -> Backend:
+        """This backend, its calls carrying one HTTP caller's credentials and address."""
+        bound = copy.copy(self)
+        bound.metadata = tuple((key, value) for key, value in (
+            (AUTHORIZATION, authorization), (FORWARDED_FOR, address)) if value)
+        return bound
+
     async def _call(self, method, request, target: str, idempotent: bool = True):
         return await client.call(method, request, timeout=self.timeout, target=target,
-                                 idempotent=idempotent)
+                                 idempotent=idempotent, metadata=self.metadata)
 
     async def recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
         return await self._call(self.gateway.Recommend, request, "gateway")

@@ -19,14 +19,23 @@ router = APIRouter(prefix="/api")
 ERRORS = {code: {"description": text, "content": {"application/json": {"example": {
     "error": name, "message": "..."}}}} for code, name, text in (
     (400, "INVALID_ARGUMENT", "a field is invalid; the message names it"),
+    (401, "UNAUTHENTICATED", "a user's request without a valid token (Authorization: "
+                             "Bearer <token>), when the server requires tokens"),
+    (403, "PERMISSION_DENIED", "the token is another user's"),
     (404, "NOT_FOUND", "the movie does not exist or has no vector"),
-    (503, "UNAVAILABLE", "the gateway or a service behind it is down or too slow"))}
+    (413, "REQUEST_ENTITY_TOO_LARGE", "the request body is over the limit"),
+    (429, "RESOURCE_EXHAUSTED", "over the rate limit; Retry-After says when to retry"),
+    (503, "UNAVAILABLE", "the gateway or a service behind it is down, too slow or not "
+                         "ready"))}
 Genre = Annotated[str | None, Query(max_length=50, description="keep movies of this genre")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 def backend(request: Request) -> Backend:
-    return request.app.state.backend
+    """The gateway client for this request: its ``Authorization`` and address go along."""
+    address = request.client.host if request.client else None
+    return request.app.state.backend.for_caller(request.headers.get("authorization"),
+                                                address)
 
 
 Client = Annotated[Backend, Depends(backend)]

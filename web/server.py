@@ -1,9 +1,12 @@
 """The facade process: settings, JSON logs and uvicorn (``movierec serve web``).
 
-Reads ``WEB_PORT``, ``GATEWAY_ADDR``, ``CATALOG_ADDR``, ``WEB_CALL_TIMEOUT`` and the
-shared ``MOVIEREC_HOST`` / ``MOVIEREC_LOG_LEVEL`` / ``MOVIEREC_GRACE_SECONDS`` once,
-exits 2 on a bad value, and serves until SIGTERM/Ctrl-C (uvicorn drains in-flight
-requests for the grace time).
+Reads ``WEB_PORT``, ``WEB_METRICS_PORT``, ``GATEWAY_ADDR``, ``WEB_CALL_TIMEOUT``,
+``WEB_MAX_BODY_BYTES`` and the shared ``MOVIEREC_HOST`` / ``MOVIEREC_LOG_LEVEL`` /
+``MOVIEREC_GRACE_SECONDS`` / ``MOVIEREC_TLS_*`` once, exits 2 on a bad value, serves
+Prometheus metrics on the internal metrics port (never on the public one) and the app
+until SIGTERM/Ctrl-C (uvicorn drains in-flight requests for the grace time). uvicorn
+takes the client address from ``X-Forwarded-For`` only from the proxies in
+``FORWARDED_ALLOW_IPS`` (uvicorn's own variable, default 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -16,17 +19,25 @@ from dataclasses import dataclass
 import uvicorn
 
 from movierec import settings
-from movierec.apps.web.app import create_app
+from movierec.apps.web.app import MAX_BODY_BYTES, create_app
 from movierec.registry import GATEWAY, WEB
+from movierec.security import tls
+from movierec.server import metrics
 from movierec.server.runner import start_process
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WebSettings:
     port: int = settings.port(WEB)
+    metrics_port: int = settings.metrics_port(WEB)
     gateway_addr: str = settings.address(GATEWAY)
     call_timeout: float = settings.setting("WEB_CALL_TIMEOUT", 5.0, minimum=0.01, maximum=60,
                                            doc="deadline of each gRPC call of the facade (s)")
+    max_body_bytes: int = settings.setting("WEB_MAX_BODY_BYTES", MAX_BODY_BYTES, minimum=1024,
+                                           maximum=16 * 1024 * 1024,
+                                           doc="largest request body (413 above)")
 
 
 def _plain_uvicorn_logs(record: logging.LogRecord) -> bool:
@@ -48,8 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config, server = loaded
     logging.getLogger("uvicorn.error").addFilter(_plain_uvicorn_logs)
-    app = create_app(config.gateway_addr, config.call_timeout)
-    uvicorn.run(app, host=args.host or server.host,
-                port=config.port if args.port is None else args.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=int(server.grace_seconds) or 1)
+    host = args.host or server.host
+    if config.metrics_port >= 0:
+        log.info("metrics", extra={"metrics_port": metrics.start(config.metrics_port, host)})
+    app = create_app(config.gateway_addr, config.call_timeout,
+                     credentials=tls.channel_credentials(server),
+                     max_body_bytes=config.max_body_bytes)
+    uvicorn.run(app, host=host, port=config.port if args.port is None else args.port,
+                log_config=None, access_log=False, server_header=False,
+                timeout_graceful_shutdown=int(server.grace_seconds) or 1)
     return 0

@@ -1,5 +1,8 @@
 """Outbound gRPC: channels that forward the request id, deadlines and one shared retry.
 
+A channel is plaintext unless it is given TLS credentials
+(:func:`movierec.security.tls.channel_credentials`, from the process' settings).
+
 Every outbound call goes through :func:`call` with a deadline. Only idempotent calls
 are retried, only on UNAVAILABLE, with backoff, never past the caller's deadline, and
 at most once per request chain: a retried call carries ``x-movierec-retry`` so the
@@ -72,8 +75,10 @@ def _may_retry(exc: grpc.aio.AioRpcError, budget: RetryBudget) -> bool:
     return exc.code() == grpc.StatusCode.UNAVAILABLE and not budget.spent
 
 
-def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` that forwards the current request id."""
+def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024,
+            credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """A channel to ``target`` (TLS with ``credentials``, else plaintext) that forwards
+    the current request id."""
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.keepalive_time_ms", 30_000),
@@ -84,24 +89,29 @@ def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.C
                ("grpc.initial_reconnect_backoff_ms", 100),
                ("grpc.min_reconnect_backoff_ms", 100),
                ("grpc.max_reconnect_backoff_ms", 1000)]
-    return grpc.aio.insecure_channel(target, options=options,
-                                     interceptors=[_RequestIdInterceptor()])
+    interceptors = [_RequestIdInterceptor()]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=options,
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 async def call(method: Any, request: Any, *, timeout: float, target: str = "",
-               idempotent: bool = False, backoff: float = 0.02) -> Any:
-    """Invoke ``method(request)`` with a deadline; an idempotent call that finds its
-    target UNAVAILABLE is retried once if the request chain's retry is not spent."""
+               idempotent: bool = False, backoff: float = 0.02,
+               metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    """Invoke ``method(request)`` with a deadline and ``metadata`` (credentials, the
+    caller's address); an idempotent call that finds its target UNAVAILABLE is retried
+    once if the request chain's retry is not spent."""
     deadline = time.monotonic() + timeout
     name = getattr(method, "_method", b"")
     label = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else str(name)
     budget = retry_budget.get() or RetryBudget()
     while True:
-        metadata = ((RETRY_KEY, "1"),) if budget.spent else ()
+        sent = (*metadata, (RETRY_KEY, "1")) if budget.spent else metadata
         start = time.perf_counter()
         try:
             response = await method(request, timeout=max(deadline - time.monotonic(), 0.001),
-                                    metadata=metadata)
+                                    metadata=sent)
         except grpc.aio.AioRpcError as exc:
             metrics.CLIENT_LATENCY.labels(target, label, exc.code().name).observe(
                 time.perf_counter() - start)

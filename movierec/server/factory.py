@@ -2,8 +2,12 @@
 
 ``build_server`` returns ``(server, port)``: a started :class:`ManagedServer` with
 the gRPC health service (every registered service NOT_SERVING until
-``server.readiness.set_serving(True)``), server reflection, the interceptor and
-message-size limits; binding port 0 picks a free port, which is what tests do.
+``server.readiness.set_serving(True)``), server reflection, the interceptor (with the
+process' ``admit`` hook, if any) and message-size limits; binding port 0 picks a free
+port, which is what tests do. With ``MOVIEREC_TLS_CERT`` the port speaks TLS only (mTLS
+with ``MOVIEREC_TLS_CA``, :mod:`movierec.security.tls`); ``MOVIEREC_HEALTH_PORT`` adds a
+plaintext port serving nothing but the health service, for probes that cannot speak
+TLS (Kubernetes' gRPC probes).
 ``run_until_signal`` serves until SIGTERM/SIGINT, then reports NOT_SERVING, drains
 in-flight calls for the grace period and runs the server's cleanups (pools, clients).
 """
@@ -22,7 +26,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from movierec.server.interceptor import ServiceInterceptor
+from movierec.security import tls
+from movierec.server.interceptor import Admit, ServiceInterceptor
 from movierec.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -88,10 +93,32 @@ class ManagedServer:
         self.cleanups.clear()
 
 
+def _bind(server: grpc.aio.Server, host: str, port: int,
+          credentials: grpc.ServerCredentials | None) -> int:
+    address = f"{host}:{port}"
+    bound = (server.add_secure_port(address, credentials) if credentials is not None
+             else server.add_insecure_port(address))
+    if bound == 0:
+        raise OSError(f"could not bind {address}")
+    return bound
+
+
+async def _health_only(readiness: Readiness, settings: ServerSettings) -> grpc.aio.Server:
+    """A plaintext server answering only the health service of ``readiness``."""
+    server = grpc.aio.server(options=server_options(settings))
+    health_pb2_grpc.add_HealthServicer_to_server(readiness.servicer, server)
+    bound = _bind(server, settings.host, settings.health_port, None)
+    await server.start()
+    log.info("health port", extra={"health_port": bound})
+    return server
+
+
 async def build_server(process: str, services: Sequence[ServiceSpec], port: int,
-                       settings: ServerSettings) -> tuple[ManagedServer, int]:
+                       settings: ServerSettings, admit: Admit | None = None
+                       ) -> tuple[ManagedServer, int]:
     """Create and start a server hosting ``services``; health starts NOT_SERVING."""
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(process)],
+    credentials = tls.server_credentials(settings)
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(process, admit)],
                              options=server_options(settings))
     readiness = Readiness([s.name for s in services])
     for spec in services:
@@ -101,14 +128,18 @@ async def build_server(process: str, services: Sequence[ServiceSpec], port: int,
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{settings.host}:{port}")
-    if bound == 0:
-        raise OSError(f"could not bind {settings.host}:{port}")
+    bound = _bind(server, settings.host, port, credentials)
     await readiness.set_serving(False)
     await readiness.servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    managed = ManagedServer(server, readiness, settings.grace_seconds)
+    if settings.health_port >= 0:
+        health_server = await _health_only(readiness, settings)
+        managed.on_stop(lambda: health_server.stop(0))
     await server.start()
-    log.info("listening", extra={"server": process, "port": bound})
-    return ManagedServer(server, readiness, settings.grace_seconds), bound
+    log.info("listening", extra={"server": process, "port": bound,
+                                 "tls": "off" if credentials is None else
+                                 "mtls" if settings.tls_ca else "tls"})
+    return managed, bound
 
 
 async def run_until_signal(server: ManagedServer) -> None:

@@ -1,8 +1,12 @@
-"""Server interceptor: request ids, JSON access logs, metrics and error mapping.
+"""Server interceptor: request ids, admission, JSON access logs, metrics and error mapping.
 
 Every unary-unary handler is wrapped so that an exception it raises becomes the status
 chosen by :func:`movierec.server.status.status_for`, and its latency and code are
-recorded. Streaming handlers (health ``Watch``, reflection) pass through untouched.
+recorded. A process may pass an ``admit`` hook (the gateway's authentication and rate
+limit): it sees every unary call with its request before the handler does and refuses
+one by raising, through the same mapping; a RESOURCE_EXHAUSTED answer carries
+``google.rpc.RetryInfo`` (:mod:`movierec.server.retry_info`). Streaming handlers
+(health ``Watch``, reflection) pass through untouched.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
+from movierec.errors import ResourceExhausted
 from movierec.logs import request_id
-from movierec.server import metrics
+from movierec.server import metrics, retry_info
 from movierec.server.client import REQUEST_ID_KEY, RETRIED_KEY, budget_for, retry_budget
 from movierec.server.status import status_for
 
 log = logging.getLogger("movierec.rpc")
+#: ``admit(full method name, request, context)``: raise to refuse the call.
+Admit = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
 def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
@@ -31,8 +40,9 @@ def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps unary handlers of one service process."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, admit: Admit | None = None) -> None:
         self.service = service
+        self.admit = admit
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -40,11 +50,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, method),
+            self._wrap(handler.unary_unary, method, handler_call_details.method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
-    def _wrap(self, behaviour, method: str):
+    def _wrap(self, behaviour, method: str, full_method: str):
+        admit = self.admit
+
         async def wrapped(request, context: grpc.aio.ServicerContext):
             token = request_id.set(_incoming_request_id(context))
             budget = budget_for(context.invocation_metadata())
@@ -52,6 +64,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if admit is not None:
+                    await admit(full_method, request, context)
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -59,6 +73,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
                 code, message = status_for(exc)
                 trailers = ((RETRIED_KEY, "1"),) if budget.retried else ()
+                if isinstance(exc, ResourceExhausted):
+                    trailers += retry_info.trailers(message, exc.retry_after)
                 await context.abort(code, message, trailing_metadata=trailers)
             finally:
                 self._record(method, code, time.perf_counter() - start)

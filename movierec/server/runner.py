@@ -1,7 +1,8 @@
 """The ``movierec serve NAME`` entry point shared by every service process.
 
 Parses ``--port``/``--metrics-port``, reads settings once (failing fast), installs
-JSON logging, starts the metrics endpoint, builds the server through the service's
+JSON logging with the process' secrets redacted (:mod:`movierec.security.redact`),
+starts the metrics endpoint, builds the server through the service's
 ``create_server`` and serves until SIGTERM.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from movierec import logs, settings
+from movierec.security import redact
 from movierec.server import metrics
 from movierec.server.factory import ManagedServer, run_until_signal
 
@@ -32,6 +34,7 @@ def start_process(name: str, settings_cls: type) -> tuple[Any, settings.ServerSe
         print(f"movierec serve {name}: {exc}", file=sys.stderr)
         return None
     logs.configure(name, server_config.log_level)
+    redact.install(settings.secrets(config))
     log.info("settings", extra={"settings": settings.describe(config)})
     return config, server_config
 

@@ -25,9 +25,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from movierec import recommend, registry
+from movierec import recommend, registry, settings
+from movierec.apps.gateway.server import security_summary
 from movierec.errors import MovierecError, Unavailable
 from movierec.registry import Service
+from movierec.security import tls
+from movierec.server import client
 from movierec.stack.prepare import prepare
 from movierec.stack.process import runtime_root, stop_process
 from movierec.stack.stores import LocalStores, ports_to_check
@@ -69,9 +72,9 @@ def check_ports(env: dict[str, str]) -> None:
                           "variables to free ports (or stop what holds them) and run again")
 
 
-def _health(port: int) -> int:
+def _health(port: int, credentials: grpc.ChannelCredentials | None = None) -> int:
     async def check() -> int:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        async with client.channel(f"127.0.0.1:{port}", credentials=credentials) as chan:
             stub = health_pb2_grpc.HealthStub(chan)
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
             return reply.status
@@ -81,12 +84,15 @@ def _health(port: int) -> int:
         return health_pb2.HealthCheckResponse.UNKNOWN
 
 
-def wait_serving(proc: subprocess.Popen, name: str, port: int, timeout: float) -> None:
+def wait_serving(proc: subprocess.Popen, name: str, port: int, timeout: float,
+                 env: dict[str, str] | None = None) -> None:
+    """Wait until ``name`` is SERVING (over TLS when ``env`` configures it)."""
+    credentials = tls.channel_credentials(settings.load(settings.ServerSettings, env or {}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise Unavailable(f"{name} exited with code {proc.returncode}")
-        if _health(port) == health_pb2.HealthCheckResponse.SERVING:
+        if _health(port, credentials) == health_pb2.HealthCheckResponse.SERVING:
             return
         time.sleep(0.2)
     raise Unavailable(f"{name} was not SERVING on port {port} after {timeout:.0f}s")
@@ -119,7 +125,7 @@ class Running:
             return
         port = int(self.env.setdefault(service.port_env, str(service.port)))
         self.procs[service.name] = launch(service, self.env, self.logs)
-        wait_serving(self.procs[service.name], service.name, port, self.timeout)
+        wait_serving(self.procs[service.name], service.name, port, self.timeout, self.env)
 
     def start_all(self) -> None:
         for service in registry.SERVICES:
@@ -185,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         running.env.update(addresses)
         print("services:")
         running.start_all()
+        print("\n".join(["callers:", *(f"  {line}" for line in security_summary(running.env))]))
         demo(running.env)
         if running.web_url:
             print(f"web page and JSON API: {running.web_url}/  "

@@ -1,0 +1,141 @@
+"""Who may call the public API, and how often: the one place the gateway checks callers.
+
+:class:`Guard` is the server's ``admit`` hook (:mod:`movierec.server.interceptor`): it
+sees every unary call of the ``Gateway`` service (never health or reflection) with its
+request, before the servicer does.
+
+1. **Authentication.** A call may carry ``authorization: Bearer <JWT>``; with auth on,
+   a token that is present must be valid (UNAUTHENTICATED otherwise: malformed,
+   expired, bad signature, unknown kid, wrong audience or issuer). With auth off,
+   tokens are ignored.
+2. **Rate limit.** One token bucket per client (:mod:`.ratelimit`): the token's
+   subject when it is valid, else the caller's address: the peer's, or, when the peer
+   is one of ``GATEWAY_TRUSTED_PROXIES`` (the web facade, an ingress), the right-most
+   address of ``x-forwarded-for`` that is not itself a trusted proxy.
+3. **Authorization**, by :data:`POLICY`: the requests that act as a user (write their
+   ratings, read their history) need a token whose subject is that user id:
+   UNAUTHENTICATED without one, PERMISSION_DENIED for another user's id. Everything
+   else (profiles without a user id, liked ids, similar movies, search, lists) stays
+   anonymous.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from movierec.apps.gateway.ratelimit import RateLimiter
+from movierec.errors import PermissionDenied, Unauthenticated
+from movierec.gateway.v1 import gateway_pb2
+from movierec.security.tokens import Verifier
+
+SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+AUTHORIZATION = "authorization"
+FORWARDED_FOR = "x-forwarded-for"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _recommend_user(request: gateway_pb2.RecommendRequest) -> int | None:
+    kind = request.WhichOneof("query")
+    if kind == "user_id":
+        return request.user_id
+    if kind == "profile" and request.profile.HasField("user_id"):
+        return request.profile.user_id
+    return None
+
+
+#: Method -> the user id a request acts as (None: anonymous). The one policy.
+POLICY: dict[str, Callable[[Any], int | None]] = {
+    "Recommend": _recommend_user,                      # user_id, profile.user_id
+    "RecordRating": lambda request: request.user_id,
+}
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    """``GATEWAY_TRUSTED_PROXIES``: comma-separated addresses or CIDR networks."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                 for part in text.split(",") if part.strip())
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string (``ipv4:10.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer
+
+
+def client_address(peer: str, forwarded: str, trusted: Sequence[Network]) -> str:
+    """The caller's address: the peer, unless the peer is a trusted proxy; then the
+    right-most ``x-forwarded-for`` hop that is not a trusted proxy."""
+    host = peer_host(peer)
+    address = _address(host)
+    if not forwarded or address is None or not any(address in n for n in trusted):
+        return host
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        hop_address = _address(hop)
+        if hop_address is None or not any(hop_address in n for n in trusted):
+            return hop[:64]
+    return hops[0][:64] if hops else host
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return str(value)
+    return ""
+
+
+class Guard:
+    """The gateway's ``admit`` hook: authentication, rate limit, then :data:`POLICY`."""
+
+    def __init__(self, verifier: Verifier | None, limiter: RateLimiter | None,
+                 trusted_proxies: Sequence[Network] = ()) -> None:
+        self.verifier = verifier
+        self.limiter = limiter
+        self.trusted = tuple(trusted_proxies)
+
+    def _authenticate(self, context) -> tuple[str | None, Unauthenticated | None]:
+        """(valid token's subject, or the problem with the token that was sent)."""
+        header = _metadata(context, AUTHORIZATION)
+        if self.verifier is None or not header:
+            return None, None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, Unauthenticated("authorization must be 'Bearer <token>'")
+        try:
+            return self.verifier.subject(token.strip()), None
+        except Unauthenticated as problem:
+            return None, problem
+
+    async def __call__(self, method: str, request: Any,
+                       context: grpc.aio.ServicerContext) -> None:
+        service, _, name = method.strip("/").rpartition("/")
+        if service != SERVICE:
+            return
+        subject, problem = self._authenticate(context)
+        if self.limiter is not None:
+            who = (f"user:{subject}" if subject is not None else "addr:" + client_address(
+                context.peer(), _metadata(context, FORWARDED_FOR), self.trusted))
+            await self.limiter.take(who)
+        if problem is not None:
+            raise problem
+        owner = POLICY[name](request) if name in POLICY else None
+        if owner is None or self.verifier is None:
+            return
+        if subject is None:
+            raise Unauthenticated(f"{name} for a user id needs that user's token "
+                                  "(authorization: Bearer <token>)")
+        if subject != str(owner):
+            raise PermissionDenied(f"the token is for user {subject}, not user {owner}")
