@@ -286,3 +286,12 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
         got = factories["user_id"](task)(np.array([r]))[0]
         np.testing.assert_allclose(got[finite], (p_vec @ vector)[p_cols][finite], rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_leave_last_out_still_ranks_the_last_item(data) -> None:
+    built = protocols.build(data, "leave_last_out", seed=5)
+    split = built.split
+    assert (np.diff(built.test.relevant.indptr)[built.test.rows] == 1).all()
+    assert built.test.history.nnz == len(split.train) + len(split.valid)
+    assert built.valid.exclude.nnz == len(split.train)
+    assert built.train.nnz == len(split.train)  # every rating is an interaction here

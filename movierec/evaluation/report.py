@@ -18,7 +18,12 @@ LABELS = {"profile": "profile", "profile_user": "profile + user id", "liked": "l
 
 def _params(row: dict) -> str:
     params = {k: v for k, v in row.get("params", {}).items() if k != "grid"}
-    return ", ".join(f"{k}={v}" for k, v in params.items())
+    return ", ".join(f"{k}={v:g}" for k, v in params.items())
+
+
+def _cell(key: str, value: float) -> str:
+    """Popularity percentiles with one decimal, rates with four."""
+    return f"{value:.1f}" if key.startswith("popularity") else f"{value:.4f}"
 
 
 def text_table(report: dict) -> str:
@@ -28,7 +33,7 @@ def text_table(report: dict) -> str:
     lines = [head, f"{'row':<20}" + "".join(f"{t:>13}" for _, t in COLUMNS)
              + f"{'valid R@10':>12}  params"]
     for name, row in report["rows"].items():
-        cells = "".join(f"{row[k]:>13.4f}" for k, _ in COLUMNS)
+        cells = "".join(f"{_cell(k, row[k]):>13}" for k, _ in COLUMNS)
         lines.append(f"{LABELS.get(name, name):<20}{cells}{row['valid']['recall@10']:>12.4f}  "
                      f"{_params(row)}")
     return "\n".join(lines)
@@ -39,7 +44,7 @@ def markdown_table(report: dict) -> str:
     lines = ["| row | " + " | ".join(titles) + " | valid Recall@10 | tuned on valid |",
              "|---|" + "---:|" * (len(titles) + 1) + "---|"]
     for name, row in report["rows"].items():
-        cells = " | ".join(f"{row[k]:.4f}" for k, _ in COLUMNS)
+        cells = " | ".join(_cell(k, row[k]) for k, _ in COLUMNS)
         lines.append(f"| {LABELS.get(name, name)} | {cells} | {row['valid']['recall@10']:.4f} "
                      f"| {_params(row)} |")
     return "\n".join(lines)
