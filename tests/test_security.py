@@ -182,3 +182,20 @@ def free_port() -> int:
     from movierec.stack.process import free_port as pick
 
     return pick()
+
+
+def test_movierec_token_issues_what_the_gateway_accepts(capsys, monkeypatch) -> None:
+    from movierec import cli
+
+    assert cli.main(["token", "--new-key", "--kid", "local"]) == 0
+    jwks = capsys.readouterr().out
+    monkeypatch.setenv("GATEWAY_AUTH_KEYS", jwks)
+    assert cli.main(["token", "--user", "42", "--ttl", "2h"]) == 0
+    issued = capsys.readouterr().out.strip()
+    assert verifier(tokens.load_keys(jwks)).subject(issued) == "42"
+    assert jwt.decode(issued, options={"verify_signature": False})["exp"] - jwt.decode(
+        issued, options={"verify_signature": False})["iat"] == 7200
+    assert cli.main(["token", "--user", "42", "--kid", "other"]) == 2
+    monkeypatch.delenv("GATEWAY_AUTH_KEYS")
+    assert cli.main(["token", "--user", "42"]) == 2
+    assert "GATEWAY_AUTH_KEYS" in capsys.readouterr().err

@@ -169,7 +169,23 @@ def test_the_web_facade_passes_tokens_through(secure: Stack) -> None:
         stop_process(proc)
 
 
+def test_movierec_recommend_speaks_mtls_with_a_token(secure: Stack, monkeypatch,
+                                                     capsys) -> None:
+    from movierec import recommend
+
+    for name in ("MOVIEREC_TLS_CERT", "MOVIEREC_TLS_KEY", "MOVIEREC_TLS_CA"):
+        monkeypatch.setenv(name, secure.env[name])
+    argv = ["--user", "5000001", "--top", "2", "--gateway", secure.gateway]
+    assert recommend.main(argv) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    assert recommend.main([*argv, "--token", token(5_000_001)]) == 0
+    assert "Title" in capsys.readouterr().out
+
+
 def test_no_secret_reaches_any_log(secure: Stack) -> None:
+    secure.redis.stop()   # error paths log too; the limit fails open without Redis
+    request = pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[4, 5]), top_k=2)
+    assert all(len(call(secure, "Recommend", request).items) == 2 for _ in range(2))
     time.sleep(0.5)   # let the processes flush what the tests above made them log
     logs = {path.name: path.read_text() for path in secure.logs.glob("*.log")}
     assert {"catalog.log", "retriever.log", "embedder.log", "gateway.log",

@@ -11,6 +11,7 @@ tests/test_security_stack.py.
 
 from __future__ import annotations
 
+import collections
 import time
 from concurrent import futures
 
@@ -45,10 +46,12 @@ def stub_movie(movie_id: int) -> common_pb2.Movie:
 class StubGateway(gateway_pb2_grpc.GatewayServicer):
     def __init__(self) -> None:
         self.seen: dict[str, tuple] = {}
+        self.attempts: collections.Counter = collections.Counter()
         self.popular: pb.ListPopularRequest | None = None
 
     def _note(self, name: str, request, context) -> None:
         self.seen[name] = (request, dict(context.invocation_metadata()))
+        self.attempts[name, getattr(request, "user_id", 0)] += 1
 
     def Recommend(self, request, context):  # noqa: N802
         self._note("Recommend", request, context)
@@ -93,6 +96,8 @@ class StubGateway(gateway_pb2_grpc.GatewayServicer):
 
     def RecordRating(self, request, context):  # noqa: N802
         self._note("RecordRating", request, context)
+        if request.user_id in FAILURES:
+            context.abort(FAILURES[request.user_id], "db at 10.0.0.7:5432 refused")
         if not 1 <= request.rating <= 5:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rating: must be between 1 and 5")
         return pb.RecordRatingResponse(user_id=request.user_id, movie_id=request.movie_id,
@@ -310,3 +315,11 @@ def test_metrics_have_their_own_internal_port() -> None:
     config = settings.load(server.WebSettings, {})
     assert config.metrics_port == registry.WEB.metrics_port != config.port
     assert settings.load(server.WebSettings, {"WEB_METRICS_PORT": "-1"}).metrics_port == -1
+
+
+def test_reads_are_retried_once_and_rating_posts_never(client: TestClient, stubs) -> None:
+    error_of(client.post("/api/recommend", json={"user_id": 5030}), 503, "UNAVAILABLE")
+    error_of(client.post("/api/ratings", json={"user_id": 5030, "movie_id": 1, "rating": 3}),
+             503, "UNAVAILABLE")
+    assert stubs[1].attempts["Recommend", 5030] >= 2
+    assert stubs[1].attempts["RecordRating", 5030] == 1
