@@ -6,7 +6,6 @@ used by tests, and timings never gate anything.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import shlex
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import uvloop
 
 from movierec import loadtest, registry
 from movierec.stack.process import free_port, stop_process
@@ -58,7 +58,7 @@ def load(call: str, host: str, data, total: int, concurrency: int) -> dict:
     """One closed-loop run with the ghz-compatible driver; a flat summary."""
     config = {"call": call, "host": host, "data": data, "total": total,
               "concurrency": concurrency, "timeout": "5s"}
-    report = loadtest.summary(asyncio.run(loadtest.run(config)))
+    report = loadtest.summary(uvloop.run(loadtest.run(config)))
     pct = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"]}
     return {"concurrency": concurrency, "count": report["count"], "rps": report["rps"],
             "p50_ms": pct[50], "p99_ms": pct[99],

@@ -16,6 +16,7 @@ talks to the services only through :class:`~movierec.apps.gateway.backends.Downs
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ from movierec.apps.gateway.backends import Deadline, Downstream
 from movierec.apps.gateway.local import LocalCache
 from movierec.apps.gateway.query import Query, describe_profile
 from movierec.common.v1 import common_pb2
+from movierec.data.movielens import age_bucket
 from movierec.errors import NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.models.user_input import catalog_profile
@@ -65,12 +67,24 @@ def title_of(movie: common_pb2.Movie) -> str:
 class Recommender:
     """Runs the pipeline against a :class:`Downstream`."""
 
-    def __init__(self, downstream: Downstream, extra: int = 10,
-                 metadata_ttl: float = 60.0) -> None:
+    def __init__(self, downstream: Downstream, extra: int = 10, metadata_ttl: float = 60.0,
+                 versions: Callable[[], str] = lambda: "") -> None:
         self.down = downstream
         self.extra = extra
+        self.versions = versions
         self.movie_cache = LocalCache("movies", 50_000, metadata_ttl)
         self.vector_cache = LocalCache("vectors", 100_000, 3600.0)
+        self.profile_cache = LocalCache("profiles", 20_000, 600.0)
+
+    async def _embed_profile(self, profile: common_pb2.Profile, deadline: Deadline):
+        """The fusion vector of a profile. It depends only on the age bucket, gender,
+        occupation and user id, so it is kept per model version and profile cell."""
+        cell = (self.versions(), age_bucket(profile.age), profile.gender, profile.occupation,
+                profile.user_id if profile.HasField("user_id") else 0)
+
+        async def fetch(missing: list) -> dict:
+            return {missing[0]: await self.down.embed_profile(profile, deadline)}
+        return (await self.profile_cache.get_many([cell], fetch))[cell]
 
     async def _seen(self, q: Query, deadline: Deadline) -> list[int]:
         if not q.hides_seen:
@@ -96,7 +110,7 @@ class Recommender:
         p = catalog_profile(user.age, user.gender, user.occupation, q.user_id)
         profile = common_pb2.Profile(age=p.age, gender=p.gender, occupation=p.occupation,
                                      user_id=q.user_id)
-        embedding = await self.down.embed_profile(profile, deadline)
+        embedding = await self._embed_profile(profile, deadline)
         return Signal(embedding, context=f"user {q.user_id}'s profile (no ratings yet)")
 
     async def _signal(self, q: Query, deadline: Deadline) -> Signal:
@@ -104,7 +118,7 @@ class Recommender:
             return await self._user(q, deadline)
         if q.kind == "profile":
             embedding, seen = await asyncio.gather(
-                self.down.embed_profile(q.profile, deadline), self._seen(q, deadline))
+                self._embed_profile(q.profile, deadline), self._seen(q, deadline))
             return Signal(embedding, context=describe_profile(q.profile), seen=seen)
         liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
         embedding, unknown = await self.down.embed_liked(liked, deadline)

@@ -32,7 +32,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.cache = cache
         self.versions = versions
         self.call_timeout = call_timeout
-        self.recommender = Recommender(backends)
+        self.recommender = Recommender(backends, versions=lambda: versions.value)
         self.flights = SingleFlight(lambda event: CACHE_EVENTS.labels(event).inc())
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:

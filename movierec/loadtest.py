@@ -32,6 +32,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import uvloop
 from google.protobuf import descriptor_pool, json_format, message_factory
 
 import movierec
@@ -186,6 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             config[key] = getattr(args, key)
     config.setdefault("host", "127.0.0.1:50050")
     check_loopback(config["host"])
-    report = summary(asyncio.run(run(config)))
+    report = summary(uvloop.run(run(config)))
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else render(report))
     return 0 if report["statusCodeDistribution"].keys() <= {"OK"} else 1

@@ -249,3 +249,26 @@ def test_a_dead_redis_opens_the_breaker_and_is_not_called_while_open() -> None:
     first, answers, usable_again = asyncio.run(scenario())
     assert first == (None, None) and answers == [(None, None)] * 50 and usable_again
     assert _count("error") - errors == 1 and _count("bypass") - bypassed == 50
+
+
+def test_profile_vectors_are_reused_per_cell_and_model_version() -> None:
+    down, version = FakeDownstream(), ["fusion@1"]
+    recommender = Recommender(down, versions=lambda: version[0])
+
+    async def ask(age: int, user_id: int | None = None) -> None:
+        profile = common_pb2.Profile(age=age, gender="F", occupation=4)
+        if user_id:
+            profile.user_id = user_id
+        query, _ = recommend_query(pb.RecommendRequest(profile=profile, include_seen=bool(
+            user_id)))
+        await recommender.rank(query, Deadline.start(1.0, 1.0))
+
+    async def scenario() -> list:
+        await ask(25)
+        await ask(30)          # the same age bucket (25-34): the same vector
+        await ask(40)          # another bucket
+        await ask(30, 7)       # a known user: their own vector
+        version[0] = "fusion@2"
+        await ask(25)          # a new model version
+        return [c for c in down.calls if c[0] == "embed_profile"]
+    assert len(asyncio.run(scenario())) == 4

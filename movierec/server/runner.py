@@ -9,11 +9,12 @@ starts the metrics endpoint, builds the server through the service's
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+import uvloop
 
 from movierec import logs, settings
 from movierec.security import redact
@@ -41,7 +42,7 @@ def start_process(name: str, settings_cls: type) -> tuple[Any, settings.ServerSe
 
 def serve_main(name: str, settings_cls: type, factory: Factory, argv: Sequence[str],
                port_attr: str = "port", metrics_attr: str = "metrics_port") -> int:
-    """Run service ``name`` until SIGTERM; exit 2 on bad settings."""
+    """Run service ``name`` until SIGTERM (on uvloop's event loop); exit 2 on bad settings."""
     parser = argparse.ArgumentParser(prog=f"movierec serve {name}")
     parser.add_argument("--port", type=int, help="gRPC port (overrides the environment)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus port (0 = free port)")
@@ -54,7 +55,7 @@ def serve_main(name: str, settings_cls: type, factory: Factory, argv: Sequence[s
     metrics_port = args.metrics_port
     if metrics_port is None:
         metrics_port = getattr(config, metrics_attr, -1)
-    asyncio.run(_serve(factory, config, port, metrics_port, server_config.host))
+    uvloop.run(_serve(factory, config, port, metrics_port, server_config.host))
     return 0
 
 
