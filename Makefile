@@ -25,6 +25,7 @@ help:
 	@echo "make eval     train what is missing under EVAL_ROOT, evaluate every served path"
 	@echo "make lint     ruff"
 	@echo "make protos   regenerate the gRPC code;  make protoset  descriptor set for ghz"
+	@echo "make images   container images with podman;  make kube-smoke  deploy/k8s run locally"
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -95,6 +96,17 @@ eval: install data
 	  $(EVAL_CLI) evaluate pinsage --protocol $$protocol --artifacts $$root --json \
 	    > $(EVAL_OUT)/pinsage-$$protocol.json || exit 1; \
 	done
+
+# docs/deploy.md: every image from deploy/Containerfile with podman (BASE=IMAGE to build on
+# that base; else python:3.11-slim if pullable, or a local debootstrap one), then the
+# manifests run with podman kube play, checked and torn down (not part of `make test`).
+.PHONY: images kube-smoke
+images: install
+	@scripts/container-deps.sh
+	$(PY) scripts/images.py $(if $(BASE),--base $(BASE))
+
+kube-smoke: images system-deps
+	$(PY) scripts/kube_smoke.py $(if $(SMOKE_REPORT),--report $(SMOKE_REPORT))
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

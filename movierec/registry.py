@@ -22,7 +22,7 @@ class Service:
     port: int                 # default port (gRPC, or HTTP for the web facade)
     metrics_port: int         # default Prometheus port
     health: str               # gRPC health service name; "" for the HTTP facade
-    folder: str               # source folder, holding the Dockerfile
+    folder: str               # source folder
     stores: tuple[str, ...] = ()      # stores it needs: postgres, redis, milvus
     callers: tuple[str, ...] = ()     # who may call it (NetworkPolicy)
     protocol: str = "grpc"
@@ -46,7 +46,8 @@ class Service:
 
     @property
     def image(self) -> str:
-        return f"movierec-{self.name}"
+        """Image name (deploy/Containerfile, ``make images``); tagged with the version."""
+        return f"movierec/{self.name}"
 
     @property
     def entry(self) -> str:
@@ -68,6 +69,9 @@ GATEWAY = Service("gateway", "movierec.apps.gateway.server", "GatewaySettings", 
                   callers=("web", "ghz"))
 WEB = Service("web", "movierec.apps.web.server", "WebSettings", "WEB", 8080, 9464, "", "web",
               protocol="http")
+
+#: The image that runs ``movierec train`` and the load jobs (the services' images do not).
+TRAINER_IMAGE = "movierec/trainer"
 
 #: In start order: each one's dependencies come before it.
 SERVICES: tuple[Service, ...] = (CATALOG, RETRIEVER, EMBEDDER, GATEWAY, WEB)

