@@ -164,6 +164,8 @@ def test_swap_under_concurrent_searches_never_fails(milvus_any: str) -> None:
                 except (grpc.aio.AioRpcError, AssertionError) as exc:
                     failures.append(exc)
         tasks = [asyncio.create_task(searcher()) for _ in range(4)]
+        while not versions and not failures:  # searching v1 before the first swap
+            await asyncio.sleep(0.02)
         for version in ("v2", "v3", "v3"):  # the live version loaded again: still no failure
             await asyncio.to_thread(publish, store, "swapmodel", version, items(2),
                                     None, 1.0, False)

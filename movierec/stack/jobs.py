@@ -93,8 +93,9 @@ def load_vectors_main(argv: Sequence[str] | None = None) -> int:
         version = read_metadata(path)["version"]
         items = vector_loader.items_from_artifact(path, args.dataset, args.data_dir)
         store = MilvusVectors(stores.start()["MILVUS_URI"])
+        timings: dict[str, float] = {}
         live = vector_loader.publish(store, args.model, version, items, index,
-                                     args.drain_seconds, not args.quiet, args.force)
+                                     args.drain_seconds, not args.quiet, args.force, timings)
         store.close()
     except (MovierecError, MilvusException) as exc:
         print(f"movierec load vectors: {exc}")
@@ -102,5 +103,6 @@ def load_vectors_main(argv: Sequence[str] | None = None) -> int:
     finally:
         stores.stop()
     print(f"{live.model} {live.version}: {live.count:,} vectors (dim {live.dim}, "
-          f"{live.index_type}/IP) live in {live.collection}")
+          f"{live.index_type}/IP) live in {live.collection}; seconds: "
+          + ", ".join(f"{step[:-2]} {took}" for step, took in timings.items()))
     return 0

@@ -121,8 +121,12 @@ def check_newer(store: MilvusVectors, model: str, version: str, force: bool) -> 
 
 def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
             index: IndexSpec | None = None, drain_seconds: float = 5.0,
-            progress: bool = True, force: bool = False) -> ModelCollection:
-    """Load ``items`` as ``model``'s new live version and retire its other collections."""
+            progress: bool = True, force: bool = False,
+            timings: dict[str, float] | None = None) -> ModelCollection:
+    """Load ``items`` as ``model``'s new live version and retire its other collections.
+
+    ``timings``, when given, receives the seconds each step took (insert, flush, index,
+    load)."""
     check_model(model)
     client, timeout = store.client, max(store.timeout, 60.0)
     store.ready()
@@ -132,11 +136,16 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
     record = create(client, ModelCollection(model, version, name, int(items.vectors.shape[1]),
                                             len(items.ids), index.kind), index, timeout)
     server = store.uses_aliases
+    clock = _Clock(timings)
     _insert(client, name, items, 20_000 if server else 1000, timeout, progress)
+    clock.lap("insert_s")
     client.flush(name, timeout=timeout)
+    clock.lap("flush_s")
     if server:
         wait_indexed(client, name, max(timeout, 3600.0))
+    clock.lap("index_s")
     client.load_collection(name, timeout=max(timeout, 600.0))
+    clock.lap("load_s")
     count = client.query(name, filter="", output_fields=["count(*)"], timeout=timeout,
                          consistency_level="Strong")
     stored = int(count[0]["count(*)"])
@@ -148,6 +157,20 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
         if other.collection != name:
             client.drop_collection(other.collection, timeout=timeout)
     return record
+
+
+class _Clock:
+    """Seconds between laps, written into ``into`` (when there is one)."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.into is not None:
+            self.into[name] = round(now - self.last, 2)
+        self.last = now
 
 
 def items_from_artifact(path: Path, dataset: str | None, data_dir: Path | None) -> ItemBatch:
