@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -86,6 +87,25 @@ def measured(procs: Processes, stores: LocalStores, run) -> dict:
     return row
 
 
+def profiled(procs: Processes, out: Path | None, tag: str, seconds: float, run):
+    """``run()`` while py-spy samples every service process for ``seconds``; the
+    collapsed stacks go to ``out/<tag>-<service>.txt`` (nothing when ``out`` is None)."""
+    if out is None:
+        return run()
+    out.mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                               "--pid", str(proc.pid), "--duration", str(int(seconds)),
+                               "--rate", "250", "--format", "raw", "--nonblocking",
+                               "--output", str(out / f"{tag}-{name}.txt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, proc in procs.procs.items() if name != "echo"]
+    try:
+        return run()
+    finally:
+        for spy in spies:
+            spy.wait(seconds + 30)
+
+
 def all_cpu(procs: Processes, stores: LocalStores) -> dict[str, float]:
     out = procs.cpu_seconds()
     for name, server in stores.started.items():
@@ -115,7 +135,7 @@ def hops(procs: Processes) -> dict:
 
 
 def scenarios(procs: Processes, stores: LocalStores, total: int,
-              levels: list[int]) -> list[dict]:
+              levels: list[int], profile: Path | None = None) -> list[dict]:
     rows, gateway = [], procs.env["GATEWAY_ADDR"]
     echo = procs.echo()
     flush = redis.Redis.from_url(stores.addresses["REDIS_URL"]).flushdb
@@ -129,8 +149,11 @@ def scenarios(procs: Processes, stores: LocalStores, total: int,
         for kind in ("profile", "liked", "user"):
             flush()
             data = miss_requests(kind, min(total, 5000), seed=c)
+            spy = profile if c == 8 else None
             rows.append({"scenario": f"miss {kind}", **measured(
-                procs, stores, lambda d=data, c=c: load(RECOMMEND, gateway, d, len(d), c))})
+                procs, stores, lambda d=data, c=c, k=kind, spy=spy: profiled(
+                    procs, spy, f"miss-{k}", 4, lambda: load(RECOMMEND, gateway, d,
+                                                              len(d), c)))})
         for row in rows[-5:]:
             print(json.dumps(row), flush=True)
     return rows
@@ -163,6 +186,8 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "serving.png")
     parser.add_argument("--json-out", type=Path, default=ROOT / "docs" / "serving.json")
+    parser.add_argument("--profile", type=Path, help="py-spy every service during the misses "
+                        "at 8 in flight; collapsed stacks go to this folder")
     args = parser.parse_args()
     header("serving benchmark")
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +203,7 @@ def main() -> int:
                 for name in ("catalog", "retriever", "embedder", "gateway"):
                     procs.start(name)
                 rows = scenarios(procs, stores, args.total,
-                                 [int(c) for c in args.concurrency.split(",")])
+                                 [int(c) for c in args.concurrency.split(",")], args.profile)
                 per_hop = hops(procs)
                 print(json.dumps({"per_hop_mean_ms": per_hop}))
             args.json_out.write_text(json.dumps({"command": command_line(), "rows": rows,
