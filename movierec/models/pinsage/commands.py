@@ -66,6 +66,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--short-len", type=int, default=d.short_len)
     parser.add_argument("--lr-decay", type=float, default=d.lr_decay,
                         help="learning rate factor per epoch")
+    parser.add_argument("--ema", type=float, default=d.ema,
+                        help="validate and export a moving average of the weights (0: off)")
     parser.add_argument("--neighbors", type=int, default=d.walks.num_neighbors)
     parser.add_argument("--walks", type=int, default=d.walks.num_random_walks)
     parser.add_argument("--checkpoint-dir", type=str, default=None,
@@ -96,7 +98,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
               "split_roles": args.split_roles, "item_bias": args.item_bias,
               "user_layers": args.user_layers, "pool": args.pool, "cosine": args.cosine,
               "short_frac": args.short_frac, "short_len": args.short_len,
-              "lr_decay": args.lr_decay}
+              "lr_decay": args.lr_decay, "ema": args.ema}
     return TrainConfig(**values)
 
 

@@ -24,6 +24,10 @@ from movierec.compat.dgl import import_dgl
 from movierec.models.pinsage.aggregation import POOLS
 from movierec.models.pinsage.graph import YEAR_BUCKETS, ItemFeatures
 
+#: initial scale of the split-role heads of a model scored by raw inner products (the
+#: scores of long histories start small)
+HEAD_SCALE = 0.1
+
 
 class FeatureEncoder(nn.Module):
     """Projects every movie's features (and id) into the hidden space."""
@@ -100,7 +104,7 @@ class UserTower(nn.Module):
         x = torch.sparse.mm(weights, inputs)
         if self.pool == "l2":
             x = F.normalize(x, dim=1)
-        else:
+        elif self.pool != "sum":
             w = weights.coalesce()
             values = w.values() if self.pool == "mean" else w.values().square()
             total = torch.zeros(len(x)).index_add_(0, w.indices()[0], values)
@@ -116,10 +120,11 @@ class UserTower(nn.Module):
                      for layer in self.layers)
 
 
-def _identity(dim: int) -> nn.Linear:
-    """A linear head that starts as the identity (the roles start shared, then part)."""
+def _identity(dim: int, scale: float) -> nn.Linear:
+    """A linear head that starts as ``scale`` times the identity (the roles start shared)."""
     head = nn.Linear(dim, dim)
-    nn.init.eye_(head.weight)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(dim) * scale)
     nn.init.zeros_(head.bias)
     return head
 
@@ -130,8 +135,8 @@ class PinSage(nn.Module):
     With ``split_roles`` the GNN output feeds two linear heads, the movie's *input*
     vector (pooled into user vectors) and its *output* vector (scored against them),
     and optionally a scalar item bias; without it both roles are the unit GNN output.
-    With ``cosine`` user and output vectors are unit vectors (the score before the
-    item bias is a cosine; training divides it by a temperature).
+    With ``cosine`` user and output vectors are unit vectors
+    (the score before the item bias is a cosine; training divides it by a temperature).
     """
 
     def __init__(self, features: ItemFeatures, vocab_size: int, dim: int, layers: int = 2,
@@ -141,8 +146,9 @@ class PinSage(nn.Module):
         self.encoder = FeatureEncoder(features, vocab_size, dim)
         self.convs = nn.ModuleList(WeightedSAGEConv(dim, dropout) for _ in range(layers))
         self.skip = nn.Linear(dim, dim)
-        self.input_head = _identity(dim) if split_roles else None
-        self.output_head = _identity(dim) if split_roles else None
+        scale = 1.0 if cosine else HEAD_SCALE
+        self.input_head = _identity(dim, scale) if split_roles else None
+        self.output_head = _identity(dim, scale) if split_roles else None
         self.bias_head = nn.Linear(dim, 1) if item_bias else None
         self.user_tower = UserTower(dim, user_layers, pool, unit=cosine)
         self.cosine = cosine

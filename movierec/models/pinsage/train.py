@@ -70,6 +70,7 @@ class TrainConfig:
     batch_items: int = 1024
     lr: float = 3e-3
     lr_decay: float = 1.0
+    ema: float = 0.0
     weight_decay: float = 0.0
     max_epochs: int = 200
     patience: int = 8
@@ -163,6 +164,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_decay)
+        self.average = copy.deepcopy(self.model) if config.ema > 0 else None
         self.sampler = NeighbourSampler(data.graph, config.walks)
         self.rng = np.random.default_rng(config.seed)
         self.weights = history_matrix(data.history, config.aggregation)
@@ -200,7 +202,17 @@ class Trainer:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        if self.average is not None:
+            with torch.no_grad():
+                for mean, value in zip(self.average.parameters(), self.model.parameters(),
+                                       strict=True):
+                    mean.lerp_(value, 1.0 - self.config.ema)
         return float(loss.detach())
+
+    @property
+    def evaluated(self) -> PinSage:
+        """The model validated and exported: the weights' moving average, if kept."""
+        return self.average if self.average is not None else self.model
 
 
 def train(data: TrainingGraph, valid: RankingTask, config: TrainConfig,
@@ -213,14 +225,14 @@ def train(data: TrainingGraph, valid: RankingTask, config: TrainConfig,
     bar = tqdm(range(1, config.max_epochs + 1), desc="pinsage", disable=not progress)
     for epoch in bar:
         loss = trainer.epoch()
-        metrics = validate(trainer.model, trainer.export_graphs, valid, config.aggregation)
+        metrics = validate(trainer.evaluated, trainer.export_graphs, valid, config.aggregation)
         elapsed = time.perf_counter() - started
         log.append({"epoch": epoch, "loss": round(loss, 5), "seconds": round(elapsed, 1),
                     **{k: round(v, 5) for k, v in metrics.items() if "@10" in k}})
         bar.set_postfix(loss=f"{loss:.4f}", recall10=f"{metrics['recall@10']:.4f}")
         if metrics["recall@10"] > best["recall@10"]:
             best, best_epoch, stale = metrics, epoch, 0
-            best_state = copy.deepcopy(trainer.model.state_dict())
+            best_state = copy.deepcopy(trainer.evaluated.state_dict())
             _checkpoint(checkpoint_dir, best_state, config, epoch, metrics)
         else:
             stale += 1
