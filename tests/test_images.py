@@ -84,7 +84,8 @@ def test_runtime_stages_copy_only_the_environment_and_run_as_non_root() -> None:
     assert list(found)[-1] == "service"  # the default target
     for name in ("trainer", "service"):
         copies = [arg for op, arg in found[name] if op == "COPY"]
-        assert copies == ["--from=build /opt/movierec /opt/movierec"], name
+        assert copies == ["--from=deps /opt/movierec /opt/movierec",
+                          "--from=build /opt/app /opt/app"], name
         assert ("USER", "10001:10001") in found[name], name
     assert ("EXPOSE", "${PORT} ${METRICS_PORT}") in found["service"]
     assert ("ENV", "MOVIEREC_SERVICE=${SERVICE}") in found["service"]
