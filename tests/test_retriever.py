@@ -182,7 +182,7 @@ def test_swap_under_concurrent_searches_never_fails(milvus_any: str) -> None:
     assert names == [final.collection] and final.collection.startswith("mr_swapmodel_v3_")
     if store.uses_aliases:  # a server swaps with an alias, and has no registry collection
         assert client.describe_alias(alias_name("swapmodel"))["collection_name"] == names[0]
-        assert "mr_registry" not in client.list_collections()
+        assert "mr_live" not in client.list_collections()
     store.close()
 
 

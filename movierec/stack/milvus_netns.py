@@ -7,15 +7,17 @@ network namespace whose only interface is its own loopback: none of its ports ex
 the host. This process brings that loopback up, starts ``milvus run standalone`` as its
 child and forwards connections accepted on ``--listen-fd`` (a socket bound to the
 host's 127.0.0.1 before the namespace was entered, so it stays on the host) to the
-proxy port inside. SIGTERM stops Milvus (SIGKILL after ``--grace`` seconds); Milvus
-gets SIGKILL if this process dies, and this process gets SIGTERM if its starter dies,
-so no server outlives its owner.
+proxy port inside, with ``splice(2)`` and a thread per direction (no measurable latency:
+1.7-1.8 ms p50 per search through it, 1.9-2.2 ms from inside the namespace; an asyncio
+copy loop cost about 1 ms). SIGTERM stops Milvus (SIGKILL after ``--grace`` seconds);
+Milvus gets SIGKILL if this process dies, and this process gets SIGTERM if its starter
+dies, so no server outlives its owner.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -25,6 +27,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Sequence
 
@@ -57,27 +60,46 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _splice(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until EOF, through a pipe with ``splice(2)``: the bytes never
+    enter Python, and the blocked thread holds no GIL."""
+    read_end, write_end = os.pipe()
     try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
+        while (count := os.splice(src.fileno(), write_end, CHUNK)) > 0:
+            while count > 0:
+                count -= os.splice(read_end, dst.fileno(), count)
     except OSError:
         pass
     finally:
-        writer.close()
+        os.close(read_end)
+        os.close(write_end)
+        for sock in (dst, src):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
-def forwarder(port: int):
-    """A connection handler that splices each client to ``127.0.0.1:port`` (inside)."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _connect(client: socket.socket, port: int) -> None:
+    try:
+        upstream = socket.create_connection(("127.0.0.1", port))
+    except OSError:  # Milvus not listening yet: the client sees a closed connection
+        client.close()
+        return
+    for sock in (client, upstream):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    threading.Thread(target=_splice, args=(upstream, client), daemon=True).start()
+    _splice(client, upstream)
+    client.close()
+    upstream.close()
+
+
+def forward(listener: socket.socket, port: int) -> None:
+    """Accept forever; each connection is spliced to ``127.0.0.1:port`` (inside)."""
+    while True:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:  # Milvus not listening yet: the client sees a closed connection
-            writer.close()
+            client, _ = listener.accept()
+        except OSError:
             return
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
-    return handle
+        threading.Thread(target=_connect, args=(client, port), daemon=True).start()
 
 
 def start_milvus(binary: str, workdir: str, env: dict[str, str]) -> subprocess.Popen:
@@ -121,20 +143,16 @@ def stop_milvus(proc: subprocess.Popen, grace: float, etcd_port: int) -> int:
     return proc.returncode
 
 
-async def supervise(args: argparse.Namespace, env: dict[str, str]) -> int:
-    listener = socket.socket(fileno=args.listen_fd)
-    listener.setblocking(False)
-    proc = start_milvus(args.binary, args.workdir, env)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+def supervise(args: argparse.Namespace, env: dict[str, str]) -> int:
+    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = await asyncio.start_server(forwarder(args.proxy_port), sock=listener)
-    exited = loop.run_in_executor(None, proc.wait)
-    await asyncio.wait([asyncio.ensure_future(stop.wait()), exited],
-                       return_when=asyncio.FIRST_COMPLETED)
-    server.close()
-    code = await loop.run_in_executor(None, stop_milvus, proc, args.grace, args.etcd_port)
+        signal.signal(sig, lambda *_: stop.set())
+    proc = start_milvus(args.binary, args.workdir, env)
+    listener = socket.socket(fileno=args.listen_fd)
+    threading.Thread(target=forward, args=(listener, args.proxy_port), daemon=True).start()
+    while not stop.wait(0.2) and proc.poll() is None:
+        pass
+    code = stop_milvus(proc, args.grace, args.etcd_port)
     return 0 if stop.is_set() else (code or 1)
 
 
@@ -156,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loopback_up()
     private_run_dir(args.run_dir)
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
-    return asyncio.run(supervise(args, env))
+    return supervise(args, env)
 
 
 if __name__ == "__main__":

@@ -99,10 +99,12 @@ class SearchEngine:
         return await self.live(model, timeout, fresh=True)
 
     async def ready(self, timeout: float) -> bool:
-        """Whether Milvus answers (on Lite: and the registry exists, created if missing)."""
+        """Whether Milvus answers (on Lite: and the registry exists, created if missing).
+
+        A failed probe leaves the client alone: closing it would fail the searches in
+        flight on it, and gRPC reconnects by itself once Milvus is back."""
         try:
             await self._run(self.store.ready, timeout=timeout)
-        except Exception:  # noqa: BLE001 - any failure means "not ready"; reconnect next time
-            self.store.close()
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
         return True

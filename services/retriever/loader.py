@@ -5,7 +5,7 @@ a fresh ``mr_<model>_<version>_<load id>`` collection whose description records 
 holds; insert the vectors in batches (Lite takes at most ~1000 rows per insert); build
 the index (HNSW with the settings' parameters where the server has it, exact FLAT on
 Milvus Lite) and wait for it; load the collection; verify the row count; switch the
-model's live pointer to it in one atomic step (an alias on a server, the registry row
+model's live pointer to it in one atomic step (an alias on a server, a registry row
 on Lite); wait for in-flight searches on the old collection to finish; then drop the
 other collections the loader created for exactly this model. Searches keep going to
 the old collection until the pointer switches, so none fail, even when the live

@@ -9,8 +9,8 @@ drops exactly the collections it created for a model and nothing else.
 Which collection serves a model is the *live pointer*, with two backends behind one
 interface (:mod:`movierec.services.retriever.pointers`): a Milvus **alias** ``mr_<model>``
 on a Milvus server (``alter_alias`` swaps it atomically), or, on Milvus Lite 2.5 (which
-answers UNIMPLEMENTED to aliases), a row of the ``mr_registry`` collection replaced by one
-upsert. Either way readers see the old or the new version, never a half-loaded one.
+answers UNIMPLEMENTED to aliases), the model's newest row in the ``mr_live`` collection.
+Either way readers see the old or the new version, never a half-loaded one.
 
 Filters are built from validated values only (Lite has no templated filters): ids are
 integers and genres are JSON-quoted strings from a restricted alphabet. Every call

@@ -3,8 +3,8 @@
 * :class:`AliasPointer` (a Milvus server): the alias ``mr_<model>`` names the live
   collection; a load ends with ``alter_alias`` (``create_alias`` the first time), and the
   record comes from the aliased collection's description (one ``describe_collection``).
-* :class:`RegistryPointer` (Milvus Lite 2.5, which has no aliases): a row per model in
-  the ``mr_registry`` collection holds the record, replaced by one upsert.
+* :class:`RegistryPointer` (Milvus Lite 2.5, which has no aliases): rows of the
+  ``mr_live`` collection; a model's newest row holds the record of its live collection.
 
 :func:`choose` picks by asking the server for its aliases: Lite answers UNIMPLEMENTED.
 """
@@ -12,15 +12,17 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict
 
 import grpc
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from movierec.errors import FailedPrecondition, NotFound
 from movierec.services.retriever.failures import is_missing, reraise
-from movierec.services.retriever.records import ModelCollection, alias_name
+from movierec.services.retriever.records import ModelCollection, alias_name, check_model
 
-REGISTRY = "mr_registry"
+REGISTRY = "mr_live"
 
 
 def _not_loaded(model: str) -> NotFound:
@@ -62,7 +64,13 @@ class AliasPointer:
 
 
 class RegistryPointer:
-    """Live collections recorded in the ``mr_registry`` collection (Milvus Lite)."""
+    """Live collections recorded in the ``mr_live`` collection (Milvus Lite).
+
+    One row per load, keyed by collection; a model's newest row (highest ``seq``) names its
+    live collection. A load inserts its row and only then deletes the model's older rows,
+    so a reader always finds one (Lite's upsert is a delete then an insert: a reader in
+    between found none).
+    """
 
     kind = "registry"
 
@@ -78,7 +86,9 @@ class RegistryPointer:
             return
         if not exists:
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("model", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("collection", DataType.VARCHAR, is_primary=True, max_length=128)
+            schema.add_field("model", DataType.VARCHAR, max_length=64)
+            schema.add_field("seq", DataType.INT64)
             schema.add_field("record", DataType.VARCHAR, max_length=1024)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
             index = self.client.prepare_index_params()
@@ -89,16 +99,20 @@ class RegistryPointer:
         self._ready = True
 
     def resolve(self, model: str) -> ModelCollection:
-        rows = self.client.query(REGISTRY, ids=[model], output_fields=["record"],
-                                 timeout=self.timeout)
+        rows = self.client.query(REGISTRY, filter=f'model == "{check_model(model)}"',
+                                 output_fields=["record", "seq"], timeout=self.timeout)
         if not rows:
             raise _not_loaded(model)
-        return ModelCollection(**json.loads(rows[0]["record"]))
+        return ModelCollection(**json.loads(max(rows, key=lambda r: r["seq"])["record"]))
 
     def point(self, live: ModelCollection) -> None:
         self.ensure()
-        self.client.upsert(REGISTRY, [{"model": live.model, "record": json.dumps(
-            live.__dict__), "vector": [0.0, 0.0]}], timeout=self.timeout)
+        seq = time.time_ns()
+        self.client.insert(REGISTRY, [{"collection": live.collection, "model": live.model,
+                                       "seq": seq, "record": json.dumps(asdict(live)),
+                                       "vector": [0.0, 0.0]}], timeout=self.timeout)
+        self.client.delete(REGISTRY, filter=f'model == "{check_model(live.model)}" and '
+                                            f"seq < {seq}", timeout=self.timeout)
 
 
 def choose(client: MilvusClient, timeout: float) -> AliasPointer | RegistryPointer:

@@ -74,7 +74,8 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
                        retriever_pb2_grpc.add_RetrieverServicer_to_server)
     server, bound = await build_server("retriever", [spec], port,
                                        settings.load(settings.ServerSettings))
-    start_task(server, follow_health(server, lambda: engine.ready(config.health_interval),
+    probe_timeout = max(config.health_interval, config.call_timeout)
+    start_task(server, follow_health(server, lambda: engine.ready(probe_timeout),
                                      config.health_interval, "milvus"))
 
     async def close() -> None:
