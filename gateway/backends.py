@@ -63,11 +63,11 @@ class Downstream(Protocol):
     async def embed_liked(self, liked: common_pb2.LikedMovies, deadline: Deadline
                           ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
 
-    async def embed_history(self, ratings: list[catalog_pb2.Rating], deadline: Deadline
+    async def embed_history(self, history: common_pb2.RatedMovies, deadline: Deadline
                             ) -> tuple[embedder_pb2.Embedding, list[int]] | None: ...
 
     async def user_history(self, user_id: int, limit: int,
-                           deadline: Deadline) -> list[catalog_pb2.Rating] | None: ...
+                           deadline: Deadline) -> common_pb2.RatedMovies | None: ...
 
     async def user(self, user_id: int, deadline: Deadline) -> catalog_pb2.User | None: ...
 
@@ -125,12 +125,10 @@ class Backends:
                                 "embedder")
         return reply.embedding, list(reply.unknown_movie_ids)
 
-    async def embed_history(self, ratings, deadline):
-        rated = [embedder_pb2.RatedMovie(movie_id=r.movie_id, rating=r.rating,
-                                         timestamp=r.timestamp) for r in ratings]
+    async def embed_history(self, history, deadline):
         try:
             reply = await self.read(self.embedder.EmbedHistory,
-                                    embedder_pb2.EmbedHistoryRequest(ratings=rated), deadline,
+                                    embedder_pb2.EmbedHistoryRequest(history=history), deadline,
                                     "embedder")
         except grpc.aio.AioRpcError as exc:
             if _missing(exc):  # none of the rated movies is known to the model
@@ -148,7 +146,7 @@ class Backends:
             if _missing(exc):
                 return None
             raise
-        return list(reply.ratings)
+        return reply.history
 
     async def user(self, user_id, deadline):
         try:

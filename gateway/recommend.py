@@ -90,18 +90,19 @@ class Recommender:
         if not q.hides_seen:
             return []
         history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
-        return [r.movie_id for r in history or []]
+        return list(history.movie_ids) if history is not None else []
 
     async def _user(self, q: Query, deadline: Deadline) -> Signal:
         history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
         if history is None:
             raise NotFound(f"user {q.user_id} does not exist; ask with a profile or liked "
                            f"movies instead")
-        seen = [] if q.include_seen else [r.movie_id for r in history]
-        embedded = await self.down.embed_history(history, deadline) if history else None
+        rated = list(history.movie_ids)
+        seen = [] if q.include_seen else rated
+        embedded = await self.down.embed_history(history, deadline) if rated else None
         if embedded is not None:
             return Signal(embedded[0], embedded[1][:MAX_ANCHORS], seen=seen)
-        if history:
+        if rated:
             return Signal(None, context=f"user {q.user_id} rated no movie the model knows",
                           seen=seen)
         user = await self.down.user(q.user_id, deadline)

@@ -13,6 +13,12 @@ USERS = {7: catalog_pb2.User(user_id=7, gender="F", age=25, occupation=4),
          8: catalog_pb2.User(user_id=8, gender="M", age=35, occupation=12)}
 
 
+def rated(pairs: list[tuple[int, int]]) -> common_pb2.RatedMovies:
+    """(movie id, stars) pairs as a catalog history, older movies rated earlier."""
+    return common_pb2.RatedMovies(movie_ids=[m for m, _ in pairs], ratings=[r for _, r in pairs],
+                                  timestamps=[100 - m for m, _ in pairs])
+
+
 class FakeDownstream:
     """The three services in memory: every movie scores 1/id; calls are recorded."""
 
@@ -29,17 +35,16 @@ class FakeDownstream:
         return (embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0]),
                 [i for i in liked.movie_ids if i not in MOVIES])
 
-    async def embed_history(self, ratings, deadline):
-        self.calls.append(("embed_history", tuple(r.movie_id for r in ratings)))
+    async def embed_history(self, history, deadline):
+        self.calls.append(("embed_history", tuple(history.movie_ids)))
         return (embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0]),
-                [r.movie_id for r in ratings])
+                list(history.movie_ids))
 
     async def user_history(self, user_id, limit, deadline):
         self.calls.append(("user_history", user_id))
         if user_id not in HISTORY:
             return None
-        return [catalog_pb2.Rating(user_id=user_id, movie_id=m, rating=r, timestamp=100 - m)
-                for m, r in HISTORY[user_id]]
+        return rated(HISTORY[user_id])
 
     async def user(self, user_id, deadline):
         self.calls.append(("user", user_id))

@@ -152,10 +152,10 @@ def test_user_and_history_newest_first(catalog_url: str) -> None:
     row = DATA.users.set_index("user_id").loc[3]
     assert (user.user.gender, user.user.age, user.user.occupation) == (row.gender, row.age,
                                                                       row.occupation)
-    times = [r.timestamp for r in history.ratings]
+    times = list(history.history.timestamps)
     assert times == sorted(times, reverse=True)
-    assert len(history.ratings) == int((DATA.ratings.user_id == 3).sum())
-    assert len(liked.ratings) <= 2 and all(r.rating >= 4 for r in liked.ratings)
+    assert len(history.history.movie_ids) == int((DATA.ratings.user_id == 3).sum())
+    assert len(liked.history.ratings) <= 2 and all(r >= 4 for r in liked.history.ratings)
     assert missing[0] == grpc.StatusCode.NOT_FOUND
 
 
@@ -178,7 +178,7 @@ def test_record_rating_upserts_and_validates(catalog_url: str) -> None:
     first, second, newcomer, history, bad, unknown = run(catalog_url, scenario)
     assert (second.rating.rating, second.rating.movie_id) == (5, 1)
     assert second.rating.timestamp >= first.rating.timestamp
-    assert history.ratings[0].movie_id == 1 and history.ratings[0].rating == 5
+    assert list(history.history.movie_ids) == [1] and list(history.history.ratings) == [5]
     assert newcomer.rating.user_id == 5000
     assert all(code == grpc.StatusCode.INVALID_ARGUMENT and "rating" in text
                for code, text in bad)

@@ -187,7 +187,7 @@ def test_newest_history_matches_the_catalog_order() -> None:
         def __init__(self, movie_id, rating, timestamp):
             self.movie_id, self.rating, self.timestamp = movie_id, rating, timestamp
     items = [R(5, 3, 10), R(2, 4, 30), R(9, 5, 30), R(1, 5, 20)]
-    assert [r.movie_id for r in newest_history(items, 3)] == [2, 9, 1]
+    assert newest_history(items, 3) == [2, 9, 1]
     from movierec.data.movielens import age_bucket
     assert all(age_bucket(years) == code for code, years in AGE_BUCKET_YEARS.items())
 
@@ -252,7 +252,7 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
     from movierec.models.artifact import read_item_vectors
     from movierec.models.fusion.inference import FusionEncoder, Profile
     from movierec.models.pinsage.encoder import PinSageEncoder
-    from movierec.models.user_input import embed_user_history
+    from movierec.models.user_input import History, embed_user_history
 
     data = load_dataset(DATASET)
     root = trained["recbole"]
@@ -280,8 +280,8 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
         assert not finite[np.searchsorted(built.movie_ids, frame.movie_id)].any()
         np.testing.assert_allclose(got[finite], (p_vec @ liked)[p_cols][finite], rtol=1e-5,
                                    atol=1e-6)
-        vector, used = embed_user_history(PinSageEncoder.load(pinsage),
-                                          list(frame.itertuples(index=False)), 7)
+        vector, used = embed_user_history(PinSageEncoder.load(pinsage), History.from_rows(
+            frame.itertuples(index=False)), 7)
         assert len(used) == min(7, len(frame))
         got = factories["user_id"](task)(np.array([r]))[0]
         np.testing.assert_allclose(got[finite], (p_vec @ vector)[p_cols][finite], rtol=1e-5,

@@ -10,7 +10,7 @@ import asyncio
 import random
 
 import pytest
-from gateway_fakes import FakeDownstream
+from gateway_fakes import FakeDownstream, rated
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from movierec.apps.gateway.cache import Cache
@@ -28,8 +28,7 @@ class Writable(FakeDownstream):
 
     async def user_history(self, user_id, limit, deadline):
         await asyncio.sleep(random.random() / 1000)  # let calls interleave
-        return [catalog_pb2.Rating(user_id=user_id, movie_id=m, rating=r, timestamp=1)
-                for m, r in self.history.get(user_id, [])]
+        return rated(self.history.get(user_id, []))
 
     async def record_rating(self, user_id, movie_id, rating, deadline):
         await asyncio.sleep(random.random() / 1000)

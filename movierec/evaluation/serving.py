@@ -33,7 +33,12 @@ from movierec.evaluation.ranking import RankingTask, Scorer
 from movierec.models.artifact import read_item_vectors
 from movierec.models.fusion.inference import FusionEncoder
 from movierec.models.pinsage.encoder import PinSageEncoder
-from movierec.models.user_input import DEFAULT_HISTORY_LIMIT, catalog_profile, embed_user_history
+from movierec.models.user_input import (
+    DEFAULT_HISTORY_LIMIT,
+    History,
+    catalog_profile,
+    embed_user_history,
+)
 
 PATHS = ("profile", "profile_user", "liked", "user_id")
 
@@ -152,7 +157,8 @@ class PathScorers:
 
     def _one_user(self, row: int, history: list[_Rating]) -> np.ndarray:
         if history:
-            vector, _ = embed_user_history(self.m.pinsage, history, self.m.history_limit)
+            vector, _ = embed_user_history(self.m.pinsage, History.from_rows(history),
+                                           self.m.history_limit)
             return self.m.pinsage_items.scores(vector[None])[0]
         if not self.users.iloc[[row]]["gender"].isna().any():
             return self.m.fusion_items.scores(self._profiles(np.array([row]), True))[0]

@@ -1,9 +1,10 @@
 """What the embedder feeds its encoders for a known user: one definition, used by the
 embedder service and by the served-paths evaluation (``movierec evaluate serving``).
 
-* History: the user's catalog ratings, newest first (timestamp descending, movie id
-  ascending on ties: the catalog's order), at most ``limit`` of them; the PinSage
-  encoder weighs them with its artifact's rating weights (``embed_history``).
+* History: the user's catalog ratings (:class:`History`, parallel arrays), newest first
+  (timestamp descending, movie id ascending on ties: the catalog's order), at most
+  ``limit`` of them; the PinSage encoder weighs them with its artifact's rating weights
+  (``embed_history``).
 * Profile of a catalog user without history: the ml-1m age bucket becomes its
   representative age in years (the fusion encoder maps years back to the bucket).
 """
@@ -11,6 +12,7 @@ embedder service and by the served-paths evaluation (``movierec evaluate serving
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -31,18 +33,42 @@ class HistoryEncoder(Protocol):
     def embed_history(self, movie_ids: list[int], ratings: list[float]) -> np.ndarray: ...
 
 
-def newest_history(ratings: Iterable[RatingLike], limit: int) -> list[RatingLike]:
-    """The ``limit`` newest ratings, newest first (ties: smaller movie id first)."""
-    ordered = sorted(ratings, key=lambda r: (-int(r.timestamp), int(r.movie_id)))
-    return ordered[:limit]
+@dataclass(frozen=True)
+class History:
+    """A user's ratings as parallel arrays (what the catalog and the embedder exchange)."""
+
+    movie_ids: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray
+
+    @classmethod
+    def of(cls, movie_ids, ratings, timestamps) -> History:
+        return cls(np.asarray(movie_ids, np.int64), np.asarray(ratings, np.float32),
+                   np.asarray(timestamps, np.int64))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[RatingLike]) -> History:
+        rows = list(rows)
+        return cls.of([r.movie_id for r in rows], [r.rating for r in rows],
+                      [r.timestamp for r in rows])
+
+    def newest(self, limit: int) -> History:
+        """The ``limit`` newest ratings, newest first (ties: smaller movie id first)."""
+        order = np.lexsort((self.movie_ids, -self.timestamps))[:limit]
+        return History(self.movie_ids[order], self.ratings[order], self.timestamps[order])
 
 
-def embed_user_history(encoder: HistoryEncoder, ratings: Iterable[RatingLike],
+def newest_history(ratings: Iterable[RatingLike], limit: int) -> list[int]:
+    """The movie ids of the ``limit`` newest ratings, newest first."""
+    return History.from_rows(ratings).newest(limit).movie_ids.tolist()
+
+
+def embed_user_history(encoder: HistoryEncoder, history: History,
                        limit: int) -> tuple[np.ndarray, list[int]]:
     """(user vector, movie ids used) from a user's ratings, as the embedder serves it."""
-    chosen = newest_history(ratings, limit)
-    ids = [int(r.movie_id) for r in chosen]
-    return encoder.embed_history(ids, [float(r.rating) for r in chosen]), ids
+    chosen = history.newest(limit)
+    ids = chosen.movie_ids.tolist()
+    return encoder.embed_history(ids, chosen.ratings.tolist()), ids
 
 
 def catalog_profile(age_bucket: int, gender: str, occupation: int,

@@ -83,9 +83,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         limit = validation.limit("limit", request.limit, 100, limits.MAX_HISTORY)
         if not 0 <= request.min_rating <= 5:
             raise validation.InvalidArgument("min_rating", "must be between 0 and 5")
-        history = await self.store.get_user_history(user_id, limit, request.min_rating,
-                                                    self._timeout(context))
-        return catalog_pb2.GetUserHistoryResponse(ratings=[rating_pb(r) for r in history])
+        rows = await self.store.get_user_history(user_id, limit, request.min_rating,
+                                                 self._timeout(context))
+        movie_ids, ratings, timestamps = zip(*rows, strict=True) if rows else ((), (), ())
+        return catalog_pb2.GetUserHistoryResponse(history=common_pb2.RatedMovies(
+            movie_ids=movie_ids, ratings=ratings, timestamps=timestamps))
 
     async def RecordRating(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)

@@ -203,15 +203,16 @@ class CatalogStore:
         return User(*rows[0])
 
     async def get_user_history(self, user_id: int, limit: int, min_rating: int,
-                               timeout: float) -> list[Rating]:
-        """Newest first; the user is looked up only when there is no history to return."""
+                               timeout: float) -> list[tuple[int, int, int]]:
+        """(movie id, rating, unix seconds) rows, newest first; the user is looked up only
+        when there is no history to return."""
         rows = await self._fetch(
-            "SELECT user_id, movie_id, rating, rated_at FROM ratings WHERE user_id = %s "
-            "AND rating >= %s ORDER BY rated_at DESC, movie_id LIMIT %s",
+            "SELECT movie_id, rating, extract(epoch FROM rated_at)::bigint FROM ratings "
+            "WHERE user_id = %s AND rating >= %s ORDER BY rated_at DESC, movie_id LIMIT %s",
             (user_id, min_rating, limit), timeout)
         if not rows:
             await self.get_user(user_id, timeout)
-        return [Rating(*r) for r in rows]
+        return rows
 
     async def record_rating(self, user_id: int, movie_id: int, rating: int,
                             timeout: float) -> Rating:

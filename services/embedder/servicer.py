@@ -14,7 +14,7 @@ from movierec.embedder.v1 import embedder_pb2 as pb
 from movierec.embedder.v1 import embedder_pb2_grpc
 from movierec.errors import InvalidArgument, NotFound
 from movierec.models.fusion.inference import Profile
-from movierec.models.user_input import embed_user_history
+from movierec.models.user_input import History, embed_user_history
 from movierec.services.embedder.models import Loaded, ModelSet
 
 
@@ -52,16 +52,22 @@ def known_only(encoder, ids: list[int], weights: list[float] | None):
     return kept, weights, unknown
 
 
-def history_of(request: pb.EmbedHistoryRequest) -> list:
-    if len(request.ratings) > limits.MAX_HISTORY:
-        raise InvalidArgument("ratings", f"at most {limits.MAX_HISTORY} ratings")
-    if not request.ratings:
-        raise InvalidArgument("ratings", "must not be empty")
-    for rated in request.ratings:
-        validation.positive_id("ratings.movie_id", rated.movie_id)
-        if not 1 <= rated.rating <= 5:
-            raise InvalidArgument("ratings.rating", f"must be 1-5, got {rated.rating}")
-    return list(request.ratings)
+def history_of(request: pb.EmbedHistoryRequest) -> History:
+    """The request's ratings as arrays; INVALID_ARGUMENT for a malformed history."""
+    rated = request.history
+    history = History.of(rated.movie_ids, rated.ratings, rated.timestamps)
+    count = len(history.movie_ids)
+    if not count:
+        raise InvalidArgument("history", "must not be empty")
+    if count > limits.MAX_HISTORY:
+        raise InvalidArgument("history", f"at most {limits.MAX_HISTORY} ratings")
+    if len(history.ratings) != count or len(history.timestamps) != count:
+        raise InvalidArgument("history", "give one rating and one timestamp per movie id")
+    if not ((history.movie_ids > 0) & (history.movie_ids <= limits.MAX_ID)).all():
+        raise InvalidArgument("history.movie_ids", f"must be between 1 and {limits.MAX_ID}")
+    if not ((history.ratings >= 1) & (history.ratings <= 5)).all():
+        raise InvalidArgument("history.ratings", "must be 1-5")
+    return history
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
@@ -85,12 +91,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     async def EmbedHistory(self, request, context):  # noqa: N802
         pinsage = self.models.get("pinsage")
-        ratings = history_of(request)
-        known = np.isin([r.movie_id for r in ratings], pinsage.encoder.movie_ids)
-        ratings = [r for r, k in zip(ratings, known, strict=True) if k]
-        if not ratings:
+        history = history_of(request)
+        known = np.isin(history.movie_ids, pinsage.encoder.movie_ids)
+        if not known.any():
             raise NotFound("none of the user's rated movies is known to the model")
-        vector, used = embed_user_history(pinsage.encoder, ratings, self.history_limit)
+        history = History(history.movie_ids[known], history.ratings[known],
+                          history.timestamps[known])
+        vector, used = embed_user_history(pinsage.encoder, history, self.history_limit)
         return pb.EmbedHistoryResponse(embedding=embedding(pinsage, vector), used_movie_ids=used)
 
     async def GetModelInfo(self, request, context):  # noqa: N802
