@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from movierec.models.fusion import commands  # noqa: E402
 from movierec.models.fusion.baselines import BiasBaseline, GlobalMean, rmse  # noqa: E402
 from movierec.models.fusion.data import build_tables  # noqa: E402
 from movierec.models.fusion.export import load_model, movie_vectors  # noqa: E402
+from movierec.models.fusion.features import CELLS, cell_features, user_features  # noqa: E402
 from movierec.models.fusion.inference import (  # noqa: E402
     FusionEncoder,
     FusionRecommender,
     Profile,
+    predicted_stars,
 )
 
 DATASET = "synthetic-300x400-s0"
@@ -78,11 +82,35 @@ def test_training_reduces_loss_and_beats_global_mean(artifact, evaluation):
     assert evaluation["fusion"]["rmse"] < evaluation["bias_als"]["rmse"]
 
 
+def _profile_recall(path: Path, data, k: int = 10) -> float:
+    """Recall@k of the served profile path (id hidden) on the test ratings >= 3 of the
+    artifact's split, the user's training movies masked."""
+    split = make_split(data, "random_90_10", read_metadata(path)["split_seed"])
+    encoder = FusionEncoder.load(path)
+    ids, items = read_item_vectors(path)
+    users = data.users.sort_values("user_id")
+    feats = user_features(encoder.vocab, users).hide_ids()
+    scores = encoder.encode_indices(feats.uid, feats.gender, feats.age, feats.occupation) @ items.T
+    rows = {u: i for i, u in enumerate(users["user_id"])}
+    cols = {m: i for i, m in enumerate(ids)}
+    for u, m in zip(split.train["user_id"], split.train["movie_id"], strict=True):
+        scores[rows[u], cols[m]] = -np.inf
+    liked = split.test[split.test["rating"] >= 3].groupby("user_id")["movie_id"]
+    recalls = [len(set(ids[np.argsort(-scores[rows[u]])[:k]]) & set(movies)) / len(movies)
+               for u, movies in liked]
+    return float(np.mean(recalls))
+
+
+def test_ranking_loss_makes_the_profile_path_rank(artifact, data, tmp_path):
+    regression = _train(tmp_path / "regression", "--rank-weight", "0")
+    assert _profile_recall(artifact, data) > _profile_recall(regression, data) + 0.05
+
+
 def test_exported_metrics_match_the_numpy_serving_path(artifact, evaluation):
     stored = read_metadata(artifact)["metrics"]
     assert evaluation["fusion"]["rmse"] == pytest.approx(stored["test"]["rmse"], abs=1e-4)
-    assert evaluation["fusion_cold_start"]["rmse"] == pytest.approx(
-        stored["test_cold_start"]["rmse"], abs=1e-4)
+    assert evaluation["fusion_user_ids_hidden"]["rmse"] == pytest.approx(
+        stored["test_user_ids_hidden"]["rmse"], abs=1e-4)
 
 
 def test_bias_baseline_beats_global_mean(data):
@@ -96,10 +124,10 @@ def test_artifact_contents(artifact, data):
     meta = read_metadata(artifact)
     ids, vectors = read_item_vectors(artifact)
     assert sorted(ids.tolist()) == sorted(data.movies["movie_id"].tolist())
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert meta["dim"] == vectors.shape[1] == 200
+    assert np.allclose(np.linalg.norm(vectors[:, :-1 - CELLS], axis=1), 1.0, atol=1e-5)
+    assert meta["dim"] == vectors.shape[1] == 200 + CELLS + 1 and not meta["normalized"]
     assert meta["data_checksum"] == data.checksum
-    assert {"scale", "offset"} <= set(meta["score"]) and meta["score"]["scale"] > 0
+    assert {"scale", "offset", "rank_scale"} <= set(meta["score"]) and meta["score"]["scale"] > 0
     assert meta["training_seconds"] > 0 and meta["params"]["hidden"] == 200
 
 
@@ -113,30 +141,56 @@ def test_load_round_trip_gives_identical_vectors(artifact, data):
     with paddle.no_grad():
         raw = model.user(*(paddle.to_tensor(a) for a in (users.uid, users.gender, users.age,
                                                          users.occupation))).numpy()
-    expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     encoder = FusionEncoder.load(artifact)
+    scale = encoder.rank_scale[(users.uid != 0).astype(int)][:, None]
+    expected = np.hstack([scale * raw / np.linalg.norm(raw, axis=1, keepdims=True),
+                          cell_features(users.gender, users.age)])
     got = encoder.encode_indices(users.uid, users.gender, users.age, users.occupation)
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-def test_inner_product_ranking_equals_model_score_ranking(artifact, data):
+def test_inner_product_is_the_model_ranking_score_and_stars_match(artifact, data):
     model, cfg, vocab = load_model(artifact)
     tables = build_tables(vocab, data, cfg.window)
     ids, items = read_item_vectors(artifact)
     encoder = FusionEncoder.load(artifact)
     movies, n = tables.movies, len(ids)
+    catalog = [paddle.to_tensor(a) for a in (movies.mid, movies.genres, tables.windows)]
     for row in (0, 17, 123):
         user = tables.users.take(np.full(n, row))
         inputs = [user.uid, user.gender, user.age, user.occupation, movies.mid, movies.genres,
                   tables.windows]
         with paddle.no_grad():
-            model_scores = model(*(paddle.to_tensor(a) for a in inputs)).numpy()
+            model_stars = model(*(paddle.to_tensor(a) for a in inputs)).numpy()
+            users = model.user(*(paddle.to_tensor(a[:1]) for a in inputs[:4]))
+            cells = paddle.to_tensor(cell_features(user.gender[:1], user.age[:1]))
+            known = paddle.to_tensor((user.uid[:1] != 0).astype(np.int64))
+            ranking = model.rank_logits(users, known, cells, model.movie(*catalog),
+                                        catalog[0]).numpy()[0]
         vector = encoder.encode_indices(*(a[:1] for a in (user.uid, user.gender, user.age,
                                                           user.occupation)))[0]
-        inner = items @ vector
-        np.testing.assert_allclose(encoder.offset + encoder.scale * inner, model_scores,
+        np.testing.assert_allclose(items @ vector, ranking, atol=1e-4)
+        np.testing.assert_allclose(encoder.stars(vector, items), np.clip(model_stars, 1, 5),
                                    atol=1e-4)
-        assert np.array_equal(np.argsort(-model_scores)[:20], np.argsort(-inner)[:20])
+
+
+def test_predicted_stars_is_the_affine_map_of_the_tower_cosine():
+    user_tower, movie_tower = np.array([3.0, 4.0, 0.0]), np.array([0.0, 0.6, 0.8])
+    cos = 0.48
+    user = np.concatenate([7.0 * user_tower / 5.0, cell_features([1], [3])[0]])
+    biases = np.random.default_rng(0).normal(size=(2, CELLS + 1))
+    items = np.hstack([np.stack([movie_tower, -movie_tower]), biases])
+    np.testing.assert_allclose(predicted_stars(user, items, 2.0, 3.0), [3.0 + 2.0 * cos,
+                                                                        3.0 - 2.0 * cos])
+    np.testing.assert_allclose(predicted_stars(user, items, 10.0, 3.0), [5.0, 1.0])
+    np.testing.assert_allclose(predicted_stars(np.stack([user, user]), items, 2.0, 3.0),
+                               [3.96, 2.04])
+
+
+def test_serving_code_does_not_import_paddle():
+    code = ("import sys; import movierec.models.fusion.inference; "
+            "sys.exit(int('paddle' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_cold_start_uses_profile_only(artifact, evaluation):
@@ -148,15 +202,17 @@ def test_cold_start_uses_profile_only(artifact, evaluation):
     known = encoder.encode_one(30, "F", 4, user_id=encoder.vocab.user_ids[0])
     assert not np.allclose(known, anonymous)
     assert not np.allclose(encoder.encode_one(60, "M", 13), anonymous)
-    assert np.linalg.norm(anonymous) == pytest.approx(1.0, abs=1e-5)
-    assert evaluation["fusion_cold_start"]["rmse"] < evaluation["global_mean"]["rmse"] - 0.1
+    assert np.linalg.norm(anonymous[:-1 - CELLS]) == pytest.approx(encoder.rank_scale[0],
+                                                                    rel=1e-5)
+    assert anonymous[-1] == 1.0 and anonymous[-1 - CELLS:-1].sum() == 1.0
+    assert evaluation["fusion_user_ids_hidden"]["rmse"] < evaluation["global_mean"]["rmse"] - 0.1
 
 
 def test_batched_encoding_equals_single_and_is_fast(artifact):
     encoder = FusionEncoder.load(artifact)
     profiles = [Profile(25, "M", 3), Profile(70, "F", 20, 5), Profile(1, "F", 0)]
     batch = encoder.encode(profiles)
-    assert batch.shape == (3, 200) and batch.dtype == np.float32
+    assert batch.shape == (3, 200 + CELLS + 1) and batch.dtype == np.float32
     for profile, row in zip(profiles, batch, strict=True):
         np.testing.assert_allclose(encoder.encode([profile])[0], row, atol=1e-6)
     timings = []
@@ -185,8 +241,11 @@ def test_recommend_top_n(artifact):
     profile = Profile(40, "F", 7, 3)
     top = recommender.recommend(profile, n=10)
     assert len(top) == 10 and len({m for m, _ in top}) == 10
-    stars = [s for _, s in top]
-    assert stars == sorted(stars, reverse=True) and all(1 <= s <= 5 for s in stars)
+    scores = recommender.item_vectors @ recommender.encoder.encode([profile])[0]
+    by_id = dict(zip(recommender.item_ids.tolist(), scores, strict=True))
+    ranked = [by_id[m] for m, _ in top]
+    assert ranked == sorted(ranked, reverse=True) and ranked[-1] >= np.sort(scores)[-10]
+    assert all(1 <= s <= 5 for _, s in top)
     again = recommender.recommend(profile, n=10, exclude=[top[0][0]])
     assert top[0][0] not in {m for m, _ in again} and again[0] == top[1]
     with pytest.raises(InvalidArgument):
@@ -198,7 +257,8 @@ def test_evaluate_command_prints_json(artifact, capsys):
     assert commands.evaluate(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["unit"] == "stars" and result["test_ratings"] > 0
-    assert {"fusion", "fusion_cold_start", "global_mean", "bias_als"} <= set(result)
+    assert {"fusion", "fusion_user_ids_hidden", "global_mean", "bias_als"} <= set(result)
+    assert "fusion_cold_start" not in result
 
 
 def test_training_is_reproducible_with_the_seed(tmp_path):

@@ -61,6 +61,7 @@ def _checkpoint_dir(args: argparse.Namespace) -> Path:
 
 def train(args: argparse.Namespace) -> int:
     """Train, score on the test split, export; print the artifact directory."""
+    from movierec.models.fusion.evaluate import hidden_ids_key
     from movierec.models.fusion.export import export
     from movierec.models.fusion.train import split_metrics, train_model, use_cpu
 
@@ -71,15 +72,16 @@ def train(args: argparse.Namespace) -> int:
     split = make_split(data, args.split, args.seed)
     result = train_model(data, training_ratings(data, split), cfg, args.seed, _checkpoint_dir(args),
                          progress=not args.no_progress, resume=args.resume)
-    metrics = {"valid_rmse": result.valid_rmse, **split_metrics(result, split.test)}
+    metrics = {"valid_rmse": result.valid_rmse, **split_metrics(result, split.test, args.split)}
     meta = {"split": args.split, "split_seed": args.seed, "seed": args.seed, "metrics": metrics,
             "label_space": "stars (1-5), squared error", "best_epoch": result.best_epoch,
             "history": result.history, "training_seconds": round(result.seconds, 1),
             "wall_seconds": round(time.monotonic() - started, 1), "threads": args.threads,
             "num_parameters": int(sum(p.size for p in result.model.parameters()))}
     path = export(result.model, cfg, result.vocab, data, meta, args.artifacts)
+    hidden = hidden_ids_key(args.split)
     print(f"fusion: valid RMSE {result.valid_rmse:.4f}, test RMSE {metrics['test']['rmse']:.4f} "
-          f"(cold start {metrics['test_cold_start']['rmse']:.4f}) after "
+          f"({hidden.replace('_', ' ')} {metrics['test_' + hidden]['rmse']:.4f}) after "
           f"{result.best_epoch} epochs, {time.monotonic() - started:.0f} s")
     print(path)
     return 0

@@ -1,7 +1,7 @@
 """Writing and reading fusion artifacts (see :mod:`movierec.models.artifact`).
 
 Files of one version, besides ``metadata.json``, ``item_ids.npy`` and
-``item_vectors.npy`` (every movie of the movies file, rated or not, L2-normalized):
+``item_vectors.npy`` (every movie of the movies file, rated or not):
 
 * ``model.pdparams``: the Paddle state dict; ``config.json``: the
   :class:`FusionConfig` plus the vocabulary sizes needed to rebuild the network;
@@ -9,8 +9,14 @@ Files of one version, besides ``metadata.json``, ``item_ids.npy`` and
 * ``user_tower.npz``: the user tower's weights as numpy arrays, so the embedder can
   encode profiles without importing Paddle (:mod:`movierec.models.fusion.inference`).
 
-Scores convert to stars as ``offset + scale * dot(user_vector, item_vector)``; both
-numbers are in ``metadata["score"]``.
+Vectors (``dim = hidden + CELLS + 1``, not unit length): an item is
+``[unit movie-tower output, its bias in each gender x age cell, its bias]``, a user
+``[rank_scale * unit user-tower output, one-hot gender x age cell, 1]`` (``rank_scale``:
+``[profile path, known user id]``), so their inner
+product is the model's ranking score (what Milvus ranks by). Stars:
+``clip(offset + scale * cos, 1, 5)`` with ``cos`` the cosine of the first ``hidden``
+components (:func:`~movierec.models.fusion.inference.predicted_stars`); ``scale``,
+``offset`` and ``rank_scale`` are in ``metadata["score"]``.
 """
 
 from __future__ import annotations
@@ -25,24 +31,32 @@ import paddle
 from movierec.data.movielens import MovieLens
 from movierec.models.artifact import ArtifactWriter, normalize
 from movierec.models.fusion.data import Tables, build_tables
-from movierec.models.fusion.features import Vocab
+from movierec.models.fusion.features import CELLS, Vocab
 from movierec.models.fusion.model import FusionConfig, FusionModel
 
 MODEL_NAME = "fusion"
 USER_TOWER_PREFIX = "user."
+RANKING = ("score = dot(user_vector, item_vector) = rank_scale * cos(user, movie) + "
+           "cell_bias[cell] + bias; user_vector = [rank_scale * unit user tower, one-hot "
+           "gender x age cell, 1], item_vector = [unit movie tower, cell_bias, bias]")
+FORMULA = ("stars = clip(offset + scale * dot(u[:h], i[:h]) / norm(u[:h]), 1, 5) with "
+           "h = dim - cells - 1 (u, i = user and item vector)")
 
 
 @paddle.no_grad()
 def movie_vectors(model: FusionModel, tables: Tables, batch_size: int = 4096) -> np.ndarray:
-    """L2-normalized movie-tower outputs for every row of ``tables.movies``."""
+    """Exported item vectors: ``[unit movie-tower output, biases per cell, bias]`` for every
+    row of ``tables.movies``."""
     model.eval()
-    movies, out = tables.movies, []
+    movies, out, bias = tables.movies, [], []
     for start in range(0, len(movies.mid), batch_size):
         rows = np.arange(start, min(start + batch_size, len(movies.mid)))
         part = movies.take(rows)
-        out.append(model.movie(paddle.to_tensor(part.mid), paddle.to_tensor(part.genres),
+        mid = paddle.to_tensor(part.mid)
+        out.append(model.movie(mid, paddle.to_tensor(part.genres),
                                paddle.to_tensor(tables.windows[rows])).numpy())
-    return normalize(np.concatenate(out))
+        bias.append(model.item_bias(mid).numpy())
+    return np.concatenate([normalize(np.concatenate(out)), np.concatenate(bias)], axis=1)
 
 
 def user_tower_arrays(model: FusionModel) -> dict[str, np.ndarray]:
@@ -53,7 +67,8 @@ def user_tower_arrays(model: FusionModel) -> dict[str, np.ndarray]:
 
 def score_map(model: FusionModel) -> dict[str, Any]:
     return {"scale": model.scale.item(), "offset": model.offset.item(), "clip": [1.0, 5.0],
-            "formula": "stars = clip(offset + scale * dot(user_vector, item_vector), 1, 5)"}
+            "rank_scale": model.rank_scale.numpy().tolist(), "cells": CELLS, "ranking": RANKING,
+            "formula": FORMULA}
 
 
 def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
@@ -71,7 +86,8 @@ def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
         np.savez(writer.path / "user_tower.npz", **user_tower_arrays(model))
         meta = {"dataset": data.name, "data_checksum": data.checksum,
                 "score": score_map(model), "params": cfg.to_dict(), **metadata}
-        return writer.finish(meta, tables.movie_ids, movie_vectors(model, tables))
+        return writer.finish(meta, tables.movie_ids, movie_vectors(model, tables),
+                             unit=False)
     except BaseException:
         writer.abort()
         raise

@@ -89,6 +89,21 @@ def gender_index(genders) -> np.ndarray:
     return (np.asarray(genders) == "F").astype(np.int64)
 
 
+#: demographic cells (gender x age bucket) of the ranking score's per-cell item biases
+CELLS = 2 * len(AGE_CODES)
+
+
+def cell_features(gender: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """``[n, CELLS + 1]`` float32: the one-hot gender x age cell of each user (dense
+    gender and age indices), then a constant 1. Its inner product with a movie's
+    ``[cell biases, bias]`` is the movie's bias for that cell."""
+    gender, age = np.asarray(gender), np.asarray(age)
+    out = np.zeros((len(gender), CELLS + 1), dtype=np.float32)
+    out[np.arange(len(gender)), gender * len(AGE_CODES) + age] = 1.0
+    out[:, CELLS] = 1.0
+    return out
+
+
 @dataclass
 class UserFeatures:
     """Dense per-user inputs of the user tower, one row per user."""

@@ -9,8 +9,10 @@ the cold-start path: the learned "unknown" id slot, so the vector then depends o
 gender, age and occupation only. Invalid values raise
 :class:`~movierec.errors.InvalidArgument` naming the field.
 
-:class:`FusionRecommender` scores every exported item vector in-process and turns
-inner products into stars with the artifact's ``scale``/``offset``.
+A user vector's inner product with an exported item vector is the model's ranking
+score (see :mod:`.export` for the layout); :func:`predicted_stars` turns a (user
+vector, item vector) pair into the predicted stars. :class:`FusionRecommender` ranks
+every exported item vector in-process.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from movierec.data.movielens import NUM_OCCUPATIONS, age_bucket
-from movierec.errors import InvalidArgument
+from movierec.errors import DataError, InvalidArgument
 from movierec.models.artifact import latest, read_item_vectors, read_metadata
 from movierec.models.fusion.features import (
+    CELLS,
     UNKNOWN,
     Vocab,
     age_index,
+    cell_features,
     gender_index,
     index_of,
 )
@@ -69,16 +73,28 @@ def resolve(path: Path | None, root: Path | None = None) -> Path:
     return Path(path) if path is not None else latest("fusion", root)
 
 
+def predicted_stars(user_vectors: np.ndarray, item_vectors: np.ndarray, scale: float,
+                    offset: float) -> np.ndarray:
+    """Stars (1-5) the model predicts for exported user and item vectors (row-wise,
+    broadcasting): ``clip(offset + scale * cos, 1, 5)`` with ``cos`` the cosine of the
+    two towers, i.e. of the vectors without their last ``CELLS + 1`` (bias) components."""
+    user = np.asarray(user_vectors, dtype=np.float64)[..., :-1 - CELLS]
+    item = np.asarray(item_vectors, dtype=np.float64)[..., :-1 - CELLS]
+    norm = np.maximum(np.linalg.norm(user, axis=-1), 1e-12)
+    return np.clip(offset + scale * np.sum(user * item, axis=-1) / norm, 1.0, 5.0)
+
+
 class FusionEncoder:
     """Numpy user tower of one artifact version."""
 
     def __init__(self, weights: dict[str, np.ndarray], vocab: Vocab, scale: float,
-                 offset: float) -> None:
+                 offset: float, rank_scale: Sequence[float]) -> None:
         self.w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         self.vocab = vocab
         self.known_users = np.asarray(vocab.user_ids, dtype=np.int64)
         self.scale, self.offset = scale, offset
-        self.dim = int(self.w["out.bias"].shape[0])
+        self.rank_scale = np.asarray(rank_scale, dtype=np.float32)  # [profile path, known id]
+        self.dim = int(self.w["out.bias"].shape[0]) + CELLS + 1
 
     @classmethod
     def load(cls, path: Path | None = None) -> FusionEncoder:
@@ -86,7 +102,10 @@ class FusionEncoder:
         with np.load(path / "user_tower.npz") as arrays:
             weights = dict(arrays)
         score = read_metadata(path)["score"]
-        return cls(weights, Vocab.load(path / "vocab.json"), score["scale"], score["offset"])
+        if "rank_scale" not in score:
+            raise DataError(f"fusion artifact {path} predates the ranking vectors; retrain it")
+        return cls(weights, Vocab.load(path / "vocab.json"), score["scale"], score["offset"],
+                   score["rank_scale"])
 
     def knows(self, user_id: int) -> bool:
         """Whether ``user_id`` has a trained id embedding (else: cold-start path)."""
@@ -98,16 +117,20 @@ class FusionEncoder:
 
     def encode_indices(self, uid: np.ndarray, gender: np.ndarray, age: np.ndarray,
                        occupation: np.ndarray) -> np.ndarray:
-        """Normalized user vectors from dense tower inputs (as in training)."""
+        """Exported user vectors ``[rank_scale * unit user-tower output, one-hot gender x age
+        cell, 1]`` from dense tower inputs (as in training); ``rank_scale`` is the profile
+        path's for the unknown id, the known users' otherwise."""
         hidden = np.concatenate([self._branch("uid", uid), self._branch("gender", gender),
                                  self._branch("age", age), self._branch("job", occupation)],
                                 axis=-1)
         out = np.tanh(hidden @ self.w["out.weight"] + self.w["out.bias"])
         norms = np.sqrt(np.sum(out * out, axis=-1, keepdims=True))
-        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        scale = self.rank_scale[(np.asarray(uid) != UNKNOWN).astype(np.int64)][:, None]
+        unit = scale * out / np.maximum(norms, 1e-12)
+        return np.concatenate([unit, cell_features(gender, age)], axis=1).astype(np.float32)
 
     def encode(self, profiles: Sequence[Profile]) -> np.ndarray:
-        """``[len(profiles), dim]`` normalized user vectors; validates every profile."""
+        """``[len(profiles), dim]`` user vectors; validates every profile."""
         for profile in profiles:
             validate(profile)
         ids = np.array([p.user_id or 0 for p in profiles], dtype=np.int64)
@@ -119,12 +142,12 @@ class FusionEncoder:
 
     def encode_one(self, age: int, gender: str, occupation: int,
                    user_id: int | None = None) -> np.ndarray:
-        """One profile -> one ``[dim]`` normalized vector."""
+        """One profile -> one ``[dim]`` user vector."""
         return self.encode([Profile(age, gender, occupation, user_id)])[0]
 
-    def stars(self, inner_products: np.ndarray) -> np.ndarray:
-        """Predicted stars (1-5) from inner products of exported vectors."""
-        return np.clip(self.offset + self.scale * np.asarray(inner_products), 1.0, 5.0)
+    def stars(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
+        """Predicted stars (1-5) of exported user and item vectors (:func:`predicted_stars`)."""
+        return predicted_stars(user_vectors, item_vectors, self.scale, self.offset)
 
 
 class FusionRecommender:
@@ -143,14 +166,16 @@ class FusionRecommender:
 
     def recommend(self, profile: Profile, n: int = 10,
                   exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-        """Top ``n`` (movie id, predicted stars), best first; ties by movie id."""
+        """Top ``n`` (movie id, predicted stars) by ranking score (the inner product),
+        best first; ties by movie id."""
         if n <= 0:
             raise InvalidArgument("n", f"must be positive, got {n}")
-        scores = self.item_vectors @ self.encoder.encode([profile])[0]
+        user = self.encoder.encode([profile])[0]
+        scores = self.item_vectors @ user
         scores[np.isin(self.item_ids, np.fromiter(exclude, np.int64))] = -np.inf
         order = np.lexsort((self.item_ids, -scores))
         order = order[np.isfinite(scores[order])][:n]
-        stars = self.encoder.stars(scores[order])
+        stars = self.encoder.stars(user, self.item_vectors[order])
         return [(int(m), float(s)) for m, s in zip(self.item_ids[order], stars, strict=True)]
 
 
@@ -160,4 +185,5 @@ def recommend(profile: Profile, n: int = 10, artifact: Path | None = None,
     return FusionRecommender.load(artifact).recommend(profile, n, exclude)
 
 
-__all__ = ["FusionEncoder", "FusionRecommender", "Profile", "recommend", "validate"]
+__all__ = ["FusionEncoder", "FusionRecommender", "Profile", "predicted_stars", "recommend",
+           "validate"]

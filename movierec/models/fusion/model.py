@@ -3,22 +3,33 @@
 User tower: id embedding -> fc; gender, age bucket, occupation embeddings -> fc
 each; concat -> fc ``hidden``, tanh. Movie tower: id embedding -> fc; genre
 embeddings sum-pooled; title words -> text CNN (window 3, tanh, sum pool over the
-words); concat -> fc ``hidden``, tanh. The score is ``offset + scale * cos(u, m)``
-in stars, with ``scale`` and ``offset`` learned (``learn_affine=False`` keeps the
-book's fixed 5 and 0), so the
-L2-normalized tower outputs rank movies exactly as the model does and an inner
-product converts back to stars with two global numbers.
+words); concat -> fc ``hidden``, tanh.
+
+Two scores share the towers:
+
+* **stars** ``offset + scale * cos(u, m)``, regressed on ratings (``scale`` and
+  ``offset`` learned; ``learn_affine=False`` keeps the book's fixed 5 and 0);
+* **ranking** ``rank_scale * cos(u, m) + b[m] + b_cell[m, gender x age of u]`` (one
+  ``rank_scale`` for known user ids, one for the profile path), trained
+  with a softmax over all movies against the movies users liked. The biases say how
+  popular a movie is overall and within each demographic cell, which the cosine
+  cannot (it favours rarely rated, highly rated movies).
+
+The ranking score is an inner product of ``[rank_scale * unit(u), one-hot cell, 1]``
+and ``[unit(m), b_cell[m], b[m]]``, the exported vectors (:mod:`.export`); stars come
+back from the same vectors (:func:`.inference.predicted_stars`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import paddle
 from paddle import nn
 
 from movierec.data.movielens import NUM_OCCUPATIONS
-from movierec.models.fusion.features import AGE_CODES
+from movierec.models.fusion.features import AGE_CODES, CELLS
 
 
 @dataclass
@@ -46,6 +57,12 @@ class FusionConfig:
     max_minutes: float = 9.0
     scale_init: float = 5.0
     learn_affine: bool = True
+    rank_weight: float = 0.3
+    rank_min_rating: int = 3
+    rank_batch: int = 64
+    rank_scale_init: float = 10.0
+    profile_rank_scale_init: float = 0.0
+    rank_scale_lr: float = 10.0
 
     @classmethod
     def from_dict(cls, values: dict) -> FusionConfig:
@@ -128,21 +145,54 @@ class FusionModel(nn.Layer):
                 mean_rating if cfg.learn_affine else 0.0))
         self.scale.stop_gradient = not cfg.learn_affine
         self.offset.stop_gradient = not cfg.learn_affine
+        self.item_bias = nn.Embedding(num_movies, CELLS + 1, weight_attr=paddle.ParamAttr(
+            initializer=nn.initializer.Constant(0.0)))
+        self.rank_scale = self.create_parameter(
+            [2], attr=paddle.ParamAttr(learning_rate=cfg.rank_scale_lr),
+            default_initializer=nn.initializer.Assign(
+                [cfg.profile_rank_scale_init, cfg.rank_scale_init]))
+
+    def init_item_bias(self, likes: np.ndarray) -> None:
+        """Start the ranking biases at the training popularity: ``likes[m, c]`` counts the
+        likes of movie id index ``m`` in gender x age cell ``c``; ``b[m] = log(1 + likes
+        of m)`` and ``b[m] + b_cell[m, c] = log(1 + likes of m in c)``, so an untrained
+        profile ranks like popularity within its cell."""
+        overall = np.log1p(likes.sum(axis=1, keepdims=True))
+        self.item_bias.weight.set_value(np.hstack([np.log1p(likes) - overall, overall])
+                                        .astype(np.float32))
+
+    @staticmethod
+    def unit(vectors):
+        """Rows scaled to unit length (written with sums: p_norm backward is slow on CPU)."""
+        return vectors * paddle.rsqrt(paddle.sum(vectors * vectors, axis=-1, keepdim=True)
+                                      + 1e-12)
 
     @staticmethod
     def cosine(user_vec, movie_vec):
-        """Row-wise cosine (written with sums: Paddle's p_norm backward is slow on CPU)."""
+        """Row-wise cosine."""
         dot = paddle.sum(user_vec * movie_vec, axis=-1)
         norms = (paddle.sum(user_vec * user_vec, axis=-1)
                  * paddle.sum(movie_vec * movie_vec, axis=-1))
         return dot * paddle.rsqrt(norms + 1e-12)
 
-    def forward(self, uid, gender, age, job, mid, genres, windows, user_index=None,
-                movie_index=None):
-        """Predicted stars; with indices, row ``i`` pairs user ``user_index[i]`` with movie
-        ``movie_index[i]`` (towers run once per distinct user/movie), else row-by-row."""
-        users = self.user(uid, gender, age, job)
-        movies = self.movie(mid, genres, windows)
+    def stars(self, users, movies, user_index=None, movie_index=None):
+        """Predicted stars from tower outputs; with indices, row ``i`` pairs user
+        ``user_index[i]`` with movie ``movie_index[i]``, else row-by-row."""
         if user_index is not None:
             users, movies = paddle.gather(users, user_index), paddle.gather(movies, movie_index)
         return self.offset + self.scale * self.cosine(users, movies)
+
+    def rank_logits(self, users, known, cells, movies, mid):
+        """``[users, movies]`` ranking scores: ``rank_scale[known] * cos(u, m)`` plus the
+        movie's bias and its bias in the user's gender x age cell (``known``: 1 where the
+        user id is known, 0 on the profile path; ``cells``: the users'
+        :func:`~movierec.models.fusion.features.cell_features`)."""
+        cos = paddle.matmul(self.unit(users), self.unit(movies), transpose_y=True)
+        scale = paddle.unsqueeze(paddle.gather(self.rank_scale, known), -1)
+        return scale * cos + paddle.matmul(cells, self.item_bias(mid), transpose_y=True)
+
+    def forward(self, uid, gender, age, job, mid, genres, windows, user_index=None,
+                movie_index=None):
+        """Predicted stars (see :meth:`stars`); towers run once per distinct user/movie."""
+        return self.stars(self.user(uid, gender, age, job), self.movie(mid, genres, windows),
+                          user_index, movie_index)

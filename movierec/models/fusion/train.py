@@ -1,4 +1,5 @@
-"""Training loop: Adam on squared error in stars, early stopping on a holdout slice.
+"""Training loop: Adam on squared error in stars plus ``rank_weight`` times the ranking
+loss (:mod:`.ranking`), early stopping on the holdout slice's RMSE.
 
 The validation slice is carved out of the training split with
 :func:`movierec.data.splits.holdout`; after every epoch the model is scored on it,
@@ -27,9 +28,11 @@ from tqdm import tqdm
 from movierec.data.movielens import MovieLens
 from movierec.data.splits import holdout
 from movierec.models.fusion.baselines import scores
-from movierec.models.fusion.data import Batcher, Tables, batcher_for, build_tables
+from movierec.models.fusion.data import Batch, Batcher, Tables, batcher_for, build_tables
+from movierec.models.fusion.evaluate import hidden_ids_key
 from movierec.models.fusion.features import Vocab, build_vocab
 from movierec.models.fusion.model import FusionConfig, FusionModel
+from movierec.models.fusion.ranking import Ranker, catalog_inputs, cell_likes, rank_targets
 
 
 @dataclass
@@ -79,21 +82,30 @@ def _optimizer(cfg: FusionConfig, model: FusionModel) -> paddle.optimizer.Optimi
     return paddle.optimizer.Adam(cfg.lr, parameters=model.parameters())
 
 
-def _run_epoch(model, opt, batcher: Batcher, cfg: FusionConfig, rng: np.random.Generator,
-               deadline: float, desc: str, progress: bool) -> tuple[float, bool]:
-    """One pass over the data; returns (mean loss, whether the time budget ran out)."""
+def mse_loss(model: FusionModel, batch: Batch) -> paddle.Tensor:
+    """Mean squared error in stars of a rating batch."""
+    return paddle.mean((model(*batch.inputs()) - paddle.to_tensor(batch.rating)) ** 2)
+
+
+def _run_epoch(model, opt, batcher: Batcher, ranker: Ranker | None, cfg: FusionConfig,
+               rng: np.random.Generator, deadline: float, desc: str,
+               progress: bool) -> tuple[float, bool]:
+    """One pass over the data; returns (mean squared error, whether the time ran out)."""
     model.train()
+    catalog = catalog_inputs(batcher.tables)
     total, count = 0.0, 0
     steps = -(-len(batcher) // cfg.batch_size)
+    schedule = ranker.schedule(steps, rng) if ranker is not None else {}
     with tqdm(batcher.epoch(cfg.batch_size, rng, cfg.user_id_dropout, cfg.movie_id_dropout),
               total=steps, desc=desc, disable=not progress, leave=False) as bar:
-        for batch in bar:
-            inputs = batch.inputs()
-            loss = paddle.mean((model(*inputs) - paddle.to_tensor(batch.rating)) ** 2)
+        for step, batch in enumerate(bar):
+            mse = mse_loss(model, batch)
+            loss = mse if step not in schedule else mse + cfg.rank_weight * ranker.loss(
+                model, schedule[step], catalog)
             loss.backward()
             opt.step()
             opt.clear_grad()
-            total += float(loss) * len(batch.rating)
+            total += float(mse) * len(batch.rating)
             count += len(batch.rating)
             bar.set_postfix(mse=f"{total / count:.4f}", refresh=False)
             if time.monotonic() > deadline:
@@ -144,7 +156,11 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
     vocab = build_vocab(fit, data.movies, data.genres, cfg.title_len)
     tables = build_tables(vocab, data, cfg.window)
     fit_b, valid_b = batcher_for(tables, fit), batcher_for(tables, valid)
+    ranker = Ranker.build(tables, fit, valid, cfg.rank_min_rating, cfg.rank_batch) \
+        if cfg.rank_weight > 0 else None
     model = build_model(cfg, vocab, float(fit["rating"].mean()))
+    if ranker is not None:
+        model.init_item_bias(cell_likes(tables, rank_targets(tables, train, cfg.rank_min_rating)))
     opt = _optimizer(cfg, model)
     rng = np.random.default_rng(seed)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -152,15 +168,16 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
         "epoch": 0, "best_epoch": 0, "best": float("inf"), "history": []}
     deadline = started + cfg.max_minutes * 60
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        loss, out_of_time = _run_epoch(model, opt, fit_b, cfg, rng, deadline,
+        loss, out_of_time = _run_epoch(model, opt, fit_b, ranker, cfg, rng, deadline,
                                        f"epoch {epoch}/{cfg.epochs}", progress)
         valid_rmse = scores(predict(model, valid_b), valid_b.ratings)["rmse"]
-        state["history"].append({"epoch": epoch, "train_mse": round(loss, 5),
-                                 "valid_rmse": round(valid_rmse, 5),
-                                 "seconds": round(time.monotonic() - started, 1)})
+        row = {"epoch": epoch, "train_mse": round(loss, 5), "valid_rmse": round(valid_rmse, 5)}
+        if ranker is not None:
+            row["valid_rank_loss"] = round(ranker.valid_loss(model), 5)
+        state["history"].append({**row, "seconds": round(time.monotonic() - started, 1)})
         if progress:
-            tqdm.write(f"epoch {epoch}: train mse {loss:.4f}  valid rmse {valid_rmse:.4f}",
-                       file=sys.stderr)
+            tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v}" for k, v in row.items()
+                                                      if k != "epoch"), file=sys.stderr)
         if valid_rmse < state["best"]:
             state.update(best=valid_rmse, best_epoch=epoch)
             paddle.save(model.state_dict(), str(checkpoint_dir / "best.pdparams"))
@@ -176,9 +193,12 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
                        state["best"], time.monotonic() - started)
 
 
-def split_metrics(result: TrainResult, frame: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """RMSE/MAE in stars on ``frame``, with user ids known and hidden (cold start)."""
+def split_metrics(result: TrainResult, frame: pd.DataFrame,
+                  split: str) -> dict[str, dict[str, float]]:
+    """RMSE/MAE in stars on ``frame`` (the test part of ``split``), with user ids known and
+    hidden (:func:`~movierec.models.fusion.evaluate.hidden_ids_key` names the latter)."""
     known = batcher_for(result.tables, frame)
     hidden = batcher_for(replace(result.tables, users=result.tables.users.hide_ids()), frame)
     return {"test": scores(predict(result.model, known), known.ratings),
-            "test_cold_start": scores(predict(result.model, hidden), hidden.ratings)}
+            "test_" + hidden_ids_key(split): scores(predict(result.model, hidden),
+                                                    hidden.ratings)}
