@@ -29,6 +29,7 @@ from movierec.common.v1 import common_pb2
 from movierec.data.movielens import age_bucket
 from movierec.errors import NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
+from movierec.models.fusion.inference import predicted_stars
 from movierec.models.user_input import catalog_profile
 
 MAX_ANCHORS = 50
@@ -42,11 +43,12 @@ class Ranking:
     version: str
     hits: list[tuple[int, float]]
     anchors: list[int] = field(default_factory=list)
-    star_scale: float = 1.0       # fusion: stars = star_offset + star_scale * score
+    star_scale: float = 1.0       # fusion: the model's map from cosine to stars
     star_offset: float = 0.0
     context: str = ""
     anchor_phrase: str = "because you liked"
     unknown: list[int] = field(default_factory=list)   # liked ids the model does not know
+    query: list[float] | None = None   # the user vector searched with (fusion: for stars)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class Recommender:
         hits = await self.down.search(e.model, e.vector, want, exclude, q.genres, deadline)
         return Ranking(e.model, hits.version or e.model_version, hits.items, signal.anchors,
                        e.score_scale or 1.0, e.score_offset, signal.context,
-                       unknown=signal.unknown)
+                       unknown=signal.unknown, query=list(e.vector))
 
     async def _movies(self, ids: list[int], deadline: Deadline) -> dict:
         async def fetch(missing: list[int]) -> dict:
@@ -160,7 +162,8 @@ class Recommender:
         """Items of the page [page_start, page_start + top_k) with metadata and reasons."""
         page = ranking.hits[page_start:page_start + top_k + self.extra]
         wanted = list(dict.fromkeys([i for i, _ in page] + ranking.anchors))
-        if ranking.anchors and ranking.model != "popular":
+        stars = ranking.model == "fusion" and ranking.query is not None
+        if (ranking.anchors or stars) and ranking.model != "popular":
             meta, vectors = await asyncio.gather(
                 self._movies(wanted, deadline),
                 self._vectors(ranking.model, ranking.version, wanted, deadline))
@@ -171,6 +174,9 @@ class Recommender:
         for movie_id, score in page:
             if movie_id not in meta or len(items) == top_k:
                 continue
+            if stars and movie_id in vectors:
+                score = float(predicted_stars(np.asarray(ranking.query), vectors[movie_id],
+                                              ranking.star_scale, ranking.star_offset))
             items.append(_item(meta[movie_id], score, ranking,
                                meta.get(closest.get(movie_id, -1))))
         end = page_start + top_k
@@ -188,13 +194,13 @@ def _closest_anchor(table: dict[int, np.ndarray], anchors: list[int]) -> dict[in
 
 def _item(movie: common_pb2.Movie, score: float, ranking: Ranking,
           anchor: common_pb2.Movie | None) -> pb.RecommendedMovie:
-    if ranking.model == "fusion":
-        score = float(np.clip(ranking.star_offset + ranking.star_scale * score, 1.0, 5.0))
+    """A page item; ``score`` is predicted stars for fusion recommendations, the
+    retrieval score otherwise (a rating count for popular movies)."""
     if ranking.model == "popular":
         reason = f"popular: rated by {int(score):,} people ({ranking.context})"
     elif anchor is not None:
         reason = f"{ranking.anchor_phrase} {title_of(anchor)}"
-    elif ranking.model == "fusion":
+    elif ranking.model == "fusion" and ranking.query is not None:
         reason = f"predicted {score:.1f} stars for {ranking.context or 'people like you'}"
     else:
         reason = "close to your taste"

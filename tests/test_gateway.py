@@ -16,8 +16,10 @@ from movierec.apps.gateway.flight import SingleFlight
 from movierec.apps.gateway.query import recommend_query, similar_query
 from movierec.apps.gateway.recommend import Recommender
 from movierec.common.v1 import common_pb2
+from movierec.embedder.v1 import embedder_pb2
 from movierec.errors import DeadlineExceeded, InvalidArgument, NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
+from movierec.models.fusion.features import CELLS
 
 
 def recommend(request: pb.RecommendRequest) -> tuple[list[int], FakeDownstream, str]:
@@ -70,8 +72,19 @@ def test_profile_with_user_id_hides_seen_and_liked_ids_are_excluded() -> None:
     assert ids == [4, 5, 6] and ("search", "pinsage", (3, 1, 2)) in down.calls
 
 
-def test_fusion_scores_become_stars() -> None:
+def test_fusion_items_show_the_stars_the_model_predicts() -> None:
+    extra = [0.0] * (CELLS + 1)       # the bias components the cosine leaves out
     down = FakeDownstream()
+
+    async def embed_profile(profile, deadline):
+        return embedder_pb2.Embedding(model="fusion", model_version="f1",
+                                      vector=[0.6, 0.8, *extra], score_scale=2.0,
+                                      score_offset=3.0)
+
+    async def vectors(model, movie_ids, deadline):   # cosine 1.0 for movie 1, 0.0 for 2
+        table = {1: [0.6, 0.8, *extra], 2: [0.8, -0.6, *extra]}
+        return {i: table[i] for i in movie_ids if i in table}, "f1"
+    down.embed_profile, down.vectors = embed_profile, vectors
     query, _ = recommend_query(pb.RecommendRequest(
         profile=common_pb2.Profile(age=30, gender="F", occupation=4), top_k=2))
 
@@ -80,8 +93,9 @@ def test_fusion_scores_become_stars() -> None:
         ranking = await recommender.rank(query, Deadline.start(1.0, 1.0))
         return await recommender.explain(ranking, 0, 2, Deadline.start(1.0, 1.0))
     items, more = asyncio.run(scenario())
-    assert [i.score for i in items] == [3.0, 2.0] and more
-    assert items[0].reason.startswith("predicted 3.0 stars for women aged 25-34")
+    assert [i.movie_id for i in items] == [1, 2] and more
+    assert [round(i.score, 4) for i in items] == [5.0, 3.0]
+    assert items[1].reason.startswith("predicted 3.0 stars for women aged 25-34")
 
 
 def test_equivalent_requests_share_one_canonical_form() -> None:
