@@ -43,8 +43,8 @@ def test_profile_query(stack: Stack) -> None:
     assert len(reply.items) == 5 and reply.model_version.startswith("fusion@")
     assert all(1 <= i.score <= 5 and i.title for i in reply.items)
     assert "predicted" in reply.items[0].reason and "women aged 25-34" in reply.items[0].reason
-    scores = [i.score for i in reply.items]
-    assert scores == sorted(scores, reverse=True)
+    # the order is the model's ranking (what people like this watch and like); the score
+    # shown is the rating it predicts, so it need not fall with the rank
 
 
 def test_liked_query_excludes_liked_and_explains(stack: Stack) -> None:
