@@ -68,6 +68,14 @@ TOWER = {"split_roles": True, "item_bias": True, "user_layers": 1, "pool": "sqrt
 
 @pytest.fixture(scope="module")
 def trained(setup):
+    """The default configuration."""
+    _, graph, valid, _ = setup
+    config = TrainConfig(**SMALL)
+    return config, train(graph, valid, config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shared(setup):
     _, graph, valid, _ = setup
     config = TrainConfig(**SMALL, **SHARED)
     return config, train(graph, valid, config, progress=False)
@@ -145,19 +153,13 @@ def test_short_inputs_are_the_earliest_items(setup):
         assert stamps[row][inputs[row]].max() <= stamps[row][targets[row]].min()
 
 
-def test_reconstruction_targets_the_whole_history(setup):
-    _, graph, _, _ = setup
-    full, inputs, seen, targets = _split(graph, HistorySplit(reconstruct=True))
-    assert (targets == full).all() and not seen.any() and (inputs.sum(1) < full.sum(1)).all()
-
-
 def _test_metrics(model, graphs, test, aggregation: str) -> dict:
     served = served_arrays(model, graphs)
     return evaluate(user_scorer(served.tower, served.item_vectors, test.history, aggregation),
                     test)
 
 
-@pytest.mark.parametrize("fixture", ["trained", "towered"])
+@pytest.mark.parametrize("fixture", ["trained", "shared", "towered"])
 def test_training_improves_over_the_untrained_model(setup, fixture, request):
     _, graph, _, test = setup
     config, result = request.getfixturevalue(fixture)
@@ -180,9 +182,9 @@ def test_margin_objective_lowers_loss(setup):
     assert log[-1]["loss"] < log[0]["loss"]
 
 
-def test_export_round_trip_covers_every_movie(setup, trained, tmp_path):
+def test_export_round_trip_covers_every_movie(setup, shared, tmp_path):
     data, graph, _, _ = setup
-    config, result = trained
+    config, result = shared
     path = export(result, graph, config, {"dataset": DATASET, "data_checksum": data.checksum},
                   tmp_path)
     encoder = PinSageEncoder.load(root=tmp_path)
@@ -240,7 +242,7 @@ def test_torch_and_numpy_user_towers_agree(pool, layers):
         assert got[-1] == 1.0
 
 
-@pytest.mark.parametrize("fixture", ["trained", "towered"])
+@pytest.mark.parametrize("fixture", ["trained", "shared", "towered"])
 def test_serving_vector_is_the_evaluated_one(setup, fixture, request, tmp_path):
     data, graph, _, test = setup
     config, result = request.getfixturevalue(fixture)
@@ -258,9 +260,9 @@ def test_serving_vector_is_the_evaluated_one(setup, fixture, request, tmp_path):
     np.testing.assert_allclose(encoder.vectors @ user, trained_scores[0], atol=1e-4)
 
 
-def test_encoder_aggregates_and_ranks(setup, trained):
+def test_encoder_aggregates_and_ranks(setup, shared):
     _, graph, _, _ = setup
-    _, result = trained
+    _, result = shared
     encoder = PinSageEncoder(graph.movie_ids, item_vectors(result.model, result.export_graphs))
     liked = [5, 9, 12]
     mean = encoder.vectors[encoder.rows(liked)].mean(0)
@@ -305,6 +307,17 @@ def test_commands_train_then_evaluate(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report["rows"]) == {"pinsage", "mostpop", "grouppop", "itemknn", "ease", "bpr"}
     assert 0 <= report["rows"]["pinsage"]["recall@10"] <= 1
+
+
+def test_cold_start_split_trains_on_first_movies():
+    parser = _with_common(argparse.ArgumentParser(), evaluate=False)
+    commands.add_train_args(parser)
+    warm = commands._config(parser.parse_args([]))
+    cold = commands._config(parser.parse_args(["--split", "users_80_10_10"]))
+    chosen = commands._config(parser.parse_args(["--split", "users_80_10_10",
+                                                 "--short-frac", "0.3"]))
+    assert warm == TrainConfig(seed=warm.seed)
+    assert cold.short_frac == 1.0 and chosen.short_frac == 0.3
 
 
 def _with_common(parser: argparse.ArgumentParser, evaluate: bool) -> argparse.ArgumentParser:

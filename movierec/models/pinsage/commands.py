@@ -61,11 +61,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", choices=list(POOLS), default=d.pool)
     parser.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=d.cosine,
                         help="unit user and output vectors (score = cosine [+ bias])")
-    parser.add_argument("--short-frac", type=float, default=d.short_frac,
-                        help="share of training users whose input is cut to --short-len items")
+    parser.add_argument("--short-frac", type=float, default=None,
+                        help="share of training users whose input is cut to their first "
+                             "--short-len movies (default: 1 for users_80_10_10, else "
+                             f"{d.short_frac:g})")
     parser.add_argument("--short-len", type=int, default=d.short_len)
-    parser.add_argument("--lr-decay", type=float, default=d.lr_decay,
-                        help="learning rate factor per epoch")
     parser.add_argument("--ema", type=float, default=d.ema,
                         help="validate and export a moving average of the weights (0: off)")
     parser.add_argument("--neighbors", type=int, default=d.walks.num_neighbors)
@@ -88,6 +88,10 @@ def _common_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+#: the cold-start protocol gives each test user their first movies only: train that way
+SPLIT_SHORT_FRAC = {"users_80_10_10": 1.0}
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     walks = WalkConfig(num_random_walks=args.walks, num_neighbors=args.neighbors)
     values = {"dim": args.dim, "layers": args.layers, "objective": args.objective,
@@ -97,8 +101,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
               "time_budget_s": args.time_budget * 60, "walks": walks, "seed": args.seed,
               "split_roles": args.split_roles, "item_bias": args.item_bias,
               "user_layers": args.user_layers, "pool": args.pool, "cosine": args.cosine,
-              "short_frac": args.short_frac, "short_len": args.short_len,
-              "lr_decay": args.lr_decay, "ema": args.ema}
+              "short_frac": (SPLIT_SHORT_FRAC.get(args.split, TrainConfig.short_frac)
+                             if args.short_frac is None else args.short_frac),
+              "short_len": args.short_len,
+              "ema": args.ema}
     return TrainConfig(**values)
 
 

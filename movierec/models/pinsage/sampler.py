@@ -82,30 +82,25 @@ class UserBatch:
 class HistorySplit:
     """How a training user's history is cut into inputs and targets."""
 
-    target_frac: float = 0.2   # expected share of a history held out as targets
-    short_frac: float = 0.0    # share of users whose input is cut to ``short_len`` items
+    target_frac: float = 0.5   # expected share of a history held out as targets
+    short_frac: float = 0.0    # share of users whose input is their first ``short_len`` items
     short_len: int = 5
-    chrono_short: bool = True  # a short input is the user's earliest items (cold start)
-    reconstruct: bool = False  # targets are the whole history (inputs not masked)
 
 
 def split_histories(weights: sparse.csr_matrix, split: HistorySplit, rng: np.random.Generator,
-                    stamps: sparse.csr_matrix | None = None) -> UserBatch:
+                    stamps: sparse.csr_matrix) -> UserBatch:
     """Cut each row's items into inputs and targets (at least one of each).
 
     Most rows hold out about ``target_frac`` of their items at random; a ``short_frac``
-    share keeps only ``short_len`` inputs (the earliest by ``stamps`` if
-    ``chrono_short``). Every row must have at least two items; ``stamps`` (same
-    sparsity as ``weights``) is needed only for chronological short inputs.
+    share keeps only their ``short_len`` earliest items by ``stamps`` (same sparsity as
+    ``weights``) as inputs, like a cold-start user. Every row needs two items or more.
     """
     counts = np.diff(weights.indptr)
     rows = np.repeat(np.arange(weights.shape[0]), counts)
     short = rng.random(len(counts)) < split.short_frac
     held = np.maximum(rng.binomial(counts, split.target_frac), 1)
     keep = np.clip(np.where(short, split.short_len, counts - held), 1, counts - 1)
-    first = np.zeros(weights.nnz)
-    if split.chrono_short and stamps is not None:
-        first = np.where(short[rows], stamps.data, 0)
+    first = np.where(short[rows], stamps.data, 0)
     order = np.lexsort((rng.random(weights.nnz), first, rows))
     position = np.empty(weights.nnz, dtype=np.int64)
     position[order] = np.arange(weights.nnz) - np.repeat(weights.indptr[:-1], counts)
@@ -113,11 +108,9 @@ def split_histories(weights: sparse.csr_matrix, split: HistorySplit, rng: np.ran
     shape, cols = weights.shape, weights.indices
     inputs = _coo(rows[is_input], cols[is_input], weights.data[is_input], shape)
     seen = torch.zeros(shape, dtype=torch.bool)
+    seen[rows[is_input], cols[is_input]] = True
     targets = torch.zeros(shape)
-    chosen = np.ones_like(is_input) if split.reconstruct else ~is_input
-    targets[rows[chosen], cols[chosen]] = 1.0
-    if not split.reconstruct:
-        seen[rows[is_input], cols[is_input]] = True
+    targets[rows[~is_input], cols[~is_input]] = 1.0
     return UserBatch(inputs, seen, targets)
 
 

@@ -56,25 +56,22 @@ class TrainConfig:
     aggregation: str = "rating"
     temperature: float = 0.07
     split_roles: bool = False
-    item_bias: bool = False
+    item_bias: bool = True
     user_layers: int = 0
     pool: str = "l2"
     cosine: bool = True
-    target_frac: float = 0.2
+    target_frac: float = 0.5
     short_frac: float = 0.0
     short_len: int = 5
-    chrono_short: bool = True
-    reconstruct: bool = False
     margin: float = 0.3
-    batch_users: int = 256
+    batch_users: int = 128
     batch_items: int = 1024
     lr: float = 3e-3
-    lr_decay: float = 1.0
-    ema: float = 0.0
+    ema: float = 0.99
     weight_decay: float = 0.0
     max_epochs: int = 200
-    patience: int = 8
-    time_budget_s: float = 15 * 60
+    patience: int = 10
+    time_budget_s: float = 18 * 60
     walks: WalkConfig = field(default_factory=WalkConfig)
     export_walks: int = 200
     seed: int = 2026
@@ -163,14 +160,12 @@ class Trainer:
         self.model = build_model(data, config)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, config.lr_decay)
         self.average = copy.deepcopy(self.model) if config.ema > 0 else None
         self.sampler = NeighbourSampler(data.graph, config.walks)
         self.rng = np.random.default_rng(config.seed)
         self.weights = history_matrix(data.history, config.aggregation)
         self.users = np.flatnonzero(np.diff(self.weights.indptr) >= 2)
-        self.split = HistorySplit(config.target_frac, config.short_frac, config.short_len,
-                                  config.chrono_short, config.reconstruct)
+        self.split = HistorySplit(config.target_frac, config.short_frac, config.short_len)
         self.items = torch.from_numpy(np.flatnonzero(data.features.has_edges))
         export = replace(config.walks, num_random_walks=config.export_walks)
         self.export_graphs = NeighbourSampler(data.graph, export).layers(config.layers)
@@ -179,7 +174,6 @@ class Trainer:
         """One pass over users (softmax) or items (margin); returns the mean loss."""
         graphs = self.sampler.layers(self.config.layers)
         losses = [self._step(graphs, batch) for batch in self._batches()]
-        self.schedule.step()
         return float(np.mean(losses))
 
     def _batches(self) -> list[np.ndarray]:
