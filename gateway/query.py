@@ -18,7 +18,6 @@ from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 
 MODELS = ("pinsage", "fusion")
-MIN_AGE, MAX_AGE = 1, 120
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,8 @@ class Canonical:
 
 
 def check_profile(profile: common_pb2.Profile) -> None:
-    if not MIN_AGE <= profile.age <= MAX_AGE:
-        raise InvalidArgument("profile.age", f"must be {MIN_AGE}-{MAX_AGE} years, "
+    if not limits.MIN_AGE <= profile.age <= limits.MAX_AGE:
+        raise InvalidArgument("profile.age", f"must be {limits.MIN_AGE}-{limits.MAX_AGE} years, "
                                              f"got {profile.age}")
     if profile.gender not in ("M", "F"):
         raise InvalidArgument("profile.gender", "must be 'M' or 'F'")

@@ -24,3 +24,5 @@ MAX_BATCH_IDS = 1000        # ids per batch lookup (GetMovies, GetVectors)
 MAX_SEARCH = 100            # title search results per page
 MAX_POPULAR = MAX_RANK      # popular movies per call
 MAX_OFFSET = 10_000         # largest page offset a page token may carry
+
+MIN_AGE, MAX_AGE = 1, 120   # years of a profile's age (mapped to the ml-1m bucket)

@@ -57,7 +57,7 @@ class Stack:
 
 def _train(artifacts: Path, root: Path) -> None:
     common = ["--dataset", DATASET, "--artifacts", str(artifacts), "--no-progress"]
-    assert cli.main(["train", "fusion", *common, "--epochs", "3",
+    assert cli.main(["train", "fusion", *common, "--max-epochs", "3",
                      "--checkpoint-dir", str(root / "ckpt-f")]) == 0
     assert cli.main(["train", "pinsage", *common, "--dim", "16", "--max-epochs", "3",
                      "--checkpoint-dir", str(root / "ckpt-p")]) == 0

@@ -197,8 +197,7 @@ def test_newest_history_matches_the_catalog_order() -> None:
 
 def _train(model: str, split: str, root: Path) -> Path:
     from movierec.models.cli import train_main
-    extra = (["--dim", "16", "--max-epochs", "2"] if model == "pinsage"
-             else ["--epochs", "2"])
+    extra = ["--max-epochs", "2", *(["--dim", "16"] if model == "pinsage" else [])]
     argv = [model, "--dataset", DATASET, "--split", split, "--artifacts", str(root),
             "--no-progress", "--checkpoint-dir", str(root / f"ckpt-{model}"), *extra]
     assert train_main(argv) == 0

@@ -25,7 +25,6 @@ from movierec.models.fusion.export import load_model, movie_vectors  # noqa: E40
 from movierec.models.fusion.features import CELLS, cell_features, user_features  # noqa: E402
 from movierec.models.fusion.inference import (  # noqa: E402
     FusionEncoder,
-    FusionRecommender,
     Profile,
     predicted_stars,
 )
@@ -51,7 +50,7 @@ def _parse(kind: str, *argv: str) -> argparse.Namespace:
 
 def _train(root: Path, *extra: str) -> Path:
     args = _parse("train", "--artifacts", str(root / "artifacts"), "--checkpoint-dir",
-                  str(root / "ckpt"), "--epochs", str(EPOCHS), "--no-progress", *extra)
+                  str(root / "ckpt"), "--max-epochs", str(EPOCHS), "--no-progress", *extra)
     assert commands.train(args) == 0
     return root / "artifacts" / "fusion" / (root / "artifacts" / "fusion" / "LATEST").read_text(
     ).strip()
@@ -236,20 +235,17 @@ def test_invalid_profiles_raise_invalid_argument(artifact, profile, field):
     assert error.value.field == field
 
 
-def test_recommend_top_n(artifact):
-    recommender = FusionRecommender.load(artifact)
-    profile = Profile(40, "F", 7, 3)
-    top = recommender.recommend(profile, n=10)
-    assert len(top) == 10 and len({m for m, _ in top}) == 10
-    scores = recommender.item_vectors @ recommender.encoder.encode([profile])[0]
-    by_id = dict(zip(recommender.item_ids.tolist(), scores, strict=True))
-    ranked = [by_id[m] for m, _ in top]
-    assert ranked == sorted(ranked, reverse=True) and ranked[-1] >= np.sort(scores)[-10]
-    assert all(1 <= s <= 5 for _, s in top)
-    again = recommender.recommend(profile, n=10, exclude=[top[0][0]])
-    assert top[0][0] not in {m for m, _ in again} and again[0] == top[1]
-    with pytest.raises(InvalidArgument):
-        recommender.recommend(Profile(40, "F", 99), n=10)
+def test_stars_of_the_top_ranked_movies(artifact):
+    """The ranking is the inner product (what Milvus computes); each hit's stars come from
+    the same two vectors and stay on the 1-5 scale."""
+    encoder = FusionEncoder.load(artifact)
+    _, items = read_item_vectors(artifact)
+    user = encoder.encode([Profile(40, "F", 7, 3)])[0]
+    top = np.argsort(-(items @ user))[:10]
+    stars = encoder.stars(user, items[top])
+    assert stars.shape == (10,) and ((stars >= 1) & (stars <= 5)).all()
+    np.testing.assert_allclose(stars, predicted_stars(user, items[top], encoder.scale,
+                                                      encoder.offset))
 
 
 def test_evaluate_command_prints_json(artifact, capsys):
@@ -262,13 +258,13 @@ def test_evaluate_command_prints_json(artifact, capsys):
 
 
 def test_training_is_reproducible_with_the_seed(tmp_path):
-    first = _train(tmp_path / "a", "--epochs", "1")
-    second = _train(tmp_path / "b", "--epochs", "1")
+    first = _train(tmp_path / "a", "--max-epochs", "1")
+    second = _train(tmp_path / "b", "--max-epochs", "1")
     np.testing.assert_array_equal(read_item_vectors(first)[1], read_item_vectors(second)[1])
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    first = read_metadata(_train(tmp_path, "--epochs", "1"))["history"]
-    resumed = read_metadata(_train(tmp_path, "--epochs", "2", "--resume"))["history"]
+    first = read_metadata(_train(tmp_path, "--max-epochs", "1"))["history"]
+    resumed = read_metadata(_train(tmp_path, "--max-epochs", "2", "--resume"))["history"]
     assert [h["epoch"] for h in resumed] == [1, 2]
     assert resumed[0] == first[0]

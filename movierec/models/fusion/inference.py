@@ -17,7 +17,7 @@ every exported item vector in-process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,8 @@ import numpy as np
 
 from movierec.data.movielens import NUM_OCCUPATIONS, age_bucket
 from movierec.errors import DataError, InvalidArgument
-from movierec.models.artifact import latest, read_item_vectors, read_metadata
+from movierec.limits import MAX_AGE, MIN_AGE
+from movierec.models.artifact import latest, read_metadata
 from movierec.models.fusion.features import (
     CELLS,
     UNKNOWN,
@@ -35,8 +36,6 @@ from movierec.models.fusion.features import (
     gender_index,
     index_of,
 )
-
-MIN_AGE, MAX_AGE = 1, 120
 
 
 @dataclass(frozen=True)
@@ -150,40 +149,4 @@ class FusionEncoder:
         return predicted_stars(user_vectors, item_vectors, self.scale, self.offset)
 
 
-class FusionRecommender:
-    """Exact top-N over all exported item vectors (no index server needed)."""
-
-    def __init__(self, encoder: FusionEncoder, item_ids: np.ndarray,
-                 item_vectors: np.ndarray) -> None:
-        self.encoder = encoder
-        self.item_ids = np.asarray(item_ids, dtype=np.int64)
-        self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
-
-    @classmethod
-    def load(cls, path: Path | None = None) -> FusionRecommender:
-        path = resolve(path)
-        return cls(FusionEncoder.load(path), *read_item_vectors(path))
-
-    def recommend(self, profile: Profile, n: int = 10,
-                  exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-        """Top ``n`` (movie id, predicted stars) by ranking score (the inner product),
-        best first; ties by movie id."""
-        if n <= 0:
-            raise InvalidArgument("n", f"must be positive, got {n}")
-        user = self.encoder.encode([profile])[0]
-        scores = self.item_vectors @ user
-        scores[np.isin(self.item_ids, np.fromiter(exclude, np.int64))] = -np.inf
-        order = np.lexsort((self.item_ids, -scores))
-        order = order[np.isfinite(scores[order])][:n]
-        stars = self.encoder.stars(user, self.item_vectors[order])
-        return [(int(m), float(s)) for m, s in zip(self.item_ids[order], stars, strict=True)]
-
-
-def recommend(profile: Profile, n: int = 10, artifact: Path | None = None,
-              exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-    """One-shot helper for ``movierec recommend``: load the artifact and rank."""
-    return FusionRecommender.load(artifact).recommend(profile, n, exclude)
-
-
-__all__ = ["FusionEncoder", "FusionRecommender", "Profile", "predicted_stars", "recommend",
-           "validate"]
+__all__ = ["FusionEncoder", "Profile", "predicted_stars", "validate"]

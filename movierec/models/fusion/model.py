@@ -51,7 +51,7 @@ class FusionConfig:
     lr_decay: float = 0.5
     weight_decay: float = 0.0
     batch_size: int = 2048
-    epochs: int = 30
+    max_epochs: int = 30
     patience: int = 3
     valid_fraction: float = 0.05
     max_minutes: float = 9.0

@@ -7,7 +7,7 @@ the best weights are checkpointed (``best.pdparams``) together with a resumable
 ``last`` state (weights, optimizer, batch-order generator; dropout masks are not
 replayed), the learning rate is multiplied by ``lr_decay`` after an epoch without
 improvement, and training stops after ``patience`` epochs without improvement,
-after ``epochs`` epochs, or when the wall-clock budget ``max_minutes`` runs out.
+after ``max_epochs`` epochs, or when the wall-clock budget ``max_minutes`` runs out.
 The same seed, data and config reproduce the same weights.
 """
 
@@ -167,9 +167,9 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
     state = (_resume(checkpoint_dir, model, opt, rng) if resume else None) or {
         "epoch": 0, "best_epoch": 0, "best": float("inf"), "history": []}
     deadline = started + cfg.max_minutes * 60
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+    for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
         loss, out_of_time = _run_epoch(model, opt, fit_b, ranker, cfg, rng, deadline,
-                                       f"epoch {epoch}/{cfg.epochs}", progress)
+                                       f"epoch {epoch}/{cfg.max_epochs}", progress)
         valid_rmse = scores(predict(model, valid_b), valid_b.ratings)["rmse"]
         row = {"epoch": epoch, "train_mse": round(loss, 5), "valid_rmse": round(valid_rmse, 5)}
         if ranker is not None:

@@ -2,7 +2,7 @@
 
 >>> encoder = PinSageEncoder.load()                  # latest artifacts/pinsage version
 >>> vector = encoder.embed_liked([1, 260, 1196])     # unit vector, see .aggregation
->>> encoder.recommend([1, 260, 1196], n=10)          # [(movie_id, score), ...]
+>>> encoder.vectors @ vector                          # what Milvus ranks by (metric IP)
 
 The user vector is the artifact's :class:`movierec.models.pinsage.aggregation.UserTower`
 (its input vectors, pooling, dense layers and bias column, all exported arrays): the
@@ -104,33 +104,7 @@ class PinSageEncoder:
                 raise InvalidArgument("weights", "need one non-negative weight per liked movie")
         return self.tower.vector(self.rows(movie_ids), weights)
 
-    def embed_liked_batch(self, lists: Sequence[Sequence[int]],
-                          weights: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
-        """(len(lists), dim) user vectors, one per liked list."""
-        weights = weights if weights is not None else [None] * len(lists)
-        if len(weights) != len(lists):
-            raise InvalidArgument("weights", "need one weight list (or None) per liked list")
-        out = np.zeros((len(lists), self.dim), dtype=np.float32)
-        for i, (ids, w) in enumerate(zip(lists, weights, strict=True)):
-            out[i] = self.embed_liked(ids, w)
-        return out
-
     def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> np.ndarray:
         """A known user's vector from their rated history, weighted by the artifact's scheme."""
         return self.embed_liked(movie_ids, history_weights(np.asarray(ratings), self.aggregation))
 
-    def top_n(self, vector: np.ndarray, n: int,
-              exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
-        """The ``n`` movies with the highest dot product with ``vector``, minus ``exclude``."""
-        scores = self.vectors @ np.asarray(vector, dtype=np.float32)
-        if len(exclude):
-            scores[self.rows(exclude)] = -np.inf
-        n = max(0, min(n, int(np.isfinite(scores).sum())))
-        best = np.argpartition(-scores, n - 1)[:n] if n else np.array([], dtype=np.int64)
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(self.movie_ids[i]), float(scores[i])) for i in best]
-
-    def recommend(self, liked: Sequence[int], n: int = 10,
-                  weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
-        """Top ``n`` movies for a liked list, the liked movies excluded."""
-        return self.top_n(self.embed_liked(liked, weights), n, exclude=liked)
