@@ -1,12 +1,13 @@
 """Async face of the vector store for the servicer: caching, one retry, consistency, errors.
 
-pymilvus is blocking, so calls run in worker threads. A model's live collection is
-cached for ``registry_ttl`` seconds. A call that fails in a way a fresh look can fix (the
-collection was dropped right after a swap, Milvus was briefly unavailable) re-resolves
-the live collection and is retried once within the same deadline. A query whose vector
-does not fit the live collection (another model version or dimension) is checked against
-a fresh resolution before it is refused with FAILED_PRECONDITION. Failures are
-translated by :mod:`movierec.services.retriever.failures`.
+Searches and vector reads go through pymilvus' asyncio client on the event loop; the rare
+blocking calls (resolving a live pointer, health probes) run in worker threads. A model's
+live collection is cached for ``registry_ttl`` seconds. A call that fails in a way a fresh
+look can fix (the collection was dropped right after a swap, Milvus was briefly
+unavailable) re-resolves the live collection and is retried once within the same
+deadline. A query whose vector does not fit the live collection (another model version or
+dimension) is checked against a fresh resolution before it is refused with
+FAILED_PRECONDITION. Failures are translated by :mod:`movierec.services.retriever.failures`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
 
-from movierec.errors import FailedPrecondition, Unavailable
+from movierec.errors import FailedPrecondition, NotFound, Unavailable
 from movierec.services.retriever.failures import reraise
 from movierec.services.retriever.milvus import Filters, MilvusVectors
 from movierec.services.retriever.records import ModelCollection
@@ -38,27 +39,41 @@ class SearchEngine:
         self._cache: dict[str, tuple[float, ModelCollection]] = {}
 
     async def _run(self, function: Callable[..., T], *args, timeout: float) -> T:
+        """A blocking store call in a worker thread (the rare ones: pointers, health)."""
+        return await self._await(asyncio.to_thread(function, *args), function.__qualname__,
+                                 timeout)
+
+    async def _await(self, call: Awaitable[T], name: str, timeout: float) -> T:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(function, *args), timeout)
+            return await asyncio.wait_for(call, timeout)
         except TimeoutError as exc:
-            log.warning("milvus did not answer in time", extra={"call": function.__qualname__})
+            log.warning("milvus did not answer in time", extra={"call": name})
             raise Unavailable("vector index did not answer in time") from exc
         except Exception as exc:  # noqa: BLE001 - translated, or re-raised as it is
-            log.warning("milvus call failed", extra={"call": function.__qualname__,
-                                                     "error": repr(exc)[:300]})
+            log.warning("milvus call failed", extra={"call": name, "error": repr(exc)[:300]})
             reraise(exc)
 
     async def live(self, model: str, timeout: float, fresh: bool = False) -> ModelCollection:
+        """The model's live collection: cached for ``registry_ttl``; when a routine refresh
+        fails (an alias being altered can look missing for a moment on a server) the last
+        pointer seen stays in use, since a swap drains it before it is dropped. ``fresh``
+        (after a failed call) always asks Milvus."""
         cached = self._cache.get(model)
         if cached and not fresh and time.monotonic() - cached[0] < self.registry_ttl:
             return cached[1]
-        live = await self._run(self.store.resolve, model, timeout=timeout)
+        try:
+            live = await self._run(self.store.resolve, model, timeout=timeout)
+        except (Unavailable, NotFound, FailedPrecondition):
+            if cached is None or fresh:
+                raise
+            log.info("live pointer refresh failed, the last one stays", extra={"model": model})
+            return cached[1]
         self._cache[model] = (time.monotonic(), live)
         return live
 
-    async def _checked(self, model: str, timeout: float, check: Check | None
-                       ) -> ModelCollection:
-        live = await self.live(model, timeout)
+    async def _checked(self, model: str, timeout: float, check: Check | None,
+                       fresh: bool = False) -> ModelCollection:
+        live = await self.live(model, timeout, fresh)
         if check is None:
             return live
         try:
@@ -69,31 +84,33 @@ class SearchEngine:
         return live
 
     async def _with_refresh(self, model: str, timeout: float,
-                            call: Callable[[ModelCollection, float], T],
+                            call: Callable[[ModelCollection, float], Awaitable[T]],
                             check: Check | None = None) -> tuple[T, ModelCollection]:
         deadline = time.monotonic() + timeout
         live = await self._checked(model, timeout, check)
+        name = getattr(call, "__name__", "call")
         try:
-            return await self._run(call, live, timeout, timeout=timeout), live
+            return await self._await(call(live, timeout), name, timeout), live
         except (Unavailable, FailedPrecondition):
             remaining = deadline - time.monotonic()
             if remaining <= 0.01:
                 raise
-            live = await self._checked(model, remaining, check)
+            live = await self._checked(model, remaining, check, fresh=True)
             remaining = deadline - time.monotonic()
-            return await self._run(call, live, remaining, timeout=remaining), live
+            return await self._await(call(live, remaining), name, remaining), live
 
     async def search(self, model: str, vectors: Sequence[Sequence[float]], top_k: int,
                      filters: Filters, timeout: float,
                      check: Check | None = None) -> tuple[list, ModelCollection]:
-        return await self._with_refresh(
-            model, timeout, lambda col, t: self.store.search(col, vectors, top_k, filters, t),
-            check)
+        def search(col: ModelCollection, t: float):
+            return self.store.search_async(col, vectors, top_k, filters, t)
+        return await self._with_refresh(model, timeout, search, check)
 
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:
-        return await self._with_refresh(model, timeout,
-                                        lambda col, t: self.store.vectors(col, ids, t))
+        def vectors(col: ModelCollection, t: float):
+            return self.store.vectors_async(col, ids, t)
+        return await self._with_refresh(model, timeout, vectors)
 
     async def describe(self, model: str, timeout: float) -> ModelCollection:
         return await self.live(model, timeout, fresh=True)

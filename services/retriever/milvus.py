@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pymilvus import MilvusClient, MilvusException
+from pymilvus import AsyncMilvusClient, MilvusClient, MilvusException
 
 from movierec.errors import InvalidArgument
 from movierec.services.retriever.failures import reraise
@@ -68,7 +68,10 @@ class Filters:
 
 
 class MilvusVectors:
-    """Blocking access to one Milvus deployment; the service runs it in worker threads.
+    """Access to one Milvus deployment: blocking calls for loads, pointers and probes, and
+    asyncio ones (:meth:`search_async`, :meth:`vectors_async`) for the serving path, which
+    then needs no worker thread per call. The async client belongs to the event loop
+    that first uses it.
 
     ``search_ef`` is HNSW's search list size (raised to ``top_k`` when smaller, as
     Milvus requires). The live-pointer backend is chosen on first use.
@@ -79,6 +82,7 @@ class MilvusVectors:
         self.timeout = timeout
         self.search_ef = search_ef
         self._client: MilvusClient | None = None
+        self._async_client: AsyncMilvusClient | None = None
         self._pointer = None
         self._lock = threading.Lock()
 
@@ -141,13 +145,39 @@ class MilvusVectors:
                     found.append(record)
         return found
 
+    @property
+    def async_client(self) -> AsyncMilvusClient:
+        if self._async_client is None:
+            self._async_client = AsyncMilvusClient(uri=self.uri, timeout=self.timeout,
+                                                   grpc_options=KEEPALIVE, dedicated=True)
+        return self._async_client
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (in the loop that used it) and the blocking one."""
+        client, self._async_client = self._async_client, None
+        if client is not None:
+            await client.close()
+        self.close()
+
+    def _search_args(self, live: ModelCollection, vectors: Sequence[Sequence[float]],
+                     top_k: int, filters: Filters, timeout: float) -> dict:
+        params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
+        return {"collection_name": live.collection, "data": [list(v) for v in vectors],
+                "filter": filters.expression(), "limit": top_k, "search_params": params,
+                "timeout": timeout}
+
     def search(self, live: ModelCollection, vectors: Sequence[Sequence[float]], top_k: int,
                filters: Filters, timeout: float) -> list[list[tuple[int, float]]]:
-        params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
-        results = self.client.search(live.collection, data=[list(v) for v in vectors],
-                                     filter=filters.expression(), limit=top_k,
-                                     search_params=params, timeout=timeout)
-        return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
+        results = self.client.search(**self._search_args(live, vectors, top_k, filters,
+                                                         timeout))
+        return hit_lists(results)
+
+    async def search_async(self, live: ModelCollection, vectors: Sequence[Sequence[float]],
+                           top_k: int, filters: Filters,
+                           timeout: float) -> list[list[tuple[int, float]]]:
+        results = await self.async_client.search(**self._search_args(live, vectors, top_k,
+                                                                     filters, timeout))
+        return hit_lists(results)
 
     def search_params(self, live: ModelCollection, top_k: int) -> dict:
         if live.index_type == "HNSW":
@@ -160,4 +190,19 @@ class MilvusVectors:
                 timeout: float) -> dict[int, np.ndarray]:
         rows = self.client.query(live.collection, ids=list(ids), output_fields=["vector"],
                                  timeout=timeout)
-        return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+        return vector_rows(rows)
+
+    async def vectors_async(self, live: ModelCollection, ids: Sequence[int],
+                            timeout: float) -> dict[int, np.ndarray]:
+        rows = await self.async_client.query(live.collection, ids=list(ids),
+                                             output_fields=["vector"], timeout=timeout)
+        return vector_rows(rows)
+
+
+def hit_lists(results) -> list[list[tuple[int, float]]]:
+    """(movie id, score) per hit, per query vector."""
+    return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
+
+
+def vector_rows(rows) -> dict[int, np.ndarray]:
+    return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}

@@ -78,9 +78,7 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
     start_task(server, follow_health(server, lambda: engine.ready(probe_timeout),
                                      config.health_interval, "milvus"))
 
-    async def close() -> None:
-        store.close()
-    server.on_stop(close)
+    server.on_stop(store.aclose)
     return server, bound
 
 
