@@ -29,9 +29,9 @@ from movierec.evaluation.ranking import RankingTask, Scorer
 #: builds a scorer for one task (validation or test) from a fitted model
 Factory = Callable[[RankingTask], Scorer]
 #: validation grids (1-2-5 steps; few given items favour heavy smoothing, so they go far)
-KNN_GRID = (25, 50, 100, 200, 400, 800, 1600)
+KNN_GRID = (25, 50, 100, 200, 400, 800, 1600, 3200)
 EASE_GRID = (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 50000.0,
-             100000.0)
+             100000.0, 200000.0, 500000.0, 1000000.0, 2000000.0)
 
 
 def binary(matrix: sparse.spmatrix) -> sparse.csr_matrix:
