@@ -105,6 +105,18 @@ def test_ranking_loss_makes_the_profile_path_rank(artifact, data, tmp_path):
     assert _profile_recall(artifact, data) > _profile_recall(regression, data) + 0.05
 
 
+def test_frozen_item_biases_stay_at_the_popularity_start(tmp_path):
+    """--no-learn-item-bias: the folded biases (the last CELLS + 1 components of the item
+    vectors) are the log-popularity start whatever the training length; learned ones move."""
+    def biases(path: Path) -> np.ndarray:
+        return read_item_vectors(path)[1][:, -1 - CELLS:]
+    short = biases(_train(tmp_path / "short", "--no-learn-item-bias", "--max-epochs", "1"))
+    long = biases(_train(tmp_path / "long", "--no-learn-item-bias", "--max-epochs", "3"))
+    learned = biases(_train(tmp_path / "learned", "--learn-item-bias", "--max-epochs", "3"))
+    np.testing.assert_allclose(short, long, atol=1e-6)
+    assert np.abs(learned - long).max() > 1e-3
+
+
 def test_exported_metrics_match_the_numpy_serving_path(artifact, evaluation):
     stored = read_metadata(artifact)["metrics"]
     assert evaluation["fusion"]["rmse"] == pytest.approx(stored["test"]["rmse"], abs=1e-4)

@@ -63,6 +63,7 @@ class FusionConfig:
     rank_scale_init: float = 10.0
     profile_rank_scale_init: float = 0.0
     rank_scale_lr: float = 10.0
+    learn_item_bias: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> FusionConfig:
@@ -147,6 +148,7 @@ class FusionModel(nn.Layer):
         self.offset.stop_gradient = not cfg.learn_affine
         self.item_bias = nn.Embedding(num_movies, CELLS + 1, weight_attr=paddle.ParamAttr(
             initializer=nn.initializer.Constant(0.0)))
+        self.item_bias.weight.stop_gradient = not cfg.learn_item_bias
         self.rank_scale = self.create_parameter(
             [2], attr=paddle.ParamAttr(learning_rate=cfg.rank_scale_lr),
             default_initializer=nn.initializer.Assign(
