@@ -25,7 +25,6 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +36,11 @@ from benchmarks.common import (  # noqa: E402
     header,
     load,
 )
+from loadtest.ghz.generate import (  # noqa: E402
+    liked_miss_requests,
+    profile_miss_requests,
+    user_miss_requests,
+)
 from movierec import registry  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
 from movierec.stack.prepare import load_catalog, load_vectors  # noqa: E402
@@ -46,25 +50,11 @@ RECOMMEND = "movierec.gateway.v1.Gateway.Recommend"
 
 
 def miss_requests(kind: str, n: int, seed: int) -> list[dict]:
-    """``n`` requests of one kind with pairwise distinct cache keys, drawn from ml-1m."""
-    rng = np.random.default_rng(seed)
-    data = load_dataset("ml-1m")
-    if kind == "profile":
-        cells = [(a, g, o) for a in range(1, 121) for g in "MF" for o in range(21)]
-        picks = rng.permutation(len(cells))[:n]
-        return [{"profile": {"age": cells[i][0], "gender": cells[i][1],
-                             "occupation": cells[i][2]}, "topK": 10} for i in picks]
-    if kind == "liked":
-        popular = data.ratings.movie_id.value_counts().index[:600].to_numpy()
-        seen, out = set(), []
-        while len(out) < n:
-            liked = tuple(sorted(int(x) for x in rng.choice(popular, 3, replace=False)))
-            if liked not in seen:
-                seen.add(liked)
-                out.append({"liked": {"movieIds": list(liked)}, "topK": 10})
-        return out
-    users = rng.permutation(data.users.user_id.to_numpy())[:n]
-    return [{"userId": int(u), "topK": 10} for u in users]
+    """``n`` requests of one kind with pairwise distinct cache keys, drawn from ml-1m (the
+    builders of the ghz ``*_miss`` configs)."""
+    build = {"profile": profile_miss_requests, "liked": liked_miss_requests,
+             "user": user_miss_requests}[kind]
+    return build(load_dataset("ml-1m"), n, seed)
 
 
 def cache_counters(procs: Processes) -> dict[str, float]:

@@ -2,9 +2,12 @@
 
 Each config drives one RPC with an array of realistic requests, which ghz sends in
 round-robin: profiles over every age bucket, gender and occupation; liked lists and
-ratings of real ml-1m users; user ids across 1..6040; the most-rated movies for
-SimilarMovies and their title words for SearchMovies; and, for the retriever's Search,
-the PinSage vectors of those movies (so the query dimension is the model's).
+ratings of real ml-1m users (these few dozen requests repeat: after the first round they
+are cache hits); ``*_miss`` configs of 2,000 requests with pairwise distinct cache keys,
+each sent once (``total`` = their number), for honest cache misses; user ids across
+1..6040; the most-rated movies for SimilarMovies and their title words for
+SearchMovies; and, for the retriever's Search, the PinSage vectors of those movies (so
+the query dimension is the model's).
 
     python loadtest/ghz/generate.py --data-dir ../shared/data/ml-1m \\
         --artifact artifacts/pinsage/<version>
@@ -102,6 +105,42 @@ def user_requests(data: MovieLens) -> list[Request]:
             for n, u in enumerate(ids)]
 
 
+MISSES = 2000  # requests per miss config, each sent once (total = len(data))
+
+
+def profile_miss_requests(data: MovieLens, n: int = MISSES,
+                          seed: int = SEED) -> list[Request]:
+    """``n`` profiles with pairwise distinct cache keys: distinct (age in years 1-120,
+    gender, occupation) cells in a seeded order."""
+    rng = np.random.default_rng(seed)
+    cells = [(a, g, o) for a in range(1, 121) for g in "MF" for o in range(OCCUPATIONS)]
+    return [{"profile": {"age": cells[i][0], "gender": cells[i][1],
+                         "occupation": cells[i][2]}, "topK": 10}
+            for i in rng.permutation(len(cells))[:n]]
+
+
+def liked_miss_requests(data: MovieLens, n: int = MISSES,
+                        seed: int = SEED) -> list[Request]:
+    """``n`` distinct triples of the 600 most rated movies."""
+    rng = np.random.default_rng(seed)
+    popular = data.ratings["movie_id"].value_counts().index[:600].to_numpy()
+    seen: set[tuple[int, ...]] = set()
+    out: list[Request] = []
+    while len(out) < n:
+        liked = tuple(sorted(int(x) for x in rng.choice(popular, 3, replace=False)))
+        if liked not in seen:
+            seen.add(liked)
+            out.append({"liked": {"movieIds": list(liked)}, "topK": 10})
+    return out
+
+
+def user_miss_requests(data: MovieLens, n: int = MISSES,
+                       seed: int = SEED) -> list[Request]:
+    """``n`` distinct user ids in a seeded order."""
+    users = np.random.default_rng(seed).permutation(data.users["user_id"].to_numpy())[:n]
+    return [{"userId": int(u), "topK": 10} for u in users]
+
+
 def similar_requests(data: MovieLens) -> list[Request]:
     """The 40 most-rated movies, both models in turn; every fifth keeps its first genre."""
     requests = []
@@ -186,6 +225,12 @@ SCENARIOS: dict[str, Scenario] = {
     "gateway_recommend_profile": (f"{GATEWAY}.Recommend", 50050, 2000, 20, profile_requests),
     "gateway_recommend_liked": (f"{GATEWAY}.Recommend", 50050, 2000, 20, liked_requests),
     "gateway_recommend_user": (f"{GATEWAY}.Recommend", 50050, 2000, 20, user_requests),
+    "gateway_recommend_profile_miss": (f"{GATEWAY}.Recommend", 50050, MISSES, 8,
+                                       profile_miss_requests),
+    "gateway_recommend_liked_miss": (f"{GATEWAY}.Recommend", 50050, MISSES, 8,
+                                     liked_miss_requests),
+    "gateway_recommend_user_miss": (f"{GATEWAY}.Recommend", 50050, MISSES, 8,
+                                    user_miss_requests),
     "gateway_similar_movies": (f"{GATEWAY}.SimilarMovies", 50050, 2000, 20, similar_requests),
     "gateway_search_movies": (f"{GATEWAY}.SearchMovies", 50050, 2000, 20, search_requests),
     "gateway_record_rating": (f"{GATEWAY}.RecordRating", 50050, 600, 10, rating_requests),
