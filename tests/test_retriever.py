@@ -46,7 +46,7 @@ def load(uri: str, model: str, version: str, batch: ItemBatch, **kwargs):
 @pytest.fixture(scope="module")
 def loaded(milvus_any: str) -> tuple[str, ItemBatch]:
     batch = items(1)
-    load(milvus_any, "testmodel", "v1", batch)
+    load(milvus_any, "testmodel", "v1", batch, index=IndexSpec(exact_below=0))  # HNSW too
     return milvus_any, batch
 
 
@@ -239,8 +239,8 @@ def test_retriever_refuses_an_embedded_database_file(uri: str) -> None:
 
 
 def test_index_from_settings_and_lite_falls_back_to_exact_search(milvus_any: str) -> None:
-    spec = RetrieverSettings(hnsw_m=8, hnsw_ef_construction=64).index_spec()
-    assert spec == IndexSpec("HNSW", 8, 64)
+    spec = RetrieverSettings(hnsw_m=8, hnsw_ef_construction=64, exact_below=0).index_spec()
+    assert spec == IndexSpec("HNSW", 8, 64, 0)
     live = load(milvus_any, "hnswmodel", "v1", items(4), index=spec)
     assert live.count == N
     if MilvusVectors(milvus_any).uses_aliases:
@@ -249,3 +249,15 @@ def test_index_from_settings_and_lite_falls_back_to_exact_search(milvus_any: str
             "HNSW", 8, 64)
     else:
         assert live.index_type == "FLAT"
+
+
+def test_small_collections_get_exact_search(milvus_any: str) -> None:
+    """Below RETRIEVER_EXACT_BELOW (100,000 by default) a load builds FLAT, so the served
+    top k is the exact one the evaluation measures, on a server as on Lite."""
+    assert IndexSpec().for_count(99_999).kind == "FLAT"
+    assert IndexSpec().for_count(100_000).kind == "HNSW"
+    live = load(milvus_any, "exactmodel", "v1", items(5))
+    assert live.index_type == "FLAT"
+    if MilvusVectors(milvus_any).uses_aliases:
+        index = MilvusClient(uri=milvus_any).describe_index(live.collection, "vector")
+        assert index["index_type"] == "FLAT"

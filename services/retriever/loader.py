@@ -131,7 +131,7 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
     client, timeout = store.client, max(store.timeout, 60.0)
     store.ready()
     check_newer(store, model, version, force)
-    index = index or IndexSpec()
+    index = (index or IndexSpec()).for_count(len(items.ids))
     name = collection_name(model, version, uuid.uuid4().hex[:8])
     record = create(client, ModelCollection(model, version, name, int(items.vectors.shape[1]),
                                             len(items.ids), index.kind), index, timeout)

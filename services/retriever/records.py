@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from movierec.errors import InvalidArgument
 
@@ -58,6 +58,16 @@ class IndexSpec:
     kind: str = "HNSW"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
+    exact_below: int = 100_000
+
+    def for_count(self, count: int) -> IndexSpec:
+        """The index for a collection of ``count`` vectors: exact FLAT below
+        ``exact_below``, where a full scan is cheap and an approximate index only loses
+        recall (HNSW found 95 % of the exact top 10 of the MovieLens fusion vectors, whose
+        inner products are not cosines), so the served ranking is the evaluated one."""
+        if self.kind != "FLAT" and count < self.exact_below:
+            return replace(self, kind="FLAT")
+        return self
 
     def params(self, count: int) -> dict:
         if self.kind == "HNSW":

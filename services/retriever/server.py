@@ -53,9 +53,12 @@ class RetrieverSettings:
     hnsw_ef_construction: int = settings.setting(
         "RETRIEVER_HNSW_EF_CONSTRUCTION", 200, minimum=8, maximum=512,
         doc="HNSW build search list size, for loads")
+    exact_below: int = settings.setting(
+        "RETRIEVER_EXACT_BELOW", 100_000, minimum=0, maximum=10**9,
+        doc="collections with fewer vectors get exact FLAT search, for loads (0: never)")
 
     def index_spec(self) -> IndexSpec:
-        return IndexSpec(self.index, self.hnsw_m, self.hnsw_ef_construction)
+        return IndexSpec(self.index, self.hnsw_m, self.hnsw_ef_construction, self.exact_below)
 
 
 async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[ManagedServer, int]:
