@@ -217,4 +217,8 @@ def serve(stores: LocalStores, running: Running) -> None:
     running.watch(supervisor)
     print("serving; Ctrl-C stops everything", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C stops everything even when `up` was started in the background, where the
+    # shell hands it SIGINT ignored (the services, which handle it, would die and be
+    # restarted instead).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     supervisor.run()

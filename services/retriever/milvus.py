@@ -20,6 +20,7 @@ carries a timeout: pymilvus otherwise retries some errors for minutes.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -32,6 +33,10 @@ from movierec.errors import InvalidArgument
 from movierec.services.retriever.failures import reraise
 from movierec.services.retriever.pointers import choose
 from movierec.services.retriever.records import ModelCollection
+
+# pymilvus logs every failed call with a traceback (a load's first look for a live pointer
+# that does not exist yet, too); callers here translate and log failures themselves.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 GENRE = re.compile(r"^[A-Za-z0-9 '&.-]{1,32}$")
 #: Client keepalive that every server we talk to accepts (docs/milvus-server.md): a ping

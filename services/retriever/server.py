@@ -7,7 +7,6 @@ when it returns. The index settings are read by the vector loader too.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,8 +67,6 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
             "MILVUS_URI must be a Milvus server address (http://host:port); a Lite database "
             "file can be opened by one process only, so the retriever never opens one itself "
             "(`movierec up` runs milvus-lite as a loopback server instead)")
-    # pymilvus logs every failed call with a traceback; the engine logs one line instead
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout,
                           search_ef=config.hnsw_ef)
     engine = SearchEngine(store, config.registry_ttl)
