@@ -185,11 +185,20 @@ class Recommender:
 
 
 def _closest_anchor(table: dict[int, np.ndarray], anchors: list[int]) -> dict[int, int]:
+    """For each movie of ``table``, the anchor (liked movie) most like it: the largest
+    cosine after centring every vector on their mean, so that a component shared by all
+    movies (PinSage's folded bias column, nearly constant) does not make the most popular
+    anchor everyone's reason."""
     known = [a for a in anchors if a in table]
     if not known:
         return {}
-    matrix = np.stack([table[a] for a in known])
-    return {movie_id: known[int(np.argmax(matrix @ vec))] for movie_id, vec in table.items()}
+    ids = list(table)
+    matrix = np.stack([table[i] for i in ids]).astype(np.float32)
+    matrix -= matrix.mean(axis=0)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    rows = {movie_id: row for row, movie_id in enumerate(ids)}
+    similarity = matrix @ matrix[[rows[a] for a in known]].T
+    return {movie_id: known[int(np.argmax(similarity[rows[movie_id]]))] for movie_id in ids}
 
 
 def _item(movie: common_pb2.Movie, score: float, ranking: Ranking,
