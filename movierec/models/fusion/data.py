@@ -58,7 +58,7 @@ class Batch:
     """One mini-batch: features of its distinct users and movies, and per-rating indices.
 
     Each tower runs once per distinct (user, id dropped) or (movie, id dropped) of the
-    batch; ``user_index``/``movie_index`` map every rating to its tower output, and
+    batch; ``user_index``/``movie_index`` map every rating to its tower output.
     """
 
     users: UserFeatures
@@ -129,4 +129,3 @@ def batcher_for(tables: Tables, frame) -> Batcher:
     return Batcher(tables, tables.user_rows(frame["user_id"].to_numpy().astype(np.int64)),
                    tables.movie_rows(frame["movie_id"].to_numpy().astype(np.int64)),
                    frame["rating"].to_numpy())
-

@@ -11,8 +11,8 @@ gender, age and occupation only. Invalid values raise
 
 A user vector's inner product with an exported item vector is the model's ranking
 score (see :mod:`.export` for the layout); :func:`predicted_stars` turns a (user
-vector, item vector) pair into the predicted stars. :class:`FusionRecommender` ranks
-every exported item vector in-process.
+vector, item vector) pair into the predicted stars. Ranking all movies is the
+retriever's job (Milvus, metric IP) and, offline, :mod:`movierec.evaluation`'s.
 """
 
 from __future__ import annotations
