@@ -103,13 +103,13 @@ class SearchEngine:
                      filters: Filters, timeout: float,
                      check: Check | None = None) -> tuple[list, ModelCollection]:
         def search(col: ModelCollection, t: float):
-            return self.store.search_async(col, vectors, top_k, filters, t)
+            return self.store.search(col, vectors, top_k, filters, t)
         return await self._with_refresh(model, timeout, search, check)
 
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:
         def vectors(col: ModelCollection, t: float):
-            return self.store.vectors_async(col, ids, t)
+            return self.store.vectors(col, ids, t)
         return await self._with_refresh(model, timeout, vectors)
 
     async def describe(self, model: str, timeout: float) -> ModelCollection:

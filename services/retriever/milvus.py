@@ -74,7 +74,7 @@ class Filters:
 
 class MilvusVectors:
     """Access to one Milvus deployment: blocking calls for loads, pointers and probes, and
-    asyncio ones (:meth:`search_async`, :meth:`vectors_async`) for the serving path, which
+    asyncio ones (:meth:`search`, :meth:`vectors`) for the serving path, which
     then needs no worker thread per call. The async client belongs to the event loop
     that first uses it.
 
@@ -164,25 +164,15 @@ class MilvusVectors:
             await client.close()
         self.close()
 
-    def _search_args(self, live: ModelCollection, vectors: Sequence[Sequence[float]],
-                     top_k: int, filters: Filters, timeout: float) -> dict:
+    async def search(self, live: ModelCollection, vectors: Sequence[Sequence[float]],
+                     top_k: int, filters: Filters,
+                     timeout: float) -> list[list[tuple[int, float]]]:
+        """(movie id, score) of the ``top_k`` best hits, per query vector."""
         params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
-        return {"collection_name": live.collection, "data": [list(v) for v in vectors],
-                "filter": filters.expression(), "limit": top_k, "search_params": params,
-                "timeout": timeout}
-
-    def search(self, live: ModelCollection, vectors: Sequence[Sequence[float]], top_k: int,
-               filters: Filters, timeout: float) -> list[list[tuple[int, float]]]:
-        results = self.client.search(**self._search_args(live, vectors, top_k, filters,
-                                                         timeout))
-        return hit_lists(results)
-
-    async def search_async(self, live: ModelCollection, vectors: Sequence[Sequence[float]],
-                           top_k: int, filters: Filters,
-                           timeout: float) -> list[list[tuple[int, float]]]:
-        results = await self.async_client.search(**self._search_args(live, vectors, top_k,
-                                                                     filters, timeout))
-        return hit_lists(results)
+        results = await self.async_client.search(
+            live.collection, data=[list(v) for v in vectors], filter=filters.expression(),
+            limit=top_k, search_params=params, timeout=timeout)
+        return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
 
     def search_params(self, live: ModelCollection, top_k: int) -> dict:
         if live.index_type == "HNSW":
@@ -191,23 +181,8 @@ class MilvusVectors:
             return {"nprobe": 32}
         return {}
 
-    def vectors(self, live: ModelCollection, ids: Sequence[int],
-                timeout: float) -> dict[int, np.ndarray]:
-        rows = self.client.query(live.collection, ids=list(ids), output_fields=["vector"],
-                                 timeout=timeout)
-        return vector_rows(rows)
-
-    async def vectors_async(self, live: ModelCollection, ids: Sequence[int],
-                            timeout: float) -> dict[int, np.ndarray]:
+    async def vectors(self, live: ModelCollection, ids: Sequence[int],
+                      timeout: float) -> dict[int, np.ndarray]:
         rows = await self.async_client.query(live.collection, ids=list(ids),
                                              output_fields=["vector"], timeout=timeout)
-        return vector_rows(rows)
-
-
-def hit_lists(results) -> list[list[tuple[int, float]]]:
-    """(movie id, score) per hit, per query vector."""
-    return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
-
-
-def vector_rows(rows) -> dict[int, np.ndarray]:
-    return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+        return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
