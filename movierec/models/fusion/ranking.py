@@ -149,14 +149,16 @@ class Ranker:
     fit: RankTargets
     profiles: ProfileTargets
     valid: RankTargets
+    valid_profiles: ProfileTargets
     chunk_size: int
 
     @classmethod
     def build(cls, tables: Tables, fit, valid, min_rating: float, chunk_size: int) -> Ranker:
-        """Targets from the ``fit`` and ``valid`` ratings frames."""
-        targets = rank_targets(tables, fit, min_rating)
-        return cls(tables, targets, profile_targets(tables, targets),
-                   rank_targets(tables, valid, min_rating), chunk_size)
+        """Targets from the ``fit`` and ``valid`` ratings frames (built once per run)."""
+        targets, held_out = (rank_targets(tables, fit, min_rating),
+                             rank_targets(tables, valid, min_rating))
+        return cls(tables, targets, profile_targets(tables, targets), held_out,
+                   profile_targets(tables, held_out), chunk_size)
 
     def schedule(self, steps: int, rng: np.random.Generator) -> dict[int, np.ndarray]:
         """Batch number -> the user chunk whose ranking loss that batch adds."""
@@ -172,5 +174,4 @@ class Ranker:
         """The ranking loss over all validation users and profiles (eval mode)."""
         model.eval()
         return float(rank_loss(model, self.tables, self.valid, np.arange(len(self.valid)),
-                               profile_targets(self.tables, self.valid),
-                               catalog_inputs(self.tables)))
+                               self.valid_profiles, catalog_inputs(self.tables)))
