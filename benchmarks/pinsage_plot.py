@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from movierec.evaluation.report import LABELS  # noqa: E402
+
 PROTOCOLS = ("recbole", "cold_start", "leave_last_out")
-MODELS = (("pinsage", "PinSage", "#d9534f"), ("ease", "EASE", "#3c6e9f"),
-          ("itemknn", "ItemKNN", "#8fb3d9"), ("bpr", "BPR", "#5cb85c"),
-          ("grouppop", "GroupPop", "#888888"), ("mostpop", "MostPop", "#bbbbbb"))
+#: row key -> bar colour, in plotting order (labels: the evaluation report's)
+MODELS = {"pinsage": "#d9534f", "ease": "#3c6e9f", "itemknn": "#8fb3d9", "bpr": "#5cb85c",
+          "grouppop": "#888888", "mostpop": "#bbbbbb"}
 
 
 def reports(folder: Path) -> dict[str, dict]:
@@ -32,10 +36,10 @@ def plot(rows: dict[str, dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(rows), figsize=(3.3 * len(rows) + 1.2, 3.4))
     axes = axes if len(rows) > 1 else [axes]
     for ax, (protocol, table) in zip(axes, rows.items(), strict=True):
-        present = [m for m in MODELS if m[0] in table]
-        ax.bar(range(len(present)), [table[k]["recall@10"] for k, _, _ in present],
-               color=[c for _, _, c in present])
-        ax.set_xticks(range(len(present)), [label for _, label, _ in present],
+        present = [key for key in MODELS if key in table]
+        ax.bar(range(len(present)), [table[key]["recall@10"] for key in present],
+               color=[MODELS[key] for key in present])
+        ax.set_xticks(range(len(present)), [LABELS[key] for key in present],
                       rotation=45, ha="right", fontsize=8)
         ax.set_title(protocol, fontsize=10)
     axes[0].set_ylabel("Recall@10 (test)")
