@@ -183,6 +183,10 @@ class MilvusVectors:
 
     async def vectors(self, live: ModelCollection, ids: Sequence[int],
                       timeout: float) -> dict[int, np.ndarray]:
+        """The stored vectors of ``ids`` (none asked: none read; pymilvus would turn an empty
+        id list into an empty filter, which Milvus refuses without a limit)."""
+        if not ids:
+            return {}
         rows = await self.async_client.query(live.collection, ids=list(ids),
                                              output_fields=["vector"], timeout=timeout)
         return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
