@@ -64,8 +64,16 @@ def test_data_is_one_round_robin_shared_by_all_workers() -> None:
 
 
 def test_errors_count_in_rps_but_not_in_latency() -> None:
-    report = _run({"call": "movierec.echo.v1.Echo/Echo", "total": 30, "concurrency": 3,
-                   "timeout": "1us"})
+    async def main():  # a server that takes 2 ms, so a 1 us deadline always runs out
+        spec = ServiceSpec(SERVICE, Recording(), echo_pb2_grpc.add_EchoServicer_to_server)
+        server, port = await build_server("slow", [spec], 0, settings.ServerSettings())
+        try:
+            return loadtest.summary(await loadtest.run({
+                "call": "movierec.echo.v1.Echo/Echo", "total": 30, "concurrency": 3,
+                "timeout": "1us", "host": f"127.0.0.1:{port}"}))
+        finally:
+            await server.stop(0)
+    report = asyncio.run(main())
     assert report["count"] == 30
     assert report["statusCodeDistribution"].get("DEADLINE_EXCEEDED", 0) > 0
     assert any("DEADLINE_EXCEEDED" in e for e in report["errorDistribution"])
