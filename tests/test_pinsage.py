@@ -30,6 +30,7 @@ from movierec.models.pinsage.model import UserTower as TorchTower
 from movierec.models.pinsage.sampler import (
     HistorySplit,
     NeighbourSampler,
+    UserBatch,
     WalkConfig,
     split_histories,
 )
@@ -39,6 +40,7 @@ from movierec.models.pinsage.train import (
     build_model,
     item_vectors,
     served_arrays,
+    softmax_loss,
     train,
 )
 
@@ -57,13 +59,15 @@ def setup():
     return data, graph, valid, test
 
 
-SMALL = {"dim": 32, "max_epochs": 12, "patience": 12, "batch_users": 64, "seed": 1}
+SMALL = {"dim": 32, "max_epochs": 12, "patience": 12, "batch_users": 64, "seed": 1,
+         "free_dim": 16}
 #: the original design: input = output = unit GNN vectors, no bias, cosine / temperature
 SHARED = {"split_roles": False, "item_bias": False, "user_layers": 0, "pool": "l2",
-          "cosine": True}
+          "cosine": True, "free_dim": 0}
 #: every part of the user tower switched on
 TOWER = {"split_roles": True, "item_bias": True, "user_layers": 1, "pool": "sqrt",
-         "cosine": False, "temperature": 1.0}
+         "cosine": False, "temperature": 1.0, "free_shared": False, "free_bias": True,
+         "free_decay": 0.1, "weight_decay": 0.01, "per_target": False}
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +81,14 @@ def trained(setup):
 @pytest.fixture(scope="module")
 def shared(setup):
     _, graph, valid, _ = setup
-    config = TrainConfig(**SMALL, **SHARED)
+    config = TrainConfig(**{**SMALL, **SHARED})
     return config, train(graph, valid, config, progress=False)
 
 
 @pytest.fixture(scope="module")
 def towered(setup):
     _, graph, valid, _ = setup
-    config = TrainConfig(**SMALL, **TOWER)
+    config = TrainConfig(**{**SMALL, **TOWER})
     return config, train(graph, valid, config, progress=False)
 
 
@@ -212,7 +216,8 @@ def test_export_round_trip_with_a_user_tower(setup, towered, tmp_path):
     served = served_arrays(result.model, result.export_graphs)
     encoder = PinSageEncoder.load(path)
     meta = read_metadata(path)
-    assert meta["normalized"] is False and meta["dim"] == config.dim + 1
+    width = config.dim + config.free_dim
+    assert meta["normalized"] is False and meta["dim"] == width + 1
     assert meta["user_tower"]["pool"] == "sqrt" and meta["user_tower"]["layers"] == 1
     np.testing.assert_array_equal(encoder.vectors, served.item_vectors)
     reloaded = build_model(graph, config)
@@ -222,8 +227,42 @@ def test_export_round_trip_with_a_user_tower(setup, towered, tmp_path):
     assert not np.allclose(np.linalg.norm(encoder.vectors, axis=1), 1.0)
     liked = [5, 9, 12]
     vector = encoder.embed_liked(liked)
-    assert vector.shape == (config.dim + 1,) and vector[-1] == 1.0
+    assert vector.shape == (width + 1,) and vector[-1] == 1.0
     np.testing.assert_allclose(vector, served.tower.vector(encoder.rows(liked)), atol=1e-6)
+
+
+def test_per_target_loss_weighs_long_histories_more(setup):
+    _, graph, _, _ = setup
+    model = build_model(graph, TrainConfig(**SMALL))
+    tables = model.tables(model(NeighbourSampler(graph.graph, WalkConfig()).layers(2)))
+    items = tables.inputs.shape[0]
+    inputs = torch.zeros(2, items)
+    inputs[:, 0] = 1.0
+    targets = torch.zeros(2, items)
+    targets[0, 1] = 1.0
+    targets[1, 2:12] = 1.0
+    batch = UserBatch(inputs.to_sparse(), inputs > 0, targets)
+    per_user = softmax_loss(model, tables, batch, 0.15, per_target=False)
+    per_target = softmax_loss(model, tables, batch, 0.15, per_target=True)
+    users = model.user_tower(batch.inputs, tables.inputs)
+    logits = (tables.scores(users) / 0.15).masked_fill(batch.seen, -torch.inf)
+    log_prob = torch.log_softmax(logits, 1)
+    first, second = -log_prob[0, 1], -log_prob[1, 2:12].mean()
+    torch.testing.assert_close(per_user, (first + second) / 2)
+    torch.testing.assert_close(per_target, (first + 10 * second) / 11)
+
+
+def test_free_columns_are_learned_and_zero_for_cold_movies(setup, trained):
+    data, _, _, _ = setup
+    config, result = trained
+    served = served_arrays(result.model, result.export_graphs)
+    ids = np.sort(data.movies["movie_id"].to_numpy())
+    free = served.item_vectors[:, config.dim:config.dim + config.free_dim]
+    cold = np.isin(ids, COLD)
+    assert served.item_vectors.shape[1] == config.dim + config.free_dim + 1
+    np.testing.assert_array_equal(free[cold], 0.0)
+    assert np.abs(free[~cold]).mean() > 0.01
+    np.testing.assert_array_equal(served.tower.inputs, served.item_vectors[:, :-1])
 
 
 @pytest.mark.parametrize("pool", ["l2", "sqrt", "mean"])

@@ -58,6 +58,18 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         default=d.item_bias, help="a learned item bias (extra vector column)")
     parser.add_argument("--user-layers", type=int, default=d.user_layers,
                         help="tanh layers of the user tower after pooling")
+    parser.add_argument("--free-dim", type=int, default=d.free_dim,
+                        help="free per-movie vector columns beside the GNN embedding")
+    parser.add_argument("--free-shared", action=argparse.BooleanOptionalAction,
+                        default=d.free_shared, help="one free vector per movie for both roles")
+    parser.add_argument("--free-bias", action=argparse.BooleanOptionalAction,
+                        default=d.free_bias, help="a free per-movie bias beside the GNN's")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help="decoupled weight decay of the other parameters (AdamW)")
+    parser.add_argument("--per-target", action=argparse.BooleanOptionalAction,
+                        default=d.per_target, help="the loss weighs each target, not each user")
+    parser.add_argument("--free-decay", type=float, default=d.free_decay,
+                        help="decoupled weight decay of the free vectors (AdamW)")
     parser.add_argument("--pool", choices=list(POOLS), default=d.pool)
     parser.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=d.cosine,
                         help="unit user and output vectors (score = cosine [+ bias])")
@@ -100,7 +112,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
               "dropout": args.dropout, "max_epochs": args.max_epochs, "patience": args.patience,
               "time_budget_s": args.time_budget * 60, "walks": walks, "seed": args.seed,
               "split_roles": args.split_roles, "item_bias": args.item_bias,
-              "user_layers": args.user_layers, "pool": args.pool, "cosine": args.cosine,
+              "user_layers": args.user_layers, "free_dim": args.free_dim,
+              "free_shared": args.free_shared, "free_decay": args.free_decay,
+              "free_bias": args.free_bias, "weight_decay": args.weight_decay,
+              "per_target": args.per_target, "pool": args.pool, "cosine": args.cosine,
               "short_frac": (SPLIT_SHORT_FRAC.get(args.split, TrainConfig.short_frac)
                              if args.short_frac is None else args.short_frac),
               "short_len": args.short_len,

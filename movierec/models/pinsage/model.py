@@ -9,6 +9,13 @@ which they have none of) in training and at export alike. Each
 with the movie's own vector, ``relu(W [.])``, L2-normalized. The output adds a skip
 projection of the input features (as the example does) and is L2-normalized, so an
 item score is a cosine (dot product of unit vectors).
+
+With ``free_dim`` every movie also has a free (non-graph) vector of that many columns,
+concatenated to its GNN embedding before the normalization: the graph gives the shared,
+smooth part (features and walk neighbours) and the free columns the collaborative detail
+a 128-dimensional smooth embedding cannot hold (on ml-1m this lifted valid Recall@10
+from 0.185 to 0.19; docs/pinsage.md). They are zero for movies without training edges,
+like the id embedding, so a cold movie still gets a features-only vector.
 """
 
 from __future__ import annotations
@@ -120,6 +127,15 @@ class UserTower(nn.Module):
                      for layer in self.layers)
 
 
+def _free(items: int, dim: int) -> nn.Embedding | None:
+    """Free per-movie vectors beside the GNN embedding (none when ``dim`` is 0)."""
+    if dim <= 0:
+        return None
+    table = nn.Embedding(items, dim)
+    nn.init.normal_(table.weight, std=0.01)
+    return table
+
+
 def _identity(dim: int, scale: float) -> nn.Linear:
     """A linear head that starts as ``scale`` times the identity (the roles start shared)."""
     head = nn.Linear(dim, dim)
@@ -137,12 +153,19 @@ class PinSage(nn.Module):
     and optionally a scalar item bias; without it both roles are the unit GNN output.
     With ``cosine`` user and output vectors are unit vectors
     (the score before the item bias is a cosine; training divides it by a temperature).
+    ``free_dim`` appends free per-movie columns to both roles (one table for both with
+    ``free_shared``, else one per role) and ``free_bias`` a free per-movie bias term.
     """
 
     def __init__(self, features: ItemFeatures, vocab_size: int, dim: int, layers: int = 2,
                  dropout: float = 0.0, split_roles: bool = False, item_bias: bool = False,
-                 user_layers: int = 0, pool: str = "l2", cosine: bool = True) -> None:
+                 user_layers: int = 0, pool: str = "l2", cosine: bool = True,
+                 free_dim: int = 0, free_shared: bool = True, free_bias: bool = False) -> None:
         super().__init__()
+        self.free_in = _free(features.num_items, free_dim)
+        self.free_out = self.free_in if free_shared else _free(features.num_items, free_dim)
+        self.free_bias = (nn.Parameter(torch.zeros(features.num_items))
+                          if free_bias and item_bias else None)
         self.encoder = FeatureEncoder(features, vocab_size, dim)
         self.convs = nn.ModuleList(WeightedSAGEConv(dim, dropout) for _ in range(layers))
         self.skip = nn.Linear(dim, dim)
@@ -150,7 +173,7 @@ class PinSage(nn.Module):
         self.input_head = _identity(dim, scale) if split_roles else None
         self.output_head = _identity(dim, scale) if split_roles else None
         self.bias_head = nn.Linear(dim, 1) if item_bias else None
-        self.user_tower = UserTower(dim, user_layers, pool, unit=cosine)
+        self.user_tower = UserTower(dim + max(free_dim, 0), user_layers, pool, unit=cosine)
         self.cosine = cosine
 
     def forward(self, graphs: list) -> torch.Tensor:
@@ -163,9 +186,17 @@ class PinSage(nn.Module):
 
     def tables(self, h: torch.Tensor) -> ItemTables:
         """Input/output vectors and bias of every movie from the GNN embeddings ``h``."""
+        warm = self.encoder.has_edges
         bias = self.bias_head(h).squeeze(1) if self.bias_head is not None else None
-        if self.input_head is None:
-            return ItemTables(h, h, bias)
-        outputs = self.output_head(h)
-        outputs = F.normalize(outputs, dim=1) if self.cosine else outputs
-        return ItemTables(self.input_head(h), outputs, bias)
+        if self.free_bias is not None:
+            bias = bias + self.free_bias * warm[:, 0]
+        inputs = h if self.input_head is None else self.input_head(h)
+        outputs = h if self.output_head is None else self.output_head(h)
+        if self.free_in is not None:
+            inputs = torch.cat([inputs, self.free_in.weight * warm], 1)
+            outputs = torch.cat([outputs, self.free_out.weight * warm], 1)
+        if self.cosine and (self.free_in is not None or self.output_head is not None):
+            outputs = F.normalize(outputs, dim=1)
+        if self.input_head is None and self.free_in is self.free_out:
+            inputs = outputs  # one vector per movie for both roles
+        return ItemTables(inputs, outputs, bias)

@@ -7,7 +7,9 @@ resampled once per epoch) and computes one of two objectives:
   history is split at random into inputs and targets (``target_frac``); the user
   vector is the aggregation (:mod:`.aggregation`) of the input items' vectors, exactly
   as at serving time; the loss is the cross-entropy of the targets under a softmax
-  over all movies (cosine / ``temperature``), input items masked.
+  over all movies (cosine / ``temperature``), input items masked, averaged over the
+  batch's targets (``per_target``, so a long history weighs more, as in EASE's loss)
+  or over its users.
 * ``margin`` (the DGL example's): item -> user -> item walk co-occurrences are
   positives, uniformly drawn movies negatives, ``relu(s_neg - s_pos + margin)``.
 
@@ -54,10 +56,15 @@ class TrainConfig:
     dropout: float = 0.0
     objective: str = "softmax"
     aggregation: str = "rating"
-    temperature: float = 0.07
+    temperature: float = 0.15
     split_roles: bool = False
     item_bias: bool = True
     user_layers: int = 0
+    free_dim: int = 512
+    free_shared: bool = True
+    free_decay: float = 1.0
+    free_bias: bool = False
+    per_target: bool = True
     pool: str = "l2"
     cosine: bool = True
     target_frac: float = 0.5
@@ -99,7 +106,9 @@ def build_model(data: TrainingGraph, config: TrainConfig) -> PinSage:
     """The network ``config`` describes, for ``data``'s movies."""
     return PinSage(data.features, len(data.vocab), config.dim, config.layers, config.dropout,
                    split_roles=config.split_roles, item_bias=config.item_bias,
-                   user_layers=config.user_layers, pool=config.pool, cosine=config.cosine)
+                   user_layers=config.user_layers, pool=config.pool, cosine=config.cosine,
+                   free_dim=config.free_dim, free_shared=config.free_shared,
+                   free_bias=config.free_bias)
 
 
 @dataclass(frozen=True)
@@ -134,10 +143,14 @@ def validate(model: PinSage, graphs: list, task: RankingTask, aggregation: str) 
                     task)
 
 
-def softmax_loss(model: PinSage, tables: ItemTables, batch, temperature: float) -> torch.Tensor:
+def softmax_loss(model: PinSage, tables: ItemTables, batch, temperature: float,
+                 per_target: bool = False) -> torch.Tensor:
+    """Cross-entropy of the targets; each user weighs 1, or (``per_target``) each target."""
     users = model.user_tower(batch.inputs, tables.inputs)
     logits = (tables.scores(users) / temperature).masked_fill(batch.seen, float("-inf"))
     log_prob = torch.log_softmax(logits, dim=1).masked_fill(batch.seen, 0.0)
+    if per_target:
+        return -(batch.targets * log_prob).sum() / batch.targets.sum()
     return (-(batch.targets * log_prob).sum(1) / batch.targets.sum(1)).mean()
 
 
@@ -149,6 +162,21 @@ def margin_loss(vectors: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor,
     return F.relu(neg - pos + margin).mean()
 
 
+def _param_groups(model: PinSage, config: TrainConfig) -> list[dict]:
+    """The free per-movie vectors decay by ``free_decay`` (decoupled, AdamW), the rest
+    by ``weight_decay``."""
+    free = {id(p) for table in (model.free_in, model.free_out) if table is not None
+            for p in table.parameters()}
+    if model.free_bias is not None:
+        free.add(id(model.free_bias))
+    rest = [p for p in model.parameters() if id(p) not in free]
+    groups = [{"params": rest, "weight_decay": config.weight_decay}]
+    if free:
+        groups.append({"params": [p for p in model.parameters() if id(p) in free],
+                       "weight_decay": config.free_decay})
+    return groups
+
+
 class Trainer:
     """Runs epochs of one objective over a :class:`TrainingGraph`."""
 
@@ -158,8 +186,7 @@ class Trainer:
         seed_everything(config.seed)
         self.data, self.config = data, config
         self.model = build_model(data, config)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
-                                          weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config), lr=config.lr)
         self.average = copy.deepcopy(self.model) if config.ema > 0 else None
         self.sampler = NeighbourSampler(data.graph, config.walks)
         self.rng = np.random.default_rng(config.seed)
@@ -189,7 +216,7 @@ class Trainer:
             users = split_histories(self.weights[batch], self.split, self.rng,
                                     self.data.stamps[batch])
             loss = softmax_loss(self.model, self.model.tables(vectors), users,
-                                self.config.temperature)
+                                self.config.temperature, self.config.per_target)
         else:
             heads, tails = cooccurrence_pairs(self.data.graph, torch.from_numpy(batch))
             loss = margin_loss(vectors, heads, tails, self.config.margin)
