@@ -63,11 +63,11 @@ SMALL = {"dim": 32, "max_epochs": 12, "patience": 12, "batch_users": 64, "seed":
          "free_dim": 16}
 #: the original design: input = output = unit GNN vectors, no bias, cosine / temperature
 SHARED = {"split_roles": False, "item_bias": False, "user_layers": 0, "pool": "l2",
-          "cosine": True, "free_dim": 0}
+          "cosine": True, "free_dim": 0, "input_scale": False}
 #: every part of the user tower switched on
 TOWER = {"split_roles": True, "item_bias": True, "user_layers": 1, "pool": "sqrt",
          "cosine": False, "temperature": 1.0, "free_shared": False, "free_bias": True,
-         "free_decay": 0.1, "weight_decay": 0.01, "per_target": False}
+         "free_decay": 0.1, "weight_decay": 0.01, "per_target": False, "input_scale": True}
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,18 @@ def test_split_histories_keeps_inputs_and_targets(setup):
     assert (seen == inputs).all() and not (inputs & targets).any()
     assert ((inputs | targets) == full).all()
     assert 0.1 < targets.sum() / full.sum() < 0.3
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_targets_weigh_their_rating_weight_to_a_power(setup, power):
+    _, graph, _, _ = setup
+    weights = history_matrix(graph.history, "rating")[:40]
+    batch = split_histories(weights, HistorySplit(target_power=power), np.random.default_rng(0),
+                            graph.stamps[:40])
+    targets = batch.targets.numpy()
+    held = targets > 0
+    np.testing.assert_allclose(targets[held], weights.toarray()[held] ** power, rtol=1e-6)
+    assert power == 0.0 or len(np.unique(targets[held])) > 1
 
 
 def test_short_inputs_are_the_earliest_items(setup):
@@ -252,7 +264,7 @@ def test_per_target_loss_weighs_long_histories_more(setup):
     torch.testing.assert_close(per_target, (first + 10 * second) / 11)
 
 
-def test_free_columns_are_learned_and_zero_for_cold_movies(setup, trained):
+def test_free_columns_and_input_scales_are_learned_and_neutral_for_cold_movies(setup, trained):
     data, _, _, _ = setup
     config, result = trained
     served = served_arrays(result.model, result.export_graphs)
@@ -262,7 +274,11 @@ def test_free_columns_are_learned_and_zero_for_cold_movies(setup, trained):
     assert served.item_vectors.shape[1] == config.dim + config.free_dim + 1
     np.testing.assert_array_equal(free[cold], 0.0)
     assert np.abs(free[~cold]).mean() > 0.01
-    np.testing.assert_array_equal(served.tower.inputs, served.item_vectors[:, :-1])
+    scale = np.exp(result.model.input_scale.detach().numpy())
+    np.testing.assert_allclose(served.tower.inputs, served.item_vectors[:, :-1] * scale[:, None],
+                               rtol=1e-5, atol=1e-7)
+    assert np.abs(np.log(scale[~cold])).max() > 1e-3  # each movie's weight in a bag is learned
+    np.testing.assert_array_equal(scale[cold], 1.0)
 
 
 @pytest.mark.parametrize("pool", ["l2", "sqrt", "mean"])

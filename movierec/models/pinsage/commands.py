@@ -68,6 +68,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="decoupled weight decay of the other parameters (AdamW)")
     parser.add_argument("--per-target", action=argparse.BooleanOptionalAction,
                         default=d.per_target, help="the loss weighs each target, not each user")
+    parser.add_argument("--input-scale", action=argparse.BooleanOptionalAction,
+                        default=d.input_scale, help="learn each movie's weight in a user's bag")
+    parser.add_argument("--target-power", type=float, default=d.target_power,
+                        help="a target weighs its rating weight to this power (0: all 1)")
     parser.add_argument("--free-decay", type=float, default=d.free_decay,
                         help="decoupled weight decay of the free vectors (AdamW)")
     parser.add_argument("--pool", choices=list(POOLS), default=d.pool)
@@ -115,7 +119,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
               "user_layers": args.user_layers, "free_dim": args.free_dim,
               "free_shared": args.free_shared, "free_decay": args.free_decay,
               "free_bias": args.free_bias, "weight_decay": args.weight_decay,
-              "per_target": args.per_target, "pool": args.pool, "cosine": args.cosine,
+              "per_target": args.per_target, "input_scale": args.input_scale,
+              "target_power": args.target_power, "pool": args.pool, "cosine": args.cosine,
               "short_frac": (SPLIT_SHORT_FRAC.get(args.split, TrainConfig.short_frac)
                              if args.short_frac is None else args.short_frac),
               "short_len": args.short_len,

@@ -43,7 +43,7 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         served = served_arrays(result.model, result.export_graphs)
         metadata = {**info, **_training_metadata(result, config, len(cold))}
         shared = not (config.split_roles or config.item_bias or config.user_layers
-                      or config.free_dim)
+                      or config.free_dim or config.input_scale)
         if not shared:
             metadata["user_tower"] = write_tower(writer.path, served.tower)
         metadata["vector_norm"] = "l2" if shared else "none"
@@ -60,7 +60,7 @@ def _training_metadata(result: TrainResult, config: TrainConfig, cold: int) -> d
         "dims": {"hidden": config.dim, "layers": config.layers, "split_roles": config.split_roles,
                  "item_bias": config.item_bias, "user_layers": config.user_layers,
                  "free": config.free_dim, "free_shared": config.free_shared,
-                 "free_bias": config.free_bias},
+                 "free_bias": config.free_bias, "input_scale": config.input_scale},
         "cold_movies": {"count": cold, "file": "cold_movie_ids.json"},
         "training": {"seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
                      "epochs_run": len(result.log), "threads": torch.get_num_threads(),

@@ -154,18 +154,22 @@ class PinSage(nn.Module):
     With ``cosine`` user and output vectors are unit vectors
     (the score before the item bias is a cosine; training divides it by a temperature).
     ``free_dim`` appends free per-movie columns to both roles (one table for both with
-    ``free_shared``, else one per role) and ``free_bias`` a free per-movie bias term.
+    ``free_shared``, else one per role) and ``free_bias`` a free per-movie bias term;
+    ``input_scale`` learns how much each movie weighs in a user's bag (a per-movie
+    factor on its input vector, ``exp(a_i)``, 1 at the start).
     """
 
     def __init__(self, features: ItemFeatures, vocab_size: int, dim: int, layers: int = 2,
                  dropout: float = 0.0, split_roles: bool = False, item_bias: bool = False,
                  user_layers: int = 0, pool: str = "l2", cosine: bool = True,
-                 free_dim: int = 0, free_shared: bool = True, free_bias: bool = False) -> None:
+                 free_dim: int = 0, free_shared: bool = True, free_bias: bool = False,
+                 input_scale: bool = False) -> None:
         super().__init__()
         self.free_in = _free(features.num_items, free_dim)
         self.free_out = self.free_in if free_shared else _free(features.num_items, free_dim)
         self.free_bias = (nn.Parameter(torch.zeros(features.num_items))
                           if free_bias and item_bias else None)
+        self.input_scale = nn.Parameter(torch.zeros(features.num_items)) if input_scale else None
         self.encoder = FeatureEncoder(features, vocab_size, dim)
         self.convs = nn.ModuleList(WeightedSAGEConv(dim, dropout) for _ in range(layers))
         self.skip = nn.Linear(dim, dim)
@@ -199,4 +203,6 @@ class PinSage(nn.Module):
             outputs = F.normalize(outputs, dim=1)
         if self.input_head is None and self.free_in is self.free_out:
             inputs = outputs  # one vector per movie for both roles
+        if self.input_scale is not None:
+            inputs = inputs * torch.exp(self.input_scale)[:, None]
         return ItemTables(inputs, outputs, bias)

@@ -65,6 +65,8 @@ class TrainConfig:
     free_decay: float = 1.0
     free_bias: bool = False
     per_target: bool = True
+    input_scale: bool = True
+    target_power: float = 0.5
     pool: str = "l2"
     cosine: bool = True
     target_frac: float = 0.5
@@ -108,7 +110,7 @@ def build_model(data: TrainingGraph, config: TrainConfig) -> PinSage:
                    split_roles=config.split_roles, item_bias=config.item_bias,
                    user_layers=config.user_layers, pool=config.pool, cosine=config.cosine,
                    free_dim=config.free_dim, free_shared=config.free_shared,
-                   free_bias=config.free_bias)
+                   free_bias=config.free_bias, input_scale=config.input_scale)
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,7 @@ def _param_groups(model: PinSage, config: TrainConfig) -> list[dict]:
     by ``weight_decay``."""
     free = {id(p) for table in (model.free_in, model.free_out) if table is not None
             for p in table.parameters()}
-    if model.free_bias is not None:
-        free.add(id(model.free_bias))
+    free |= {id(p) for p in (model.free_bias, model.input_scale) if p is not None}
     rest = [p for p in model.parameters() if id(p) not in free]
     groups = [{"params": rest, "weight_decay": config.weight_decay}]
     if free:
@@ -192,7 +193,8 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.weights = history_matrix(data.history, config.aggregation)
         self.users = np.flatnonzero(np.diff(self.weights.indptr) >= 2)
-        self.split = HistorySplit(config.target_frac, config.short_frac, config.short_len)
+        self.split = HistorySplit(config.target_frac, config.short_frac, config.short_len,
+                                  config.target_power)
         self.items = torch.from_numpy(np.flatnonzero(data.features.has_edges))
         export = replace(config.walks, num_random_walks=config.export_walks)
         self.export_graphs = NeighbourSampler(data.graph, export).layers(config.layers)
