@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,12 @@ COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "loadtest": ("run a ghz config file against a local server and print ghz's summary",
                  {"": "movierec.loadtest:main"}),
 }
+
+
+#: a service answers many small requests in one process: a BLAS/OpenMP thread pool per
+#: process only spins against its event loop on these tiny matrices (measured in
+#: docs/benchmarks.md), so ``serve`` starts with one thread unless the variable is set
+SERVICE_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         target = parser.parse_args(argv[:2]).target
         label, spec, rest = f"{argv[0]} {target}", targets[target], argv[2:]
+    if argv[0] == "serve":  # before the service's imports load numpy
+        for variable in SERVICE_THREAD_VARIABLES:
+            os.environ.setdefault(variable, "1")
     function = resolve(spec)
     if function is None:
         print(f"movierec {label}: not available in this build yet "

@@ -225,3 +225,18 @@ def test_liveness_is_serving_while_readiness_is_not() -> None:
     ready, alive = asyncio.run(scenario())
     assert ready == health_pb2.HealthCheckResponse.NOT_SERVING
     assert alive == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_serve_starts_a_service_with_one_blas_thread_unless_told(monkeypatch) -> None:
+    from movierec import cli
+    for variable in cli.SERVICE_THREAD_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    seen: dict[str, str | None] = {}
+
+    def fake_service(rest):
+        seen.update({v: os.environ.get(v) for v in cli.SERVICE_THREAD_VARIABLES})
+        return 0
+    monkeypatch.setattr(cli, "resolve", lambda spec: fake_service)
+    assert cli.main(["serve", "echo"]) == 0
+    assert seen == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
