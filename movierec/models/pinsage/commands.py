@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -109,22 +110,13 @@ SPLIT_SHORT_FRAC = {"users_80_10_10": 1.0}
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    walks = WalkConfig(num_random_walks=args.walks, num_neighbors=args.neighbors)
-    values = {"dim": args.dim, "layers": args.layers, "objective": args.objective,
-              "aggregation": args.aggregation, "temperature": args.temperature,
-              "target_frac": args.target_frac, "batch_users": args.batch_users, "lr": args.lr,
-              "dropout": args.dropout, "max_epochs": args.max_epochs, "patience": args.patience,
-              "time_budget_s": args.time_budget * 60, "walks": walks, "seed": args.seed,
-              "split_roles": args.split_roles, "item_bias": args.item_bias,
-              "user_layers": args.user_layers, "free_dim": args.free_dim,
-              "free_shared": args.free_shared, "free_decay": args.free_decay,
-              "free_bias": args.free_bias, "weight_decay": args.weight_decay,
-              "per_target": args.per_target, "input_scale": args.input_scale,
-              "target_power": args.target_power, "pool": args.pool, "cosine": args.cosine,
-              "short_frac": (SPLIT_SHORT_FRAC.get(args.split, TrainConfig.short_frac)
-                             if args.short_frac is None else args.short_frac),
-              "short_len": args.short_len,
-              "ema": args.ema}
+    """The flags named like a :class:`TrainConfig` field, plus those that need converting."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(
+        walks=WalkConfig(num_random_walks=args.walks, num_neighbors=args.neighbors),
+        time_budget_s=args.time_budget * 60,
+        short_frac=(SPLIT_SHORT_FRAC.get(args.split, TrainConfig.short_frac)
+                    if args.short_frac is None else args.short_frac))
     return TrainConfig(**values)
 
 

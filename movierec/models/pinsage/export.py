@@ -42,8 +42,7 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         (writer.path / "cold_movie_ids.json").write_text(json.dumps(cold))
         served = served_arrays(result.model, result.export_graphs)
         metadata = {**info, **_training_metadata(result, config, len(cold))}
-        shared = not (config.split_roles or config.item_bias or config.user_layers
-                      or config.free_dim or config.input_scale)
+        shared = config.shared_tower
         if not shared:
             metadata["user_tower"] = write_tower(writer.path, served.tower)
         metadata["vector_norm"] = "l2" if shared else "none"

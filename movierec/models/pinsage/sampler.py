@@ -108,13 +108,14 @@ def split_histories(weights: sparse.csr_matrix, split: HistorySplit, rng: np.ran
     position = np.empty(weights.nnz, dtype=np.int64)
     position[order] = np.arange(weights.nnz) - np.repeat(weights.indptr[:-1], counts)
     is_input = position < keep[rows]
+    held = ~is_input
     shape, cols = weights.shape, weights.indices
     inputs = _coo(rows[is_input], cols[is_input], weights.data[is_input], shape)
     seen = torch.zeros(shape, dtype=torch.bool)
     seen[rows[is_input], cols[is_input]] = True
     targets = torch.zeros(shape)
-    held_weights = weights.data[~is_input].astype(np.float32) ** np.float32(split.target_power)
-    targets[rows[~is_input], cols[~is_input]] = torch.from_numpy(held_weights)
+    held_weights = weights.data[held].astype(np.float32) ** np.float32(split.target_power)
+    targets[rows[held], cols[held]] = torch.from_numpy(held_weights)
     return UserBatch(inputs, seen, targets)
 
 

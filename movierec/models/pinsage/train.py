@@ -45,6 +45,8 @@ from movierec.models.pinsage.sampler import (
 )
 
 OBJECTIVES = ("softmax", "margin")
+#: parameter names of the free per-movie tables (see ``free_decay``)
+FREE_PARAMETERS = ("free_in.", "free_out.", "free_bias", "input_scale")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,13 @@ class TrainConfig:
     walks: WalkConfig = field(default_factory=WalkConfig)
     export_walks: int = 200
     seed: int = 2026
+
+    @property
+    def shared_tower(self) -> bool:
+        """The original design: a user vector is the normalized mean of the unit item
+        vectors themselves (no separate input vectors, bias, layers, free columns)."""
+        return not (self.split_roles or self.item_bias or self.user_layers or self.free_dim
+                    or self.input_scale)
 
 
 @dataclass
@@ -165,17 +174,13 @@ def margin_loss(vectors: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor,
 
 
 def _param_groups(model: PinSage, config: TrainConfig) -> list[dict]:
-    """The free per-movie vectors decay by ``free_decay`` (decoupled, AdamW), the rest
+    """The free per-movie parameters decay by ``free_decay`` (decoupled, AdamW), the rest
     by ``weight_decay``."""
-    free = {id(p) for table in (model.free_in, model.free_out) if table is not None
-            for p in table.parameters()}
-    free |= {id(p) for p in (model.free_bias, model.input_scale) if p is not None}
-    rest = [p for p in model.parameters() if id(p) not in free]
-    groups = [{"params": rest, "weight_decay": config.weight_decay}]
-    if free:
-        groups.append({"params": [p for p in model.parameters() if id(p) in free],
-                       "weight_decay": config.free_decay})
-    return groups
+    named = list(model.named_parameters())
+    free = [p for name, p in named if name.startswith(FREE_PARAMETERS)]
+    rest = [p for name, p in named if not name.startswith(FREE_PARAMETERS)]
+    return [{"params": rest, "weight_decay": config.weight_decay},
+            {"params": free, "weight_decay": config.free_decay}]
 
 
 class Trainer:
