@@ -66,11 +66,25 @@ def cache_counters(procs: Processes) -> dict[str, float]:
             if line.startswith("movierec_gateway_cache_total{")}
 
 
+def search_calls(procs: Processes) -> tuple[float, float]:
+    """(query vectors, Milvus search calls) the retriever has made so far."""
+    port = procs.env[registry.RETRIEVER.metrics_env]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    found = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("movierec_retriever_queries_per_search_")}
+    return (found.get("movierec_retriever_queries_per_search_sum", 0.0),
+            found.get("movierec_retriever_queries_per_search_count", 0.0))
+
+
 def measured(procs: Processes, stores: LocalStores, run) -> dict:
-    """``run()``'s row plus cache-counter deltas and CPU ms per request per process."""
+    """``run()``'s row plus cache-counter deltas, the retriever's query vectors per Milvus
+    search and CPU ms per request per process."""
     counters, cpu = cache_counters(procs), all_cpu(procs, stores)
+    searches = search_calls(procs)
     row = run()
     after, cpu_after = cache_counters(procs), all_cpu(procs, stores)
+    queries, calls = (b - a for a, b in zip(searches, search_calls(procs), strict=True))
+    row["queries_per_milvus_search"] = round(queries / calls, 2) if calls else None
     row["cache"] = {k: int(after.get(k, 0) - counters.get(k, 0)) for k in after}
     row["cpu_ms_per_request"] = {k: round(1000 * (cpu_after[k] - cpu[k]) / row["count"], 3)
                                  for k in cpu_after if row["count"]}

@@ -17,9 +17,10 @@ from movierec.common.v1 import common_pb2
 from movierec.models.artifact import normalize
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
+from movierec.services.retriever.batcher import BatchedSearch
 from movierec.services.retriever.loader import IndexSpec, ItemBatch, publish
-from movierec.services.retriever.milvus import MilvusVectors
-from movierec.services.retriever.records import alias_name
+from movierec.services.retriever.milvus import Filters, MilvusVectors
+from movierec.services.retriever.records import ModelCollection, alias_name
 from movierec.services.retriever.server import RetrieverSettings, create_server
 from movierec.stack.local_milvus import LocalMilvus
 from movierec.stack.local_milvus_server import LocalMilvusServer, isolation_error
@@ -261,3 +262,70 @@ def test_small_collections_get_exact_search(milvus_any: str) -> None:
     if MilvusVectors(milvus_any).uses_aliases:
         index = MilvusClient(uri=milvus_any).describe_index(live.collection, "vector")
         assert index["index_type"] == "FLAT"
+
+
+def _brute(batch: ItemBatch, query: np.ndarray, top_k: int, exclude: tuple[int, ...]) -> list:
+    order = [int(i) + 1 for i in np.argsort(-(batch.vectors @ query), kind="stable")]
+    return [i for i in order if i not in exclude][:top_k]
+
+
+def test_concurrent_searches_are_batched_and_answer_as_alone(loaded) -> None:
+    """Concurrent exclusion-only searches share Milvus calls; each gets what it would get
+    alone (its exclusions dropped, its top k); a genre filter or a long exclusion list
+    is searched alone."""
+    uri, batch = loaded
+    rng = np.random.default_rng(3)
+    queries = [normalize(rng.normal(size=DIM)) for _ in range(12)]
+    excludes = [tuple(int(i) for i in rng.choice(N, size=s, replace=False) + 1)
+                for s in (0, 3, 8, 20, 0, 5, 1, 2, 30, 4, 0, 6)]
+    top_ks = [10, 20, 5, 10, 1, 10, 15, 10, 10, 7, 10, 10]
+
+    async def main():
+        store = MilvusVectors(uri, timeout=10)
+        searcher = BatchedSearch(store, max_batch=4, max_exclude=25)
+        live = store.resolve("testmodel")
+        try:
+            found = await asyncio.gather(*(
+                searcher.search(live, q.tolist(), k, Filters(e), 10)
+                for q, k, e in zip(queries, top_ks, excludes, strict=True)))
+            genre = await searcher.search(live, queries[0].tolist(), 5,
+                                          Filters(genres=("Comedy",)), 10)
+            return found, genre, searcher.calls
+        finally:
+            await store.aclose()
+    found, genre, calls = asyncio.run(main())
+    for hits, q, k, e in zip(found, queries, top_ks, excludes, strict=True):
+        assert [i for i, _ in hits] == _brute(batch, q, k, e)
+        assert all(abs(s - float(batch.vectors[i - 1] @ q)) < 1e-4 for i, s in hits)
+    # 11 batchable searches, at most 4 per call (the 30-id exclusion goes alone), + genre
+    assert calls == 1 + 3 + 1
+    comedy = [i for i in range(N) if "Comedy" in batch.genres[i]]
+    expected = sorted(comedy, key=lambda i: -float(batch.vectors[i] @ queries[0]))[:5]
+    assert [i for i, _ in genre] == [i + 1 for i in expected]
+
+
+def test_a_failed_batch_fails_each_search_and_a_caller_may_give_up(loaded) -> None:
+    uri, batch = loaded
+    missing = ModelCollection("testmodel", "v0", "mr_testmodel_missing_0", DIM, N, "FLAT")
+
+    async def main():
+        store = MilvusVectors(uri, timeout=10)
+        searcher = BatchedSearch(store, max_batch=8)
+        live = store.resolve("testmodel")
+        try:
+            failed = await asyncio.gather(*(
+                searcher.search(missing, batch.vectors[i].tolist(), 5, Filters(), 5)
+                for i in range(3)), return_exceptions=True)
+            impatient = asyncio.ensure_future(
+                searcher.search(live, batch.vectors[1].tolist(), 5, Filters(), 5))
+            patient = asyncio.ensure_future(
+                searcher.search(live, batch.vectors[2].tolist(), 5, Filters((3,)), 5))
+            await asyncio.sleep(0)
+            impatient.cancel()
+            return failed, await patient, impatient.cancelled()
+        finally:
+            await store.aclose()
+    failed, patient, cancelled = asyncio.run(main())
+    assert all(isinstance(f, Exception) for f in failed) and len(failed) == 3
+    assert cancelled
+    assert [i for i, _ in patient] == _brute(batch, batch.vectors[2], 5, (3,))

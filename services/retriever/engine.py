@@ -1,6 +1,7 @@
 """Async face of the vector store for the servicer: caching, one retry, consistency, errors.
 
-Searches and vector reads go through pymilvus' asyncio client on the event loop; the rare
+Searches (batched by :mod:`movierec.services.retriever.batcher`) and vector reads go
+through pymilvus' asyncio client on the event loop; the rare
 blocking calls (resolving a live pointer, health probes) run in worker threads. A model's
 live collection is cached for ``registry_ttl`` seconds. A call that fails in a way a fresh
 look can fix (the collection was dropped right after a swap, Milvus was briefly
@@ -21,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 
 from movierec.errors import FailedPrecondition, NotFound, Unavailable
+from movierec.services.retriever.batcher import BatchedSearch, Hits
 from movierec.services.retriever.failures import reraise
 from movierec.services.retriever.milvus import Filters, MilvusVectors
 from movierec.services.retriever.records import ModelCollection
@@ -33,8 +35,10 @@ Check = Callable[[ModelCollection], None]
 class SearchEngine:
     """Searches one Milvus deployment on behalf of the gRPC servicer."""
 
-    def __init__(self, store: MilvusVectors, registry_ttl: float = 1.0) -> None:
+    def __init__(self, store: MilvusVectors, registry_ttl: float = 1.0,
+                 searcher: BatchedSearch | None = None) -> None:
         self.store = store
+        self.searcher = searcher or BatchedSearch(store, max_batch=1)
         self.registry_ttl = registry_ttl
         self._cache: dict[str, tuple[float, ModelCollection]] = {}
 
@@ -99,11 +103,13 @@ class SearchEngine:
             remaining = deadline - time.monotonic()
             return await self._await(call(live, remaining), name, remaining), live
 
-    async def search(self, model: str, vectors: Sequence[Sequence[float]], top_k: int,
+    async def search(self, model: str, vector: Sequence[float], top_k: int,
                      filters: Filters, timeout: float,
-                     check: Check | None = None) -> tuple[list, ModelCollection]:
+                     check: Check | None = None) -> tuple[Hits, ModelCollection]:
+        """The ``top_k`` hits of one query vector (batched with concurrent searches of
+        the same collection where :class:`BatchedSearch` can)."""
         def search(col: ModelCollection, t: float):
-            return self.store.search(col, vectors, top_k, filters, t)
+            return self.searcher.search(col, vector, top_k, filters, t)
         return await self._with_refresh(model, timeout, search, check)
 
     async def vectors(self, model: str, ids: Sequence[int],

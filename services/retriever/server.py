@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from movierec import settings
+from movierec import limits, settings
 from movierec.registry import RETRIEVER
 from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc
 from movierec.server.factory import (
@@ -21,6 +21,7 @@ from movierec.server.factory import (
     start_task,
 )
 from movierec.server.runner import serve_main
+from movierec.services.retriever.batcher import BatchedSearch
 from movierec.services.retriever.engine import SearchEngine
 from movierec.services.retriever.milvus import MilvusVectors
 from movierec.services.retriever.records import INDEX_TYPES, IndexSpec
@@ -56,6 +57,13 @@ class RetrieverSettings:
         "RETRIEVER_EXACT_BELOW", 100_000, minimum=0, maximum=10**9,
         doc="collections with fewer vectors get exact FLAT search, for loads (0: never)")
 
+    batch_max: int = settings.setting(
+        "RETRIEVER_BATCH_MAX", 16, minimum=1, maximum=256,
+        doc="query vectors per Milvus search when concurrent searches are batched (1: off)")
+    batch_exclude: int = settings.setting(
+        "RETRIEVER_BATCH_EXCLUDE", 512, minimum=0, maximum=limits.MAX_EXCLUDE,
+        doc="longest exclusion list a batched search may carry (longer: searched alone)")
+
     def index_spec(self) -> IndexSpec:
         return IndexSpec(self.index, self.hnsw_m, self.hnsw_ef_construction, self.exact_below)
 
@@ -69,7 +77,8 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
             "(`movierec up` runs milvus-lite as a loopback server instead)")
     store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout,
                           search_ef=config.hnsw_ef)
-    engine = SearchEngine(store, config.registry_ttl)
+    engine = SearchEngine(store, config.registry_ttl,
+                          BatchedSearch(store, config.batch_max, config.batch_exclude))
     spec = ServiceSpec(SERVICE, RetrieverServicer(engine, config.call_timeout),
                        retriever_pb2_grpc.add_RetrieverServicer_to_server)
     server, bound = await build_server("retriever", [spec], port,

@@ -51,9 +51,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
                                           request.years.max_year)
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
         hits, live = await self.engine.search(
-            model, [vector], top_k, filters, self._timeout(context),
+            model, vector, top_k, filters, self._timeout(context),
             consistency(len(vector), request.model_version.strip()[:64]))
-        return pb.SearchResponse(hits=[pb.Hit(movie_id=i, score=s) for i, s in hits[0]],
+        return pb.SearchResponse(hits=[pb.Hit(movie_id=i, score=s) for i, s in hits],
                                  model_version=live.version)
 
     async def GetVectors(self, request, context):  # noqa: N802
