@@ -22,3 +22,28 @@ def test_a_drop_relative_to_echo_is_reported_and_machine_speed_is_not(tmp_path) 
     base.write_text(json.dumps(old))
     assert serving_check.main([str(new), "--baseline", str(base)]) == 0
     assert serving_check.main([str(new), "--baseline", str(base), "--strict"]) == 1
+
+
+def test_per_user_metrics_average_to_the_evaluation_figures() -> None:
+    """The bootstrap's per-user NDCG/Recall are the evaluation's, user by user."""
+    import numpy as np
+    from scipy import sparse
+
+    from benchmarks.pinsage_vs_ease import per_user
+    from movierec.evaluation.ranking import RankingTask, evaluate
+
+    rng = np.random.default_rng(1)
+    users, movies = 40, 60
+    history = sparse.csr_matrix((rng.random((users, movies)) < 0.2).astype(np.float32))
+    relevant = sparse.csr_matrix(((rng.random((users, movies)) < 0.1)
+                                  & (history.toarray() == 0)).astype(np.float32))
+    task = RankingTask(np.arange(users), np.arange(movies), history, history, relevant)
+    table = rng.normal(size=(users, movies)).astype(np.float32)
+
+    def scorer(rows):
+        return table[rows]
+    ndcg, recall = per_user(scorer, task)
+    expected = evaluate(scorer, task)
+    assert len(ndcg) == len(task.rows) > 30
+    assert abs(ndcg.mean() - expected["ndcg@10"]) < 1e-6
+    assert abs(recall.mean() - expected["recall@10"]) < 1e-6
