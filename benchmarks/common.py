@@ -39,6 +39,18 @@ def header(title: str) -> None:
           f"load average {os.getloadavg()[0]:.2f}")
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) CPU ticks of the whole machine so far, from /proc/stat: on a virtual
+    machine, time the host gave to others; a row measured while it was high is slower."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    stolen, total = after[0] - before[0], after[1] - before[1]
+    return round(100 * stolen / total, 1) if total > 0 else 0.0
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
     values = np.asarray(seconds) * 1000
     return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),

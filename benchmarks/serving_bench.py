@@ -33,8 +33,10 @@ from benchmarks.common import (  # noqa: E402
     Processes,
     command_line,
     cpu_seconds,
+    cpu_ticks,
     header,
     load,
+    steal_percent,
 )
 from loadtest.ghz.generate import (  # noqa: E402
     liked_miss_requests,
@@ -78,10 +80,12 @@ def search_calls(procs: Processes) -> tuple[float, float]:
 
 def measured(procs: Processes, stores: LocalStores, run) -> dict:
     """``run()``'s row plus cache-counter deltas, the retriever's query vectors per Milvus
-    search and CPU ms per request per process."""
+    search, CPU ms per request per process and the share of the machine's CPU time the
+    hypervisor gave to others meanwhile (``steal_pct``)."""
     counters, cpu = cache_counters(procs), all_cpu(procs, stores)
-    searches = search_calls(procs)
+    searches, ticks = search_calls(procs), cpu_ticks()
     row = run()
+    row["steal_pct"] = steal_percent(ticks, cpu_ticks())
     after, cpu_after = cache_counters(procs), all_cpu(procs, stores)
     queries, calls = (b - a for a, b in zip(searches, search_calls(procs), strict=True))
     row["queries_per_milvus_search"] = round(queries / calls, 2) if calls else None

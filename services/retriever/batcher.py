@@ -118,7 +118,10 @@ class BatchedSearch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
-        for pending, hits in zip(batch, results, strict=True):
+        for pending, hits in zip(batch, results, strict=False):
             if not pending.future.done():
                 kept = [hit for hit in hits if hit[0] not in pending.exclude]
                 pending.future.set_result(kept[:pending.top_k])
+        for pending in batch[len(results):]:  # never seen: Milvus answers every query
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("Milvus answered fewer queries"))
