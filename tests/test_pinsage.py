@@ -369,6 +369,8 @@ def test_cold_start_split_trains_on_first_movies():
                                                  "--short-frac", "0.3"]))
     assert warm == TrainConfig(seed=warm.seed)
     assert cold.short_frac == 1.0 and chosen.short_frac == 0.3
+    assert warm.seed == 2026  # the split's seed, unless the training has its own
+    assert commands._config(parser.parse_args(["--train-seed", "7"])).seed == 7
 
 
 def _with_common(parser: argparse.ArgumentParser, evaluate: bool) -> argparse.ArgumentParser:

@@ -85,6 +85,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--short-len", type=int, default=d.short_len)
     parser.add_argument("--ema", type=float, default=d.ema,
                         help="validate and export a moving average of the weights (0: off)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="seed of the initial weights, walks and batches (default: "
+                             "--seed, which also seeds the split)")
     parser.add_argument("--neighbors", type=int, default=d.walks.num_neighbors)
     parser.add_argument("--walks", type=int, default=d.walks.num_random_walks)
     parser.add_argument("--checkpoint-dir", type=str, default=None,
@@ -116,7 +119,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         walks=WalkConfig(num_random_walks=args.walks, num_neighbors=args.neighbors),
         time_budget_s=args.time_budget * 60,
         short_frac=(SPLIT_SHORT_FRAC.get(args.split, TrainConfig.short_frac)
-                    if args.short_frac is None else args.short_frac))
+                    if args.short_frac is None else args.short_frac),
+        seed=args.seed if args.train_seed is None else args.train_seed)
     return TrainConfig(**values)
 
 
