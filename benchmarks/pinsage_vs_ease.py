@@ -2,9 +2,9 @@
 
 Per test user, NDCG@10 and Recall@10 of PinSage (the artifact's rating-weighted whole
 history, what ``EmbedUser`` serves and ``movierec evaluate pinsage`` reports) and of
-EASE (``--lam``, the value tuned on valid), with the evaluation's own masking and
-metric functions; then the mean per-user difference and its 95 % bootstrap interval
-(users resampled with replacement).
+EASE (``--lam``, the value tuned on valid), ranked by the evaluation's own
+:func:`~movierec.evaluation.ranking.rank`; then the mean per-user difference and its
+95 % bootstrap interval (users resampled with replacement).
 
     MOVIELENS_DIR=../shared/data/ml-1m .venv/bin/python benchmarks/pinsage_vs_ease.py \\
         .movierec/eval/artifacts-recbole/pinsage/<version> [--lam 500]
@@ -22,27 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
 from movierec.evaluation.baselines import Ease  # noqa: E402
-from movierec.evaluation.metrics import ndcg, recall, top_k  # noqa: E402
+from movierec.evaluation.metrics import ndcg, recall  # noqa: E402
 from movierec.evaluation.protocols import build  # noqa: E402
-from movierec.evaluation.ranking import RankingTask, Scorer  # noqa: E402
+from movierec.evaluation.ranking import RankingTask, Scorer, rank  # noqa: E402
 from movierec.evaluation.serving import ItemSpace, pinsage_history  # noqa: E402
 from movierec.models.pinsage.encoder import PinSageEncoder  # noqa: E402
 
 
 def per_user(scorer: Scorer, task: RankingTask, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """NDCG@k and Recall@k of every evaluated user (as :func:`ranking.evaluate` masks)."""
-    rows, scores_n, scores_r = task.rows, [], []
-    for start in range(0, len(rows), 1024):
-        chunk = rows[start:start + 1024]
-        scores = np.array(scorer(chunk), dtype=np.float32)
-        masked = task.exclude[chunk]
-        scores[np.repeat(np.arange(len(chunk)), np.diff(masked.indptr)), masked.indices] = -np.inf
-        relevant = task.relevant[chunk].toarray() > 0
-        hits = np.take_along_axis(relevant, top_k(scores, k), axis=1)
-        count = np.diff(task.relevant.indptr)[chunk]
-        scores_n.append(ndcg(hits, count))
-        scores_r.append(recall(hits, count))
-    return np.concatenate(scores_n), np.concatenate(scores_r)
+    """NDCG@k and Recall@k of every evaluated user, ranked as :func:`ranking.evaluate` ranks."""
+    found = rank(scorer, task, k)
+    return ndcg(found.hits, found.num_relevant), recall(found.hits, found.num_relevant)
 
 
 def main() -> int:

@@ -68,11 +68,18 @@ def vector_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Scorer:
     return lambda rows: user_vectors[rows] @ item_vectors.T
 
 
-def evaluate(scorer: Scorer, task: RankingTask, ks: tuple[int, ...] = KS,
-             batch: int = 1024) -> dict[str, float]:
-    """Mean metrics of ``scorer`` over the task's users (full ranking, masked)."""
+@dataclass(frozen=True)
+class Ranked:
+    """Each evaluated user's top items (masked full ranking) and which of them are relevant."""
+
+    ranked: np.ndarray        # (users, depth) item indices, best first
+    hits: np.ndarray          # (users, depth) bool: the item at that rank is relevant
+    num_relevant: np.ndarray  # (users,) relevant items of each user
+
+
+def rank(scorer: Scorer, task: RankingTask, depth: int, batch: int = 1024) -> Ranked:
+    """Rank every movie for each of the task's users (``task.rows``), masked, top ``depth``."""
     rows = task.rows
-    depth = max(ks)
     hit_rows, ranked_rows = [], []
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
@@ -83,8 +90,14 @@ def evaluate(scorer: Scorer, task: RankingTask, ks: tuple[int, ...] = KS,
         relevant = task.relevant[chunk].toarray() > 0
         hit_rows.append(np.take_along_axis(relevant, ranked, axis=1))
         ranked_rows.append(ranked)
-    num_relevant = np.diff(task.relevant.indptr)[rows]
-    result = summarize(np.vstack(hit_rows), num_relevant, ks, np.vstack(ranked_rows),
-                       task.percentiles)
-    result["users"] = float(len(rows))
+    return Ranked(np.vstack(ranked_rows), np.vstack(hit_rows),
+                  np.diff(task.relevant.indptr)[rows])
+
+
+def evaluate(scorer: Scorer, task: RankingTask, ks: tuple[int, ...] = KS,
+             batch: int = 1024) -> dict[str, float]:
+    """Mean metrics of ``scorer`` over the task's users (full ranking, masked)."""
+    found = rank(scorer, task, max(ks), batch)
+    result = summarize(found.hits, found.num_relevant, ks, found.ranked, task.percentiles)
+    result["users"] = float(len(found.num_relevant))
     return result
