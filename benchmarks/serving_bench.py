@@ -59,10 +59,15 @@ def miss_requests(kind: str, n: int, seed: int) -> list[dict]:
     return build(load_dataset("ml-1m"), n, seed)
 
 
+def metrics_text(procs: Processes, service: str) -> str:
+    """What ``service``'s Prometheus endpoint shows now."""
+    port = procs.env[registry.get(service).metrics_env]
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+
+
 def cache_counters(procs: Processes) -> dict[str, float]:
     """The gateway's ``movierec_gateway_cache_total`` counters by event."""
-    port = procs.env[registry.GATEWAY.metrics_env]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    text = metrics_text(procs, "gateway")
     return {line.split('event="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
             if line.startswith("movierec_gateway_cache_total{")}
@@ -70,8 +75,7 @@ def cache_counters(procs: Processes) -> dict[str, float]:
 
 def search_calls(procs: Processes) -> tuple[float, float]:
     """(query vectors, Milvus search calls) the retriever has made so far."""
-    port = procs.env[registry.RETRIEVER.metrics_env]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    text = metrics_text(procs, "retriever")
     found = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
              if line.startswith("movierec_retriever_queries_per_search_")}
     return (found.get("movierec_retriever_queries_per_search_sum", 0.0),
@@ -128,8 +132,7 @@ def hops(procs: Processes) -> dict:
     """Mean server-side latency (ms) per service and method from /metrics."""
     out = {}
     for name in ("gateway", "embedder", "retriever", "catalog"):
-        port = procs.env[registry.get(name).metrics_env]
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        text = metrics_text(procs, name)
         sums, counts = {}, {}
         for line in text.splitlines():
             if line.startswith("movierec_rpc_latency_seconds_sum{"):
