@@ -20,7 +20,7 @@ from movierec.errors import InvalidArgument
 from movierec.evaluation.protocols import ranking_tasks
 from movierec.evaluation.ranking import evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
-from movierec.models.artifact import normalize, read_metadata
+from movierec.models.artifact import latest, normalize, read_metadata
 from movierec.models.pinsage import commands
 from movierec.models.pinsage.aggregation import UserTower, history_matrix, user_scorer
 from movierec.models.pinsage.encoder import PinSageEncoder
@@ -349,6 +349,11 @@ def test_commands_train_then_evaluate(tmp_path, capsys):
                               str(tmp_path / "ckpt")])
     assert commands.train(args) == 0
     assert (tmp_path / "ckpt" / "best.pt").is_file()
+    meta = read_metadata(latest("pinsage", tmp_path))
+    fitted = meta["bias_calibration"]
+    assert fitted["beta0"] * fitted["reference_size"] ** -fitted["power"] == pytest.approx(
+        meta["user_tower"]["bias_scale"])
+    assert meta["user_tower"]["bias_power"] == fitted["power"]
     eval_parser = _with_common(argparse.ArgumentParser(), evaluate=True)
     commands.add_evaluate_args(eval_parser)
     eval_args = eval_parser.parse_args(["--dataset", DATASET, "--artifacts", str(tmp_path),

@@ -16,8 +16,11 @@ the caller passes). The :class:`UserTower` turns the bag into the user vector:
    ``l2`` -> ``x / |x|``; ``sqrt`` -> ``x / |w|`` (Mult-DAE's normalized input);
    ``mean`` -> ``x / sum(w)``;
 2. apply the dense layers, each ``tanh(x W + b)``, and (``unit``) L2-normalize;
-3. with an item bias, append a constant 1, so that the inner product with an exported
-   item vector ``[q_i, b_i]`` is ``u . q_i + b_i``.
+3. with an item bias, append the bias weight ``bias_scale * n ** bias_power`` (``n``: the
+   number of movies in the bag; 1 and 0 as trained, so the column is 1), so that the inner
+   product with an exported item vector ``[q_i, b_i]`` is ``u . q_i + beta(n) b_i``.
+   Training pools about half of a user's history and serving all of it, so the export
+   fits ``beta`` on validation (:mod:`movierec.models.pinsage.calibration`).
 
 Items are scored by the inner product of the user vector with the exported item
 vectors (what Milvus computes with metric IP). :meth:`UserTower.shared` is the
@@ -77,8 +80,10 @@ class UserTower:
     inputs: np.ndarray                                   # (N, d) input vector per item row
     pool: str = "l2"
     layers: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # (W (d, d'), b (d',)), tanh each
-    bias: bool = False                                   # append 1 for the item-bias column
-    unit: bool = True                                    # L2-normalize before the 1
+    bias: bool = False                                   # append the item-bias weight column
+    unit: bool = True                                    # L2-normalize before that column
+    bias_scale: float = 1.0                              # bias weight = scale * n ** power
+    bias_power: float = 0.0
 
     @classmethod
     def shared(cls, item_vectors: np.ndarray) -> UserTower:
@@ -91,13 +96,18 @@ class UserTower:
         width = self.layers[-1][0].shape[1] if self.layers else self.inputs.shape[1]
         return int(width + self.bias)
 
-    def _finish(self, x: np.ndarray) -> np.ndarray:
+    def bias_weight(self, counts: np.ndarray) -> np.ndarray:
+        """The item-bias column's value for bags of ``counts`` movies."""
+        counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+        return (self.bias_scale * counts ** self.bias_power).astype(np.float32)
+
+    def _finish(self, x: np.ndarray, counts: np.ndarray) -> np.ndarray:
         for weight, offset in self.layers:
             x = np.tanh(x @ weight + offset)
         if self.unit:
             x = normalize(x)
         if self.bias:
-            x = np.concatenate([x, np.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
+            x = np.concatenate([x, self.bias_weight(counts).reshape(-1, 1)], axis=-1)
         return x.astype(np.float32)
 
     def vector(self, rows: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -105,14 +115,15 @@ class UserTower:
         chosen = self.inputs[np.asarray(rows, dtype=np.int64)]
         w = np.ones(len(chosen), np.float32) if weights is None else np.asarray(weights, np.float32)
         pooled = pool_scale((w @ chosen)[None], w.sum(), np.square(w).sum(), self.pool)
-        return self._finish(pooled)[0]
+        return self._finish(pooled, np.array([np.count_nonzero(w)]))[0]
 
     def vectors(self, weights: sparse.spmatrix) -> np.ndarray:
         """User vectors for a (users x items) sparse matrix of bag weights."""
         pooled = np.asarray(weights @ self.inputs, dtype=np.float32)
         total = np.asarray(weights.sum(axis=1))
         squares = np.asarray(weights.multiply(weights).sum(axis=1))
-        return self._finish(pool_scale(pooled, total, squares, self.pool))
+        counts = np.asarray((weights != 0).sum(axis=1)).ravel()
+        return self._finish(pool_scale(pooled, total, squares, self.pool), counts)
 
 
 def user_scorer(tower: UserTower, item_vectors: np.ndarray, history: sparse.csr_matrix,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
 from movierec.models.artifact import latest
 from movierec.models.pinsage.aggregation import POOLS, user_scorer
+from movierec.models.pinsage.calibration import fit_bias_weight
 from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
@@ -88,6 +89,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-seed", type=int, default=None,
                         help="seed of the initial weights, walks and batches (default: "
                              "--seed, which also seeds the split)")
+    parser.add_argument("--calibrate-bias", action=argparse.BooleanOptionalAction,
+                        default=True, help="fit the served item-bias weight by bag size on "
+                        "validation after training (movierec.models.pinsage.calibration)")
     parser.add_argument("--neighbors", type=int, default=d.walks.num_neighbors)
     parser.add_argument("--walks", type=int, default=d.walks.num_random_walks)
     parser.add_argument("--checkpoint-dir", type=str, default=None,
@@ -139,12 +143,21 @@ def train(args: argparse.Namespace) -> int:
     checkpoints = Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)
     result = run_training(graph, valid, config, checkpoints, progress=not args.no_progress)
     served = served_arrays(result.model, result.export_graphs)
+    calibration = None
+    if args.calibrate_bias and served.tower.bias and not config.shared_tower:
+        calibration = fit_bias_weight(served.tower, served.item_vectors, valid,
+                                      config.aggregation)
+        served = replace(served, tower=calibration.apply(served.tower))
+        print(f"pinsage: bias weight {calibration.beta0:g} * (n / {calibration.reference_size:g})"
+              f" ** {calibration.power:g}: valid recall@10 {calibration.valid['recall@10']:.4f} "
+              f"ndcg@10 {calibration.valid['ndcg@10']:.4f} (as trained "
+              f"{calibration.trained['recall@10']:.4f} / {calibration.trained['ndcg@10']:.4f})")
     scorer = user_scorer(served.tower, served.item_vectors, test.history, config.aggregation)
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
             "split_seed": args.seed, "metrics": {"test": test_metrics},
             "wall_seconds": round(time.perf_counter() - started, 1)}
-    path = export(result, graph, config, info, args.artifacts)
+    path = export(result, graph, config, info, args.artifacts, calibration)
     print(f"pinsage: best epoch {result.best_epoch}, {result.seconds:.0f} s training, "
           f"test recall@10 {test_metrics['recall@10']:.4f} ndcg@10 {test_metrics['ndcg@10']:.4f}"
           f"\nartifact: {path}")

@@ -38,7 +38,8 @@ def read_tower(path: Path, meta: dict[str, Any], item_vectors: np.ndarray) -> Us
     inputs = np.load(path / INPUTS_FILE)
     with np.load(path / LAYERS_FILE) as arrays:
         layers = tuple((arrays[f"weight{i}"], arrays[f"bias{i}"]) for i in range(spec["layers"]))
-    return UserTower(inputs, spec["pool"], layers, bool(spec["bias"]), bool(spec["unit"]))
+    return UserTower(inputs, spec["pool"], layers, bool(spec["bias"]), bool(spec["unit"]),
+                     float(spec.get("bias_scale", 1.0)), float(spec.get("bias_power", 0.0)))
 
 
 def write_tower(path: Path, tower: UserTower) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def write_tower(path: Path, tower: UserTower) -> dict[str, Any]:
               for name, value in zip(("weight", "bias"), pair, strict=True)}
     np.savez(path / LAYERS_FILE, **arrays)
     return {"pool": tower.pool, "layers": len(tower.layers), "bias": tower.bias,
-            "unit": tower.unit,
+            "unit": tower.unit, "bias_scale": tower.bias_scale, "bias_power": tower.bias_power,
             "inputs": INPUTS_FILE, "weights": LAYERS_FILE}
 
 

@@ -90,7 +90,8 @@ class ItemTables:
         return scores if self.bias is None else scores + self.bias
 
     def exported(self) -> torch.Tensor:
-        """Item vectors as stored in Milvus: ``[outputs, bias]`` (user side appends 1)."""
+        """Item vectors as stored in Milvus: ``[outputs, bias]`` (the user vector appends
+        the bias weight: 1 in training, see :mod:`movierec.models.pinsage.calibration`)."""
         if self.bias is None:
             return self.outputs
         return torch.cat([self.outputs, self.bias[:, None]], 1)
