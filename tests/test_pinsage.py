@@ -350,10 +350,11 @@ def test_commands_train_then_evaluate(tmp_path, capsys):
     assert commands.train(args) == 0
     assert (tmp_path / "ckpt" / "best.pt").is_file()
     meta = read_metadata(latest("pinsage", tmp_path))
-    fitted = meta["bias_calibration"]
-    assert fitted["beta0"] * fitted["reference_size"] ** -fitted["power"] == pytest.approx(
-        meta["user_tower"]["bias_scale"])
-    assert meta["user_tower"]["bias_power"] == fitted["power"]
+    for fit, prefix in ((meta["bias_calibration"]["history"], "bias"),
+                        (meta["bias_calibration"]["liked"], "liked_bias")):
+        assert fit["beta0"] * fit["reference_size"] ** -fit["power"] == pytest.approx(
+            meta["user_tower"][f"{prefix}_scale"])
+        assert meta["user_tower"][f"{prefix}_power"] == fit["power"]
     eval_parser = _with_common(argparse.ArgumentParser(), evaluate=True)
     commands.add_evaluate_args(eval_parser)
     eval_args = eval_parser.parse_args(["--dataset", DATASET, "--artifacts", str(tmp_path),

@@ -16,7 +16,14 @@ from movierec.evaluation.ranking import evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
 from movierec.models.artifact import read_metadata
 from movierec.models.pinsage.aggregation import UserTower, user_scorer
-from movierec.models.pinsage.calibration import BETAS, POWERS, Calibration, fit_bias_weight
+from movierec.models.pinsage.calibration import (
+    BETAS,
+    POWERS,
+    Calibration,
+    Calibrations,
+    fit_bias_weight,
+    fit_both,
+)
 from movierec.models.pinsage.encoder import PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
@@ -100,22 +107,38 @@ def test_fit_needs_a_bias_column(setup):
         fit_bias_weight(tower, np.ones((valid.history.shape[1], 3), np.float32), valid, "mean")
 
 
-def test_exported_calibration_is_what_the_embedder_and_the_evaluation_use(setup, tmp_path):
+def test_exported_calibrations_are_what_the_embedder_and_the_evaluation_use(setup, tmp_path):
     data, graph, valid, test, config, result = setup
     served = served_arrays(result.model, result.export_graphs)
-    fitted = replace(fit_bias_weight(served.tower, served.item_vectors, valid,
-                                     config.aggregation), beta0=1.05, power=0.1)
+    fitted = fit_both(served.tower, served.item_vectors, valid, config.aggregation)
+    assert config.aggregation == "rating" and fitted.liked.valid != fitted.history.valid
+    fitted = Calibrations(replace(fitted.history, beta0=1.05, power=0.1),
+                          replace(fitted.liked, beta0=0.95, power=0.02))
     path = export(result, graph, config, {"dataset": DATASET, "data_checksum": data.checksum},
                   tmp_path, fitted)
     meta = read_metadata(path)
-    assert meta["user_tower"]["bias_scale"] == pytest.approx(fitted.scale)
+    assert meta["user_tower"]["bias_scale"] == pytest.approx(fitted.history.scale)
     assert meta["user_tower"]["bias_power"] == 0.1
-    assert meta["bias_calibration"]["beta0"] == 1.05
+    assert meta["user_tower"]["liked_bias_scale"] == pytest.approx(fitted.liked.scale)
+    assert meta["bias_calibration"]["history"]["beta0"] == 1.05
+    assert meta["bias_calibration"]["liked"]["power"] == 0.02
     encoder = PinSageEncoder.load(path)
     liked = [5, 9, 12, 40]
-    assert encoder.embed_liked(liked)[-1] == pytest.approx(fitted.scale * 4 ** 0.1)
+    assert encoder.embed_liked(liked)[-1] == pytest.approx(fitted.liked.scale * 4 ** 0.02)
+    assert encoder.embed_history(liked, [3, 4, 5, 5])[-1] == pytest.approx(
+        fitted.history.scale * 4 ** 0.1)
     rows = test.rows[:5]
-    expected = user_scorer(fitted.apply(served.tower), served.item_vectors, test.history,
-                           config.aggregation)(rows)
+    expected = user_scorer(fitted.history.apply(served.tower), served.item_vectors,
+                           test.history, config.aggregation)(rows)
     evaluated = pinsage_history(encoder, ItemSpace.load(path, test.movie_ids))(test)(rows)
     np.testing.assert_allclose(evaluated, expected, atol=1e-4)
+
+
+def test_an_artifact_without_calibration_serves_the_trained_weight(setup, tmp_path):
+    data, graph, _, _, config, result = setup
+    path = export(result, graph, config, {"dataset": DATASET, "data_checksum": data.checksum},
+                  tmp_path)
+    encoder = PinSageEncoder.load(path)
+    assert "bias_calibration" not in read_metadata(path)
+    assert encoder.embed_liked([5, 9, 12])[-1] == 1.0
+    assert encoder.embed_history([5, 9, 12], [5, 5, 3])[-1] == 1.0

@@ -9,9 +9,12 @@ vector's last column (the bias weight, :class:`UserTower`) therefore becomes
 ``n_ref`` the median bag size of the validation users. ``beta0`` and ``power`` are the
 point of a small fixed grid (``beta0 = 1, power = 0``, the column as trained, included)
 with the highest validation Recall@10 + NDCG@10 of the served scores (the evaluation's
-own ranking code); ties keep the earlier grid point. Milvus' search is unchanged (inner
-product with the same item vectors); the artifact stores ``scale = beta0 * n_ref **
--power`` and ``power`` in its tower metadata.
+own ranking code); ties keep the earlier grid point. Two weights are fitted: one for a
+known user's rated history (the artifact's rating weights: the user-id path) and one for
+a liked list (weight 1 per movie: the liked-ids path), each on the validation users'
+histories weighted that way. Milvus' search is unchanged (inner product with the same
+item vectors); the artifact stores ``scale = beta0 * n_ref ** -power`` and ``power`` in
+its tower metadata (``bias_*`` and ``liked_bias_*``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from movierec.evaluation.ranking import RankingTask, evaluate
 from movierec.models.pinsage.aggregation import UserTower, history_matrix
 
 #: the grid (beta0 at the median bag, power); (1, 0) first: as trained
-BETAS = (1.0, 0.95, 0.98, 1.02, 1.05, 1.08, 1.1)
+BETAS = (1.0, 0.95, 0.98, 1.02, 1.05, 1.08, 1.1, 1.15, 1.2)
 POWERS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12)
 
 
@@ -52,6 +55,30 @@ class Calibration:
                 "criterion": "validation recall@10 + ndcg@10",
                 "valid": {k: round(self.valid[k], 5) for k in keep},
                 "valid_as_trained": {k: round(self.trained[k], 5) for k in keep}}
+
+
+@dataclass(frozen=True)
+class Calibrations:
+    """The fitted weights of a rated history (``history``) and of a liked list (``liked``)."""
+
+    history: Calibration
+    liked: Calibration
+
+    def tower_metadata(self) -> dict:
+        """The keys the encoder reads beside the tower's own ``bias_scale``/``bias_power``."""
+        return {"liked_bias_scale": self.liked.scale, "liked_bias_power": self.liked.power}
+
+    def metadata(self) -> dict:
+        return {"history": self.history.metadata(), "liked": self.liked.metadata()}
+
+
+def fit_both(tower: UserTower, item_vectors: np.ndarray, valid: RankingTask,
+             aggregation: str) -> Calibrations:
+    """Fit the rated-history weight (``aggregation``) and the liked-list one (weights 1)."""
+    history = fit_bias_weight(tower, item_vectors, valid, aggregation)
+    liked = (history if aggregation == "mean"
+             else fit_bias_weight(tower, item_vectors, valid, "mean"))
+    return Calibrations(history, liked)
 
 
 def fit_bias_weight(tower: UserTower, item_vectors: np.ndarray, valid: RankingTask,

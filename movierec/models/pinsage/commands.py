@@ -28,7 +28,7 @@ from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
 from movierec.models.artifact import latest
 from movierec.models.pinsage.aggregation import POOLS, user_scorer
-from movierec.models.pinsage.calibration import fit_bias_weight
+from movierec.models.pinsage.calibration import fit_both
 from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
@@ -145,13 +145,13 @@ def train(args: argparse.Namespace) -> int:
     served = served_arrays(result.model, result.export_graphs)
     calibration = None
     if args.calibrate_bias and served.tower.bias and not config.shared_tower:
-        calibration = fit_bias_weight(served.tower, served.item_vectors, valid,
-                                      config.aggregation)
-        served = replace(served, tower=calibration.apply(served.tower))
-        print(f"pinsage: bias weight {calibration.beta0:g} * (n / {calibration.reference_size:g})"
-              f" ** {calibration.power:g}: valid recall@10 {calibration.valid['recall@10']:.4f} "
-              f"ndcg@10 {calibration.valid['ndcg@10']:.4f} (as trained "
-              f"{calibration.trained['recall@10']:.4f} / {calibration.trained['ndcg@10']:.4f})")
+        calibration = fit_both(served.tower, served.item_vectors, valid, config.aggregation)
+        served = replace(served, tower=calibration.history.apply(served.tower))
+        for name, fit in (("history", calibration.history), ("liked", calibration.liked)):
+            print(f"pinsage: {name} bias weight {fit.beta0:g} * (n / {fit.reference_size:g}) "
+                  f"** {fit.power:g}: valid recall@10 {fit.valid['recall@10']:.4f} ndcg@10 "
+                  f"{fit.valid['ndcg@10']:.4f} (as trained {fit.trained['recall@10']:.4f} / "
+                  f"{fit.trained['ndcg@10']:.4f})")
     scorer = user_scorer(served.tower, served.item_vectors, test.history, config.aggregation)
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,

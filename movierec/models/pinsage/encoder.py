@@ -66,6 +66,11 @@ class PinSageEncoder:
         self.tower = replace(tower, inputs=np.asarray(tower.inputs, np.float32)[order])
         if self.tower.dim != self.dim:
             raise ValueError(f"user vectors have {self.tower.dim} dimensions, items {self.dim}")
+        spec = self.metadata.get("user_tower") or {}
+        #: a liked list (weights 1 or the caller's) has its own fitted bias weight
+        self.liked_tower = replace(
+            self.tower, bias_scale=float(spec.get("liked_bias_scale", self.tower.bias_scale)),
+            bias_power=float(spec.get("liked_bias_power", self.tower.bias_power)))
 
     @classmethod
     def load(cls, path: Path | None = None, root: Path | None = None) -> PinSageEncoder:
@@ -97,15 +102,20 @@ class PinSageEncoder:
     def embed_liked(self, movie_ids: Sequence[int],
                     weights: Sequence[float] | None = None) -> np.ndarray:
         """The user vector of a liked list (weights default 1), see :mod:`.aggregation`."""
+        return self._embed(self.liked_tower, movie_ids, weights)
+
+    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> np.ndarray:
+        """A known user's vector from their rated history, weighted by the artifact's scheme."""
+        weights = history_weights(np.asarray(ratings), self.aggregation)
+        return self._embed(self.tower, movie_ids, weights)
+
+    def _embed(self, tower: UserTower, movie_ids: Sequence[int],
+               weights: Sequence[float] | None) -> np.ndarray:
         if len(movie_ids) == 0:
             raise InvalidArgument(FIELD, "at least one liked movie is required")
         if weights is not None:
             weights = np.asarray(weights, dtype=np.float32)
             if weights.shape != (len(movie_ids),) or (weights < 0).any() or weights.sum() <= 0:
                 raise InvalidArgument("weights", "need one non-negative weight per liked movie")
-        return self.tower.vector(self.rows(movie_ids), weights)
-
-    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> np.ndarray:
-        """A known user's vector from their rated history, weighted by the artifact's scheme."""
-        return self.embed_liked(movie_ids, history_weights(np.asarray(ratings), self.aggregation))
+        return tower.vector(self.rows(movie_ids), weights)
 

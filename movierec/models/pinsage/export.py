@@ -24,7 +24,7 @@ import torch
 
 from movierec.compat.dgl import import_dgl
 from movierec.models.artifact import ArtifactWriter
-from movierec.models.pinsage.calibration import Calibration
+from movierec.models.pinsage.calibration import Calibrations
 from movierec.models.pinsage.encoder import MODEL, write_tower
 from movierec.models.pinsage.graph import TrainingGraph
 from movierec.models.pinsage.train import TrainConfig, TrainResult, served_arrays
@@ -32,7 +32,7 @@ from movierec.models.pinsage.train import TrainConfig, TrainResult, served_array
 
 def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
            info: dict[str, Any], root: Path | None = None,
-           calibration: Calibration | None = None) -> Path:
+           calibration: Calibrations | None = None) -> Path:
     """Write the artifact; ``info`` adds dataset, split, checksum and metrics to metadata;
     ``calibration`` (fitted on validation) sets the served bias weight."""
     writer = ArtifactWriter(MODEL, root)
@@ -47,9 +47,11 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         metadata = {**info, **_training_metadata(result, config, len(cold))}
         shared = config.shared_tower
         if not shared:
-            tower = served.tower if calibration is None else calibration.apply(served.tower)
+            tower = (served.tower if calibration is None
+                     else calibration.history.apply(served.tower))
             metadata["user_tower"] = write_tower(writer.path, tower)
         if calibration is not None:
+            metadata["user_tower"].update(calibration.tower_metadata())
             metadata["bias_calibration"] = calibration.metadata()
         metadata["vector_norm"] = "l2" if shared else "none"
         return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared)
