@@ -9,8 +9,9 @@ uses the new generation and misses: an answer computed before the write can neve
 served after it. A generation that is missing (expired or evicted) restarts at the
 current time in milliseconds, above any value it had, so old answers stay unreachable.
 
-Any Redis error or slowness (``timeout``) counts as a miss, is logged and counted, and
-opens a short circuit breaker so a dead Redis costs nothing per request. A generation
+Any Redis error or slowness (``timeout``) counts as a miss and is logged and counted;
+a few in a row open a short circuit breaker (:mod:`movierec.apps.gateway.breaker`) so a
+dead Redis costs nothing per request. A generation
 bump that fails is retried in the background until Redis takes it; meanwhile that
 user's answers are neither read from nor written to the cache.
 """
@@ -25,6 +26,8 @@ import time
 import prometheus_client
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from movierec.apps.gateway.breaker import Breaker
 
 log = logging.getLogger(__name__)
 CACHE_EVENTS = prometheus_client.Counter(
@@ -80,14 +83,13 @@ class Cache:
     """Redis-backed answer cache with per-user generations and a circuit breaker."""
 
     def __init__(self, url: str, ttl: float, timeout: float, breaker_seconds: float = 1.0,
-                 bump_retry_seconds: float = 0.1) -> None:
+                 bump_retry_seconds: float = 0.1, breaker_failures: int = 3) -> None:
         self.ttl = max(1, int(ttl))
         self.generation_ttl = self.ttl * 10
         self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout,
                                              socket_connect_timeout=timeout) if url else None
-        self.breaker_seconds = breaker_seconds
+        self.breaker = Breaker(breaker_seconds, breaker_failures)
         self.bump_retry_seconds = bump_retry_seconds
-        self._open_until = 0.0
         self._pending: set[int] = set()   # users whose generation bump has not landed yet
         self._bumper: asyncio.Task | None = None
         if self.redis is not None:
@@ -95,12 +97,13 @@ class Cache:
             self._bump = self.redis.register_script(_BUMP)
 
     def _usable(self) -> bool:
-        return self.redis is not None and time.monotonic() >= self._open_until
+        return self.redis is not None and self.breaker.closed()
 
     def _failed(self, action: str, exc: Exception) -> None:
         CACHE_EVENTS.labels("error").inc()
-        self._open_until = time.monotonic() + self.breaker_seconds
-        log.warning("redis %s failed; answering uncached: %s", action, type(exc).__name__)
+        opened = self.breaker.failed()
+        log.warning("redis %s failed; answering uncached%s: %s", action,
+                    " (breaker open)" if opened else "", type(exc).__name__)
 
     async def reachable(self) -> bool:
         """Whether Redis answers a PING now (for readiness; never raises)."""
@@ -127,6 +130,7 @@ class Cache:
         except FAILURES as exc:
             self._failed("get", exc)
             return None, None
+        self.breaker.succeeded()
         CACHE_EVENTS.labels("hit" if value else "miss").inc()
         return (value or None), generation
 

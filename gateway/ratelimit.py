@@ -9,17 +9,18 @@ share a bucket correctly. Idle buckets expire once they would be full again.
 
 The limit never makes the gateway less available: when Redis fails or is slow the
 call is let through (fail open), counted in ``movierec_gateway_ratelimit_total
-{result="failed_open"}``, and a short circuit breaker skips Redis meanwhile.
+{result="failed_open"}``, and after a few failures in a row a short circuit breaker
+(:mod:`movierec.apps.gateway.breaker`) skips Redis meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 import prometheus_client
 import redis.asyncio as aioredis
 
+from movierec.apps.gateway.breaker import Breaker
 from movierec.apps.gateway.cache import FAILURES
 from movierec.errors import ResourceExhausted
 
@@ -58,16 +59,15 @@ class RateLimiter:
     """Token buckets of ``burst`` tokens refilled at ``rate`` per second, in Redis."""
 
     def __init__(self, client: aioredis.Redis, rate: float, burst: int,
-                 breaker_seconds: float = 1.0) -> None:
+                 breaker_seconds: float = 1.0, breaker_failures: int = 3) -> None:
         self.rate = rate
         self.burst = burst
-        self.breaker_seconds = breaker_seconds
-        self._open_until = 0.0
+        self.breaker = Breaker(breaker_seconds, breaker_failures)
         self._take = client.register_script(_TAKE)
 
     async def take(self, identity: str) -> None:
         """Take one token of ``identity``'s bucket; ResourceExhausted when it is empty."""
-        if time.monotonic() < self._open_until:
+        if not self.breaker.closed():
             RATE_EVENTS.labels("failed_open").inc()
             return
         try:
@@ -75,10 +75,11 @@ class RateLimiter:
                                                 args=[self.rate, self.burst])
         except FAILURES as exc:
             RATE_EVENTS.labels("failed_open").inc()
-            self._open_until = time.monotonic() + self.breaker_seconds
+            self.breaker.failed()
             log.warning("rate limit not checked (Redis failed, letting calls through): %s",
                         type(exc).__name__)
             return
+        self.breaker.succeeded()
         if allowed:
             RATE_EVENTS.labels("allowed").inc()
             return

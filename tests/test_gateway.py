@@ -10,7 +10,9 @@ import pytest
 from gateway_fakes import MOVIES, FakeDownstream  # noqa: F401
 
 from movierec import limits
+from movierec.apps.gateway import breaker as breaker_module
 from movierec.apps.gateway.backends import Deadline
+from movierec.apps.gateway.breaker import Breaker
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache
 from movierec.apps.gateway.flight import SingleFlight
 from movierec.apps.gateway.query import recommend_query, similar_query
@@ -249,7 +251,8 @@ def _count(event: str) -> float:
 
 
 def test_a_dead_redis_opens_the_breaker_and_is_not_called_while_open() -> None:
-    cache = Cache("redis://127.0.0.1:1/0", ttl=60, timeout=0.05, breaker_seconds=0.3)
+    cache = Cache("redis://127.0.0.1:1/0", ttl=60, timeout=0.05, breaker_seconds=0.3,
+                  breaker_failures=3)
     errors, bypassed = _count("error"), _count("bypass")
 
     async def scenario():
@@ -262,7 +265,29 @@ def test_a_dead_redis_opens_the_breaker_and_is_not_called_while_open() -> None:
         return first, answers, usable_again
     first, answers, usable_again = asyncio.run(scenario())
     assert first == (None, None) and answers == [(None, None)] * 50 and usable_again
-    assert _count("error") - errors == 1 and _count("bypass") - bypassed == 50
+    assert _count("error") - errors == 3 and _count("bypass") - bypassed == 48
+
+
+def test_the_breaker_opens_on_consecutive_failures_only(monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(breaker_module.time, "monotonic", lambda: clock[0])
+    breaker = Breaker(seconds=1.0, threshold=3)
+    for _ in range(5):   # isolated failures between successes: never open
+        assert not breaker.failed() and not breaker.failed()
+        breaker.succeeded()
+        assert breaker.closed()
+    assert not breaker.failed() and not breaker.failed() and breaker.failed()
+    assert not breaker.closed()
+    clock[0] += 0.99
+    assert not breaker.closed()
+    clock[0] += 0.02
+    assert breaker.closed()
+    assert not breaker.failed()   # the count starts again after opening
+    breaker.failed()
+    breaker.reset()
+    assert breaker.closed() and not breaker.failed()
+    with pytest.raises(ValueError):
+        Breaker(threshold=0)
 
 
 def test_profile_vectors_are_reused_per_cell_and_model_version() -> None:
