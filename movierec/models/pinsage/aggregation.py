@@ -60,6 +60,11 @@ def history_matrix(ratings: sparse.csr_matrix, scheme: str) -> sparse.csr_matrix
     return weights
 
 
+def bag_sizes(weights: sparse.spmatrix) -> np.ndarray:
+    """Movies in each row's bag (non-zero weights): the ``n`` of the bias weight."""
+    return np.asarray((weights != 0).sum(axis=1)).ravel()
+
+
 def pool_scale(pooled: np.ndarray, total: np.ndarray, squares: np.ndarray,
                pool: str) -> np.ndarray:
     """Scale rows of ``pooled`` = weights @ inputs under ``pool`` (see the module doc);
@@ -122,8 +127,7 @@ class UserTower:
         pooled = np.asarray(weights @ self.inputs, dtype=np.float32)
         total = np.asarray(weights.sum(axis=1))
         squares = np.asarray(weights.multiply(weights).sum(axis=1))
-        counts = np.asarray((weights != 0).sum(axis=1)).ravel()
-        return self._finish(pool_scale(pooled, total, squares, self.pool), counts)
+        return self._finish(pool_scale(pooled, total, squares, self.pool), bag_sizes(weights))
 
 
 def user_scorer(tower: UserTower, item_vectors: np.ndarray, history: sparse.csr_matrix,

@@ -14,7 +14,7 @@ known user's rated history (the artifact's rating weights: the user-id path) and
 a liked list (weight 1 per movie: the liked-ids path), each on the validation users'
 histories weighted that way. Milvus' search is unchanged (inner product with the same
 item vectors); the artifact stores ``scale = beta0 * n_ref ** -power`` and ``power`` in
-its tower metadata (``bias_*`` and ``liked_bias_*``).
+its tower metadata (``bias_*`` and ``liked_bias_*``, :func:`~.encoder.write_tower`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from movierec.evaluation.ranking import RankingTask, evaluate
-from movierec.models.pinsage.aggregation import UserTower, history_matrix
+from movierec.models.pinsage.aggregation import UserTower, bag_sizes, history_matrix
 
 #: the grid (beta0 at the median bag, power); (1, 0) first: as trained
 BETAS = (1.0, 0.95, 0.98, 1.02, 1.05, 1.08, 1.1, 1.15, 1.2)
@@ -64,10 +64,6 @@ class Calibrations:
     history: Calibration
     liked: Calibration
 
-    def tower_metadata(self) -> dict:
-        """The keys the encoder reads beside the tower's own ``bias_scale``/``bias_power``."""
-        return {"liked_bias_scale": self.liked.scale, "liked_bias_power": self.liked.power}
-
     def metadata(self) -> dict:
         return {"history": self.history.metadata(), "liked": self.liked.metadata()}
 
@@ -87,21 +83,16 @@ def fit_bias_weight(tower: UserTower, item_vectors: np.ndarray, valid: RankingTa
     if not tower.bias:
         raise ValueError("the tower has no item-bias column to calibrate")
     weights = history_matrix(valid.history, aggregation)
-    counts = np.asarray((weights != 0).sum(axis=1), np.float64).ravel()
-    users = replace(tower, bias=False).vectors(weights)
-    base = users @ item_vectors[:, :-1].T
+    sizes = bag_sizes(weights)
+    reference = float(np.median(sizes[sizes > 0])) if (sizes > 0).any() else 1.0
+    base = replace(tower, bias=False).vectors(weights) @ item_vectors[:, :-1].T
     bias = item_vectors[:, -1]
-    size = np.maximum(counts, 1.0)
-    reference = float(np.median(size[counts > 0])) if (counts > 0).any() else 1.0
-    best, trained = None, None
+    fits = []
     for beta0 in BETAS:
         for power in POWERS:
-            beta = (beta0 * (size / reference) ** power).astype(np.float32)
+            candidate = Calibration(beta0, power, reference, {}, {})
+            beta = candidate.apply(tower).bias_weight(sizes)
             metrics = evaluate(lambda rows, b=beta: base[rows] + b[rows, None] * bias, valid)
-            score = metrics["recall@10"] + metrics["ndcg@10"]
-            if trained is None:
-                trained = metrics
-            if best is None or score > best[0]:
-                best = (score, beta0, power, metrics)
-    _, beta0, power, metrics = best
-    return Calibration(beta0, power, reference, metrics, trained)
+            fits.append((metrics["recall@10"] + metrics["ndcg@10"], candidate, metrics))
+    best = max(fits, key=lambda fit: fit[0])  # the first of equal scores: (1, 0) on ties
+    return replace(best[1], valid=best[2], trained=fits[0][2])

@@ -144,7 +144,7 @@ def train(args: argparse.Namespace) -> int:
     result = run_training(graph, valid, config, checkpoints, progress=not args.no_progress)
     served = served_arrays(result.model, result.export_graphs)
     calibration = None
-    if args.calibrate_bias and served.tower.bias and not config.shared_tower:
+    if args.calibrate_bias and served.tower.bias:
         calibration = fit_both(served.tower, served.item_vectors, valid, config.aggregation)
         served = replace(served, tower=calibration.history.apply(served.tower))
         for name, fit in (("history", calibration.history), ("liked", calibration.liked)):

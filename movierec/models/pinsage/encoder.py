@@ -31,7 +31,8 @@ LAYERS_FILE = "user_layers.npz"
 
 
 def read_tower(path: Path, meta: dict[str, Any], item_vectors: np.ndarray) -> UserTower:
-    """The artifact's user tower (rows in item_ids.npy order); none -> the shared design."""
+    """The artifact's user tower for rated histories (rows in item_ids.npy order); none ->
+    the shared design. :func:`liked_tower` gives the one for liked lists."""
     spec = meta.get("user_tower")
     if not spec:
         return UserTower.shared(item_vectors)
@@ -42,14 +43,24 @@ def read_tower(path: Path, meta: dict[str, Any], item_vectors: np.ndarray) -> Us
                      float(spec.get("bias_scale", 1.0)), float(spec.get("bias_power", 0.0)))
 
 
-def write_tower(path: Path, tower: UserTower) -> dict[str, Any]:
-    """Store ``tower``'s arrays under ``path``; returns its ``user_tower`` metadata."""
+def liked_tower(meta: dict[str, Any], tower: UserTower) -> UserTower:
+    """``tower`` with the bias weight fitted for liked lists (the history's if none was)."""
+    spec = meta.get("user_tower") or {}
+    return replace(tower, bias_scale=float(spec.get("liked_bias_scale", tower.bias_scale)),
+                   bias_power=float(spec.get("liked_bias_power", tower.bias_power)))
+
+
+def write_tower(path: Path, tower: UserTower, liked: UserTower | None = None) -> dict[str, Any]:
+    """Store ``tower``'s arrays under ``path``; returns its ``user_tower`` metadata, with
+    the bias weight of ``liked`` (the same arrays, another weight) for liked lists."""
+    liked = liked or tower
     np.save(path / INPUTS_FILE, tower.inputs.astype(np.float32))
     arrays = {f"{name}{i}": value.astype(np.float32) for i, pair in enumerate(tower.layers)
               for name, value in zip(("weight", "bias"), pair, strict=True)}
     np.savez(path / LAYERS_FILE, **arrays)
     return {"pool": tower.pool, "layers": len(tower.layers), "bias": tower.bias,
             "unit": tower.unit, "bias_scale": tower.bias_scale, "bias_power": tower.bias_power,
+            "liked_bias_scale": liked.bias_scale, "liked_bias_power": liked.bias_power,
             "inputs": INPUTS_FILE, "weights": LAYERS_FILE}
 
 
@@ -66,11 +77,8 @@ class PinSageEncoder:
         self.tower = replace(tower, inputs=np.asarray(tower.inputs, np.float32)[order])
         if self.tower.dim != self.dim:
             raise ValueError(f"user vectors have {self.tower.dim} dimensions, items {self.dim}")
-        spec = self.metadata.get("user_tower") or {}
         #: a liked list (weights 1 or the caller's) has its own fitted bias weight
-        self.liked_tower = replace(
-            self.tower, bias_scale=float(spec.get("liked_bias_scale", self.tower.bias_scale)),
-            bias_power=float(spec.get("liked_bias_power", self.tower.bias_power)))
+        self.liked_tower = liked_tower(self.metadata, self.tower)
 
     @classmethod
     def load(cls, path: Path | None = None, root: Path | None = None) -> PinSageEncoder:

@@ -47,11 +47,11 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         metadata = {**info, **_training_metadata(result, config, len(cold))}
         shared = config.shared_tower
         if not shared:
-            tower = (served.tower if calibration is None
-                     else calibration.history.apply(served.tower))
-            metadata["user_tower"] = write_tower(writer.path, tower)
+            towers = ((served.tower,) if calibration is None else
+                      (calibration.history.apply(served.tower),
+                       calibration.liked.apply(served.tower)))
+            metadata["user_tower"] = write_tower(writer.path, *towers)
         if calibration is not None:
-            metadata["user_tower"].update(calibration.tower_metadata())
             metadata["bias_calibration"] = calibration.metadata()
         metadata["vector_norm"] = "l2" if shared else "none"
         return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared)
