@@ -79,6 +79,9 @@ def test_fit_is_the_best_grid_point_of_the_served_scores(setup):
     as_trained = evaluate(user_scorer(served.tower, served.item_vectors, valid.history,
                                       config.aggregation), valid)
     assert fitted.trained == pytest.approx(as_trained, abs=1e-6)
+    alone = fit_bias_weight(served.tower, served.item_vectors, valid, config.aggregation,
+                            betas=(1.1,), powers=(0.05,))
+    assert (alone.beta0, alone.power) == (1.1, 0.05) and alone.valid == alone.trained
     for beta0 in (BETAS[0], BETAS[-1]):
         for power in (POWERS[0], POWERS[-1]):
             other = served_metrics(replace(fitted, beta0=beta0, power=power))

@@ -78,8 +78,10 @@ def fit_both(tower: UserTower, item_vectors: np.ndarray, valid: RankingTask,
 
 
 def fit_bias_weight(tower: UserTower, item_vectors: np.ndarray, valid: RankingTask,
-                    aggregation: str) -> Calibration:
-    """The grid point of the served bias weight that validates best (see the module doc)."""
+                    aggregation: str, betas: tuple[float, ...] = BETAS,
+                    powers: tuple[float, ...] = POWERS) -> Calibration:
+    """The grid point of the served bias weight that validates best (see the module doc);
+    ``trained`` holds the metrics of the first point (``BETAS[0], POWERS[0]`` = 1, 0)."""
     if not tower.bias:
         raise ValueError("the tower has no item-bias column to calibrate")
     weights = history_matrix(valid.history, aggregation)
@@ -88,8 +90,8 @@ def fit_bias_weight(tower: UserTower, item_vectors: np.ndarray, valid: RankingTa
     base = replace(tower, bias=False).vectors(weights) @ item_vectors[:, :-1].T
     bias = item_vectors[:, -1]
     fits = []
-    for beta0 in BETAS:
-        for power in POWERS:
+    for beta0 in betas:
+        for power in powers:
             candidate = Calibration(beta0, power, reference, {}, {})
             beta = candidate.apply(tower).bias_weight(sizes)
             metrics = evaluate(lambda rows, b=beta: base[rows] + b[rows, None] * bias, valid)
