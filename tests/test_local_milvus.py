@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import supervisor_signals
 from movierec.errors import Unavailable
 from movierec.stack.local_milvus_server import LocalMilvusServer, isolation_error
 from movierec.stack.stores import ports_to_check
@@ -80,6 +81,22 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path: Path) -> Non
     owner.send_signal(signal.SIGKILL)
     owner.wait()
     assert _gone(supervisor) and _gone(milvus)
+
+
+@needs_namespaces
+@pytest.mark.slow
+@pytest.mark.parametrize("stubborn, runs, grace", [(False, 100, 8.0), (True, 10, 0.5)])
+def test_signal_bursts_at_random_moments_leave_nothing(tmp_path: Path, stubborn: bool,
+                                                       runs: int, grace: float) -> None:
+    """Issue 31: 1-3 SIGTERM/SIGINT at any moment of the supervisor's life (before its
+    handlers exist, while Milvus starts, while it runs, inside a handler) stop it and its
+    Milvus (a stand-in that traps SIGTERM, or ignores it: then SIGKILL after the grace)."""
+    binary = supervisor_signals.fake_binary(tmp_path / "bin", stubborn=stubborn)
+    outcomes = supervisor_signals.stress(binary, tmp_path / "milvus", runs, max_delay=0.6,
+                                         grace=grace, seed=31 + stubborn)
+    assert [o for o in outcomes if o.survivors] == []
+    assert max(o.seconds_to_gone for o in outcomes) < grace + 2
+    assert {len(o.signals) for o in outcomes} == {1, 2, 3}
 
 
 def test_up_checks_the_local_milvus_port_and_names_its_variable(tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ restarted with backoff (or everything stopped)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,16 +82,25 @@ def _children_of(marker: str) -> list[int]:
     return found
 
 
+def _up_env(stack: Stack, database_url: str, milvus_uri: str, redis_url: str,
+            home: Path) -> dict[str, str]:
+    """`up` over the session's stores and models, on free ports, its runtime in ``home``."""
+    env = {**os.environ, "MOVIEREC_HOME": str(home), "DATABASE_URL": _database(database_url),
+           "MILVUS_URI": milvus_uri, "REDIS_URL": redis_url,
+           "MOVIEREC_ARTIFACTS": stack.env["MOVIEREC_ARTIFACTS"]}
+    for service in registry.SERVICES:
+        env[service.port_env] = str(free_port())
+        env[service.addr_env] = f"127.0.0.1:{env[service.port_env]}"
+        env[service.metrics_env] = "-1"
+    return env
+
+
 def test_a_failed_start_stops_every_process_it_started(stack: Stack, database_url: str,
                                                        milvus_uri: str, redis_url: str,
                                                        tmp_path: Path) -> None:
     home = tmp_path / "up-home"
-    env = {**os.environ, "MOVIEREC_HOME": str(home), "DATABASE_URL": _database(database_url),
-           "MILVUS_URI": milvus_uri, "REDIS_URL": redis_url,
-           "MOVIEREC_ARTIFACTS": stack.env["MOVIEREC_ARTIFACTS"],
-           "EMBEDDER_HISTORY_LIMIT": "0"}   # the third service refuses this value
-    env |= {s.port_env: str(free_port()) for s in registry.SERVICES}
-    env |= {s.metrics_env: "-1" for s in registry.SERVICES}
+    env = _up_env(stack, database_url, milvus_uri, redis_url, home)
+    env["EMBEDDER_HISTORY_LIMIT"] = "0"   # the third service refuses this value
     out = subprocess.run([sys.executable, "-m", "movierec.cli", "up", "--once", "--dataset",
                           "synthetic-150x200x25-s5", "--timeout", "60"], env=env,
                          capture_output=True, text=True, timeout=300)
@@ -99,3 +110,37 @@ def test_a_failed_start_stops_every_process_it_started(stack: Stack, database_ur
     for service in (registry.CATALOG, registry.RETRIEVER):
         assert not port_open("127.0.0.1", int(env[service.port_env])), service.name
     assert _children_of(str(home)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["start", "stores:", "services:", "serving;"])
+def test_a_burst_of_signals_at_any_step_stops_everything(stack: Stack, database_url: str,
+                                                         milvus_uri: str, redis_url: str,
+                                                         tmp_path: Path, moment: str) -> None:
+    """SIGTERM, SIGINT, SIGTERM within milliseconds, as `up` starts (before its handler
+    exists: SIGTERM's default ends it), prepares, starts the services or serves: it stops
+    once, completely (issue 31)."""
+    home = tmp_path / "up-home"
+    env = _up_env(stack, database_url, milvus_uri, redis_url, home)
+    up = subprocess.Popen([sys.executable, "-m", "movierec.cli", "up", "--dataset",
+                           "synthetic-150x200x25-s5", "--timeout", "60"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        while moment != "start" and not any(moment in line for line in seen[-1:]):
+            seen.append(up.stdout.readline())
+            assert seen[-1], "".join(seen)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+            up.send_signal(sig)
+            time.sleep(0.002)
+        rest, _ = up.communicate(timeout=120)
+    finally:
+        up.kill()
+    if moment == "start" and up.returncode == -signal.SIGTERM:
+        assert not rest
+    else:  # a signal of the burst that lands after the stop, as Python exits, ends it
+        assert rest.rstrip().endswith("stopped"), "".join(seen) + rest
+        assert up.returncode in (0, -signal.SIGINT, -signal.SIGTERM)
+    assert _children_of(str(home)) == []
+    for service in registry.SERVICES:
+        assert not port_open("127.0.0.1", int(env[service.port_env])), service.name

@@ -5,7 +5,9 @@ catalog and vectors (:mod:`movierec.stack.prepare`), then starts every service a
 its own ``movierec serve NAME`` process on a fixed loopback port, waits for each to
 report SERVING through the gRPC health service, prints sample recommendations and
 how to call the gateway, and serves until Ctrl-C/SIGTERM, then stops everything it
-started.
+started. The first SIGTERM or SIGINT, at any step, ends that step (a lock-free handler
+raises KeyboardInterrupt once, :class:`movierec.stack.signals.Shutdown`); every later one
+is ignored, so it cannot cut the stop sequence short and leave a process behind.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from movierec.security import tls
 from movierec.server import client
 from movierec.stack.prepare import prepare
 from movierec.stack.process import runtime_root, stop_process
+from movierec.stack.signals import Shutdown
 from movierec.stack.stores import LocalStores, ports_to_check
 from movierec.stack.supervise import Supervisor, process_alive
 from movierec.stack.web import start_web
@@ -179,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="start, show, then stop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per service")
     args = parser.parse_args(argv)
+    # Ctrl-C stops everything even when `up` was started in the background, where the
+    # shell hands it SIGINT ignored (the services, which handle it, would die and be
+    # restarted instead).
+    shutdown = Shutdown(interrupt=True).install()
     stores = LocalStores()
     running = Running(dict(os.environ), args.timeout)
     try:
@@ -204,8 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"movierec up: {exc}", file=sys.stderr)
         return 1
     finally:
-        running.stop()
-        stores.stop()
+        shutdown.stopping()
+        try:
+            running.stop()
+        finally:
+            stores.stop()
         print("stopped")
     return 0
 
@@ -216,9 +225,4 @@ def serve(stores: LocalStores, running: Running) -> None:
     watch_stores(stores, supervisor)
     running.watch(supervisor)
     print("serving; Ctrl-C stops everything", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # Ctrl-C stops everything even when `up` was started in the background, where the
-    # shell hands it SIGINT ignored (the services, which handle it, would die and be
-    # restarted instead).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     supervisor.run()

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
 
+from movierec.compat.paddle import paddle
 from movierec.data.movielens import MovieLens
 from movierec.models.fusion.features import (
     UNKNOWN,

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paddle
 
+from movierec.compat.paddle import paddle
 from movierec.data.movielens import MovieLens
 from movierec.models.artifact import ArtifactWriter, normalize
 from movierec.models.fusion.data import Tables, build_tables

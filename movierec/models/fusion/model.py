@@ -25,11 +25,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-import paddle
-from paddle import nn
 
+from movierec.compat.paddle import paddle
 from movierec.data.movielens import NUM_OCCUPATIONS
 from movierec.models.fusion.features import AGE_CODES, CELLS
+
+nn = paddle.nn
 
 
 @dataclass

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
-import paddle.nn.functional as F
 
+from movierec.compat.paddle import paddle
 from movierec.models.fusion.data import Tables
 from movierec.models.fusion.features import (
     AGE_CODES,
@@ -27,6 +26,8 @@ from movierec.models.fusion.features import (
     cell_features,
 )
 from movierec.models.fusion.model import FusionModel
+
+F = paddle.nn.functional
 
 
 @dataclass

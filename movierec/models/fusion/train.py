@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import paddle
 import pandas as pd
 from tqdm import tqdm
 
+from movierec.compat.paddle import paddle
 from movierec.data.movielens import MovieLens
 from movierec.data.splits import holdout
 from movierec.models.fusion.baselines import scores
