@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,11 +48,37 @@ class Deadline:
 
 
 @dataclass(frozen=True)
-class Hits:
-    """A search's answer: (movie id, score) best first, and the version searched."""
+class Found:
+    """One ranked movie: its score, the liked movie that explains it (0: none) and the
+    model's reading of its score (None: the model has none)."""
 
-    items: list[tuple[int, float]]
+    movie_id: int
+    score: float
+    reason: int = 0
+    reading: float | None = None
+
+
+@dataclass(frozen=True)
+class Hits:
+    """A search's answer, best first, and the version searched."""
+
+    items: list[Found]
     version: str
+
+
+@dataclass(frozen=True)
+class SearchCall:
+    """One search: a query vector (or a movie's own vector) and what to explain."""
+
+    model: str
+    top_k: int
+    vector: Sequence[float] = ()
+    like_movie_id: int = 0          # search with this movie's stored vector instead
+    exclude: Sequence[int] = ()
+    genres: tuple[str, ...] = ()
+    liked: Sequence[int] = ()       # what Found.reason may name
+    reading: common_pb2.Reading | None = None
+    version: str = ""               # the embedder's version: refused if another is live
 
 
 class Downstream(Protocol):
@@ -63,22 +90,21 @@ class Downstream(Protocol):
     async def embed_liked(self, liked: common_pb2.LikedMovies, deadline: Deadline
                           ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
 
-    async def embed_history(self, history: common_pb2.RatedMovies, deadline: Deadline
-                            ) -> tuple[embedder_pb2.Embedding, list[int]] | None: ...
+    async def embed_history(self, history: common_pb2.RatedMovies,
+                            deadline: Deadline) -> embedder_pb2.Embedding | None: ...
 
-    async def user_history(self, user_id: int, limit: int,
-                           deadline: Deadline) -> common_pb2.RatedMovies | None: ...
+    async def user(self, user_id: int, limit: int, deadline: Deadline
+                   ) -> tuple[catalog_pb2.User, common_pb2.RatedMovies] | None: ...
 
-    async def user(self, user_id: int, deadline: Deadline) -> catalog_pb2.User | None: ...
-
-    async def search(self, model: str, vector, top_k: int, exclude: list[int],
-                     genres: tuple[str, ...], deadline: Deadline) -> Hits: ...
-
-    async def vectors(self, model: str, movie_ids: list[int],
-                      deadline: Deadline) -> tuple[dict[int, list[float]], str]: ...
+    async def search(self, call: SearchCall, deadline: Deadline) -> Hits: ...
 
     async def movies(self, movie_ids: list[int],
                      deadline: Deadline) -> dict[int, common_pb2.Movie]: ...
+
+    async def list_movies(self, after: int, limit: int, deadline: Deadline
+                          ) -> tuple[list[common_pb2.Movie], int]: ...
+
+    async def catalog_version(self, deadline: Deadline) -> int: ...
 
     async def popular(self, genres: tuple[str, ...], limit: int, exclude: list[int],
                       deadline: Deadline) -> list[tuple[common_pb2.Movie, float]]: ...
@@ -134,9 +160,9 @@ class Backends:
             if _missing(exc):  # none of the rated movies is known to the model
                 return None
             raise
-        return reply.embedding, list(reply.used_movie_ids)
+        return reply.embedding
 
-    async def user_history(self, user_id, limit, deadline):
+    async def user(self, user_id, limit, deadline):
         try:
             reply = await self.read(self.catalog.GetUserHistory,
                                     catalog_pb2.GetUserHistoryRequest(user_id=user_id,
@@ -146,35 +172,32 @@ class Backends:
             if _missing(exc):
                 return None
             raise
-        return reply.history
+        return reply.user, reply.history
 
-    async def user(self, user_id, deadline):
-        try:
-            reply = await self.read(self.catalog.GetUser, catalog_pb2.GetUserRequest(
-                user_id=user_id), deadline, "catalog")
-        except grpc.aio.AioRpcError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return reply.user
-
-    async def search(self, model, vector, top_k, exclude, genres, deadline, version=""):
-        # version: the embedder's Embedding.model_version; the retriever answers
-        # FAILED_PRECONDITION when its live collection holds another version
-        reply = await self.read(self.retriever.Search, retriever_pb2.SearchRequest(
-            model=model, vector=vector, top_k=top_k, exclude_ids=exclude, genres=genres,
-            model_version=version), deadline, "retriever")
-        return Hits([(h.movie_id, h.score) for h in reply.hits], reply.model_version)
-
-    async def vectors(self, model, movie_ids, deadline):
-        reply = await self.read(self.retriever.GetVectors, retriever_pb2.GetVectorsRequest(
-            model=model, movie_ids=movie_ids), deadline, "retriever")
-        return {v.movie_id: list(v.vector) for v in reply.vectors}, reply.model_version
+    async def search(self, call, deadline):
+        request = retriever_pb2.SearchRequest(
+            model=call.model, vector=call.vector, top_k=call.top_k, exclude_ids=call.exclude,
+            genres=call.genres, model_version=call.version, liked_ids=call.liked,
+            like_movie_id=call.like_movie_id, reading=call.reading)
+        reply = await self.read(self.retriever.Search, request, deadline, "retriever")
+        return Hits([Found(h.movie_id, h.score, h.reason_movie_id,
+                           h.reading if h.HasField("reading") else None) for h in reply.hits],
+                    reply.model_version)
 
     async def movies(self, movie_ids, deadline):
         reply = await self.read(self.catalog.GetMovies, catalog_pb2.GetMoviesRequest(
             movie_ids=movie_ids), deadline, "catalog")
         return {m.movie_id: m for m in reply.movies}
+
+    async def list_movies(self, after, limit, deadline):
+        reply = await self.read(self.catalog.ListMovies, catalog_pb2.ListMoviesRequest(
+            after_movie_id=after, limit=limit), deadline, "catalog")
+        return list(reply.movies), reply.catalog_version
+
+    async def catalog_version(self, deadline):
+        reply = await self.read(self.catalog.GetCatalogVersion,
+                                catalog_pb2.GetCatalogVersionRequest(), deadline, "catalog")
+        return reply.catalog_version
 
     async def popular(self, genres, limit, exclude, deadline):
         reply = await self.read(self.catalog.ListPopular, catalog_pb2.ListPopularRequest(

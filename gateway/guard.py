@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from movierec.apps.gateway import kinds
 from movierec.apps.gateway.ratelimit import RateLimiter
 from movierec.errors import PermissionDenied, Unauthenticated
 from movierec.gateway.v1 import gateway_pb2
@@ -39,17 +40,14 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _recommend_user(request: gateway_pb2.RecommendRequest) -> int | None:
-    kind = request.WhichOneof("query")
-    if kind == "user_id":
-        return request.user_id
-    if kind == "profile" and request.profile.HasField("user_id"):
-        return request.profile.user_id
-    return None
+    """The user a Recommend request acts as: its query kind's rule (:mod:`.kinds`)."""
+    kind = kinds.BY_CASE.get(request.WhichOneof("query") or "")
+    return kind.owner(request) if kind is not None else None
 
 
 #: Method -> the user id a request acts as (None: anonymous). The one policy.
 POLICY: dict[str, Callable[[Any], int | None]] = {
-    "Recommend": _recommend_user,                      # user_id, profile.user_id
+    "Recommend": _recommend_user,                      # per query kind
     "RecordRating": lambda request: request.user_id,
 }
 

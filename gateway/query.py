@@ -1,10 +1,10 @@
 """One validated, canonical form of every ``Recommend`` and ``SimilarMovies`` request.
 
 :func:`recommend_query` checks a request with the shared bounds of
-:mod:`movierec.limits`, sorts and de-duplicates its lists, and returns the
-:class:`Query` the pipeline runs plus the canonical bytes that identify it: the cache
-key and the page tokens are built from those bytes, so two requests that mean the same
-get the same answer and the same tokens.
+:mod:`movierec.limits` (its query case through :mod:`.kinds`), sorts and de-duplicates
+its lists, and returns the :class:`Query` the pipeline runs plus the canonical bytes
+that identify it: the cache key and the page tokens are built from those bytes, so two
+requests that mean the same get the same answer and the same tokens.
 """
 
 from __future__ import annotations
@@ -12,25 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from movierec import limits, paging, validation
+from movierec.apps.gateway import kinds
 from movierec.common.v1 import common_pb2
-from movierec.data.movielens import AGE_BUCKETS, NUM_OCCUPATIONS, OCCUPATIONS, age_bucket
 from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
-
-MODELS = ("pinsage", "fusion")
+from movierec.models import registry
 
 
 @dataclass(frozen=True)
 class Query:
     """A validated Recommend request."""
 
-    kind: str                    # "profile", "liked" or "user"
+    kind: str                    # a kinds.KINDS name: "profile", "liked", "user"
     top_k: int
     page_start: int              # rank of the first item of the page (0-based)
     profile: common_pb2.Profile | None = None
     liked: tuple[int, ...] = ()
     weights: tuple[float, ...] = ()
-    user_id: int | None = None
+    user_id: int | None = None   # the user it acts as (kinds.Kind.owner)
     genres: tuple[str, ...] = ()
     exclude: tuple[int, ...] = ()
     include_seen: bool = False
@@ -48,55 +47,35 @@ class Canonical:
     payload: bytes
     fingerprint: str
 
-
-def check_profile(profile: common_pb2.Profile) -> None:
-    if not limits.MIN_AGE <= profile.age <= limits.MAX_AGE:
-        raise InvalidArgument("profile.age", f"must be {limits.MIN_AGE}-{limits.MAX_AGE} years, "
-                                             f"got {profile.age}")
-    if profile.gender not in ("M", "F"):
-        raise InvalidArgument("profile.gender", "must be 'M' or 'F'")
-    if not 0 <= profile.occupation < NUM_OCCUPATIONS:
-        raise InvalidArgument("profile.occupation",
-                              f"must be 0-{NUM_OCCUPATIONS - 1}, got {profile.occupation}")
-    if profile.HasField("user_id"):
-        validation.positive_id("profile.user_id", profile.user_id)
+    @classmethod
+    def of(cls, message) -> Canonical:
+        payload = message.SerializeToString(deterministic=True)
+        return cls(payload, paging.fingerprint(payload.hex()))
 
 
-def describe_profile(profile: common_pb2.Profile) -> str:
-    low, high = AGE_BUCKETS[age_bucket(profile.age)]
-    ages = f"{low}-{high}" if high < 200 else f"{low}+"
-    job = OCCUPATIONS[profile.occupation] if 0 <= profile.occupation < 21 else "other"
-    return f"{'women' if profile.gender == 'F' else 'men'} aged {ages}, {job}"
+@dataclass(frozen=True)
+class Similar:
+    """A validated SimilarMovies request."""
+
+    movie_id: int
+    top_k: int
+    genres: tuple[str, ...]
+    model: str
 
 
 def genre_filter(values) -> tuple[str, ...]:
     return validation.genres("genres", values)
 
 
-def _kind_fields(request: pb.RecommendRequest) -> dict:
-    kind = request.WhichOneof("query")
-    if kind == "profile":
-        check_profile(request.profile)
-        user_id = request.profile.user_id if request.profile.HasField("user_id") else None
-        return {"kind": "profile", "profile": request.profile, "user_id": user_id}
-    if kind == "liked":
-        liked = validation.id_list("liked.movie_ids", request.liked.movie_ids,
-                                   limits.MAX_LIKED, allow_empty=False)
-        weights = validation.weights("liked.weights", request.liked.weights, len(liked))
-        return {"kind": "liked", "liked": tuple(liked), "weights": tuple(weights or ())}
-    if kind == "user_id":
-        return {"kind": "user", "user_id": validation.positive_id("user_id", request.user_id)}
-    raise InvalidArgument("query", "set one of profile, liked or user_id")
-
-
 def recommend_query(request: pb.RecommendRequest) -> tuple[Query, Canonical]:
     """The validated query and its canonical identity; the page comes from the token."""
+    kind = kinds.of(request)
     top_k = validation.limit("top_k", request.top_k, 10, limits.MAX_TOP_K)
     genres = genre_filter(request.genres)
     exclude = tuple(sorted(set(validation.id_list("exclude_movie_ids",
                                                   request.exclude_movie_ids,
                                                   limits.MAX_REQUEST_EXCLUDE))))
-    fields = _kind_fields(request)
+    fields = kind.parse(request)
     if request.include_seen and fields.get("user_id") is None:
         raise InvalidArgument("include_seen", "needs a user id (user_id or profile.user_id)")
     canonical = pb.RecommendRequest()
@@ -107,23 +86,20 @@ def recommend_query(request: pb.RecommendRequest) -> tuple[Query, Canonical]:
     canonical.genres.extend(genres)
     del canonical.exclude_movie_ids[:]
     canonical.exclude_movie_ids.extend(exclude)
-    payload = canonical.SerializeToString(deterministic=True)
-    identity = Canonical(payload, paging.fingerprint(payload.hex()))
+    identity = Canonical.of(canonical)
     page_start = paging.decode(request.page_token, identity.fingerprint)
-    return Query(top_k=top_k, page_start=page_start, genres=genres, exclude=exclude,
-                 include_seen=request.include_seen, **fields), identity
+    return Query(kind=kind.name, top_k=top_k, page_start=page_start, genres=genres,
+                 exclude=exclude, include_seen=request.include_seen, **fields), identity
 
 
-def similar_query(request: pb.SimilarMoviesRequest) -> tuple[int, int, tuple[str, ...], str,
-                                                              Canonical]:
-    """(movie id, top_k, genres, model, canonical identity) of a SimilarMovies request."""
+def similar_query(request: pb.SimilarMoviesRequest) -> tuple[Similar, Canonical]:
+    """A SimilarMovies request, validated, and its canonical identity."""
     movie_id = validation.positive_id("movie_id", request.movie_id)
     top_k = validation.limit("top_k", request.top_k, 10, limits.MAX_TOP_K)
     genres = genre_filter(request.genres)
-    model = request.model or "pinsage"
-    if model not in MODELS:
-        raise InvalidArgument("model", f"must be one of {', '.join(MODELS)}")
+    model = request.model or registry.DEFAULT_SIMILAR
+    if model not in registry.similar_models():
+        raise InvalidArgument("model", f"must be one of {', '.join(registry.similar_models())}")
     canonical = pb.SimilarMoviesRequest(movie_id=movie_id, top_k=top_k, genres=genres,
                                         model=model)
-    payload = canonical.SerializeToString(deterministic=True)
-    return movie_id, top_k, genres, model, Canonical(payload, paging.fingerprint(payload.hex()))
+    return Similar(movie_id, top_k, genres, model), Canonical.of(canonical)

@@ -1,38 +1,38 @@
 """The recommendation pipeline behind ``Gateway.Recommend`` and ``SimilarMovies``.
 
-embed (profile -> fusion; liked ids -> PinSage; a user -> their rated history, read
-once from the catalog, -> PinSage, or their profile -> fusion when they rated nothing)
--> retriever search with exclusions (the request's, the liked ids and, for a known user
-unless ``include_seen``, every movie they rated) and the genre filter pushed into Milvus
--> in one concurrent step: catalog metadata for the page and the anchors' vectors (both
-kept in small in-process caches, see :mod:`movierec.apps.gateway.local`)
--> items with scores and a reason ("because you liked Heat (1995)": the liked movie
-whose vector is closest to the recommended one).
-Unknown users, users without history and empty embeddings fall back to popular movies,
-and the reason says so. Paging takes consecutive slices of one ranking. The pipeline
-talks to the services only through :class:`~movierec.apps.gateway.backends.Downstream`.
+1. The query's kind (:mod:`.kinds`) turns it into a signal: a query vector from the
+   embedder (a profile's fusion vector is kept per model version and profile cell), the
+   movies the user liked and the movies left out, read in one catalog lookup for a
+   user id.
+2. One retriever ``Search`` ranks the catalog under the exclusions and genres and
+   returns, per hit, the liked movie that co-rating says explains it and the model's
+   reading of its score (fusion's stars), both computed where the model's data lives.
+3. The page is dressed from the gateway's movie snapshot (:mod:`.movies`) and each item
+   gets its reason (:func:`reason`).
+No signal (a user without ratings or profile) falls back to popular movies, and the
+reason says so. Paging takes consecutive slices of one ranking. The pipeline talks to
+the services only through :class:`~movierec.apps.gateway.backends.Downstream`; it does
+no model math and imports no model code.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from movierec import limits
-from movierec.apps.gateway.backends import Deadline, Downstream
+from movierec.apps.gateway import kinds
+from movierec.apps.gateway.backends import Deadline, Downstream, Found, SearchCall
 from movierec.apps.gateway.local import LocalCache
-from movierec.apps.gateway.query import Query, describe_profile
+from movierec.apps.gateway.movies import MovieSnapshot
+from movierec.apps.gateway.query import Query, Similar
 from movierec.common.v1 import common_pb2
 from movierec.data.movielens import age_bucket
-from movierec.errors import NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
-from movierec.models.fusion.inference import predicted_stars
-from movierec.models.user_input import catalog_profile
+from movierec.models import registry
 
-MAX_ANCHORS = 50
+POPULAR = "popular"
 
 
 @dataclass
@@ -41,25 +41,12 @@ class Ranking:
 
     model: str
     version: str
-    hits: list[tuple[int, float]]
-    anchors: list[int] = field(default_factory=list)
-    star_scale: float = 1.0       # fusion: the model's map from cosine to stars
-    star_offset: float = 0.0
-    context: str = ""
-    anchor_phrase: str = "because you liked"
-    unknown: list[int] = field(default_factory=list)   # liked ids the model does not know
-    query: list[float] | None = None   # the user vector searched with (fusion: for stars)
-
-
-@dataclass
-class Signal:
-    """What a query turned into: a query vector (or None: no personal signal)."""
-
-    embedding: object | None
-    anchors: list[int] = field(default_factory=list)
-    context: str = ""
-    seen: list[int] = field(default_factory=list)
-    unknown: list[int] = field(default_factory=list)
+    hits: list[Found]
+    liked: tuple[int, ...] = ()     # what the query liked (reasons may name them)
+    context: str = ""               # who it is for, or why it is only popular
+    phrase: str = "because you liked"
+    unknown: tuple[int, ...] = ()
+    reading: str = field(default="")   # the model's reading template (registry)
 
 
 def title_of(movie: common_pb2.Movie) -> str:
@@ -67,173 +54,117 @@ def title_of(movie: common_pb2.Movie) -> str:
 
 
 class Recommender:
-    """Runs the pipeline against a :class:`Downstream`."""
+    """Runs the pipeline against a :class:`Downstream` and a movie snapshot."""
 
-    def __init__(self, downstream: Downstream, extra: int = 10, metadata_ttl: float = 60.0,
+    def __init__(self, downstream: Downstream, movies: MovieSnapshot, extra: int = 10,
                  versions: Callable[[], str] = lambda: "") -> None:
         self.down = downstream
+        self.movies = movies
         self.extra = extra
         self.versions = versions
-        self.movie_cache = LocalCache("movies", 50_000, metadata_ttl)
-        self.vector_cache = LocalCache("vectors", 100_000, 3600.0)
         self.profile_cache = LocalCache("profiles", 20_000, 600.0)
 
-    async def _embed_profile(self, profile: common_pb2.Profile, deadline: Deadline):
-        """The fusion vector of a profile. It depends only on the age bucket, gender,
-        occupation and user id, so it is kept per model version and profile cell."""
-        cell = (self.versions(), age_bucket(profile.age), profile.gender, profile.occupation,
-                profile.user_id if profile.HasField("user_id") else 0)
-
-        async def fetch(missing: list) -> dict:
-            return {missing[0]: await self.down.embed_profile(profile, deadline)}
-        return (await self.profile_cache.get_many([cell], fetch))[cell]
-
-    async def _seen(self, q: Query, deadline: Deadline) -> list[int]:
-        if not q.hides_seen:
-            return []
-        history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
-        return list(history.movie_ids) if history is not None else []
-
-    async def _user(self, q: Query, deadline: Deadline) -> Signal:
-        history = await self.down.user_history(q.user_id, limits.MAX_HISTORY, deadline)
-        if history is None:
-            raise NotFound(f"user {q.user_id} does not exist; ask with a profile or liked "
-                           f"movies instead")
-        rated = list(history.movie_ids)
-        seen = [] if q.include_seen else rated
-        embedded = await self.down.embed_history(history, deadline) if rated else None
-        if embedded is not None:
-            return Signal(embedded[0], embedded[1][:MAX_ANCHORS], seen=seen)
-        if rated:
-            return Signal(None, context=f"user {q.user_id} rated no movie the model knows",
-                          seen=seen)
-        user = await self.down.user(q.user_id, deadline)
-        if user is None or not user.gender or not user.age:
-            return Signal(None, context=f"user {q.user_id} has no ratings yet")
-        p = catalog_profile(user.age, user.gender, user.occupation, q.user_id)
-        profile = common_pb2.Profile(age=p.age, gender=p.gender, occupation=p.occupation,
-                                     user_id=q.user_id)
-        embedding = await self._embed_profile(profile, deadline)
-        return Signal(embedding, context=f"user {q.user_id}'s profile (no ratings yet)")
-
-    async def _signal(self, q: Query, deadline: Deadline) -> Signal:
-        if q.kind == "user":
-            return await self._user(q, deadline)
-        if q.kind == "profile":
-            embedding, seen = await asyncio.gather(
-                self._embed_profile(q.profile, deadline), self._seen(q, deadline))
-            return Signal(embedding, context=describe_profile(q.profile), seen=seen)
-        liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
-        embedding, unknown = await self.down.embed_liked(liked, deadline)
-        known = [i for i in q.liked if i not in set(unknown)]
-        return Signal(embedding, known[:MAX_ANCHORS], unknown=unknown)
+    def context(self, deadline: Deadline) -> _Calls:
+        return _Calls(self, deadline)
 
     async def rank(self, q: Query, deadline: Deadline) -> Ranking:
-        signal = await self._signal(q, deadline)
-        exclude = list(dict.fromkeys([*q.exclude, *signal.seen, *q.liked]))
+        signal = await kinds.BY_NAME[q.kind].signal(q, self.context(deadline))
+        exclude = sorted({*q.exclude, *signal.exclude})
         want = min(limits.MAX_RANK, q.page_start + q.top_k + self.extra)
         if signal.embedding is None:
             popular = await self.down.popular(q.genres, want, exclude, deadline)
-            return Ranking("popular", "", [(m.movie_id, s) for m, s in popular],
+            return Ranking(POPULAR, "", [Found(m.movie_id, s) for m, s in popular],
                            context=signal.context or "no personal signal")
         e = signal.embedding
-        hits = await self.down.search(e.model, e.vector, want, exclude, q.genres, deadline)
-        return Ranking(e.model, hits.version or e.model_version, hits.items, signal.anchors,
-                       e.score_scale or 1.0, e.score_offset, signal.context,
-                       unknown=signal.unknown, query=list(e.vector))
+        hits = await self.down.search(SearchCall(
+            e.model, want, e.vector, exclude=exclude, genres=q.genres, liked=signal.liked,
+            reading=e.reading if e.reading.vector else None, version=e.model_version),
+            deadline)
+        return Ranking(e.model, hits.version or e.model_version, hits.items, signal.liked,
+                       signal.context, unknown=signal.unknown,
+                       reading=registry.get(e.model).reading if e.model in registry.BY_NAME
+                       else "")
 
-    async def _movies(self, ids: list[int], deadline: Deadline) -> dict:
-        async def fetch(missing: list[int]) -> dict:
-            return await self.down.movies(missing, deadline)
-        return await self.movie_cache.get_many(ids, fetch)
-
-    async def _vectors(self, model: str, version: str, ids: list[int],
-                       deadline: Deadline) -> dict[int, np.ndarray]:
-        async def fetch(missing: list[tuple]) -> dict:
-            found, found_version = await self.down.vectors(model, [k[2] for k in missing],
-                                                           deadline)
-            return {(model, found_version, i): np.asarray(v, np.float32)
-                    for i, v in found.items()}
-        found = await self.vector_cache.get_many([(model, version, i) for i in ids], fetch)
-        return {key[2]: vector for key, vector in found.items()}
+    async def similar(self, s: Similar, deadline: Deadline) -> Ranking:
+        """Movies closest to ``s.movie_id`` in ``s.model``'s space, explained by it."""
+        hits = await self.down.search(SearchCall(
+            s.model, s.top_k + self.extra, like_movie_id=s.movie_id, genres=s.genres,
+            liked=(s.movie_id,)), deadline)
+        return Ranking(s.model, hits.version, hits.items, (s.movie_id,), phrase="similar to")
 
     async def explain(self, ranking: Ranking, page_start: int, top_k: int,
                       deadline: Deadline) -> tuple[list[pb.RecommendedMovie], bool]:
         """Items of the page [page_start, page_start + top_k) with metadata and reasons."""
         page = ranking.hits[page_start:page_start + top_k + self.extra]
-        wanted = list(dict.fromkeys([i for i, _ in page] + ranking.anchors))
-        stars = ranking.model == "fusion" and ranking.query is not None
-        if (ranking.anchors or stars) and ranking.model != "popular":
-            meta, vectors = await asyncio.gather(
-                self._movies(wanted, deadline),
-                self._vectors(ranking.model, ranking.version, wanted, deadline))
-        else:
-            meta, vectors = await self._movies(wanted, deadline), {}
-        closest = _closest_anchor(vectors, ranking.anchors)
-        predicted = _page_stars(ranking, page, vectors) if stars else {}
+        named = {hit.reason for hit in page if hit.reason}
+        meta = await self.movies.get([h.movie_id for h in page] + sorted(named), deadline)
+        tastes = _tastes(ranking, meta, self.movies)
         items = []
-        for movie_id, score in page:
-            if movie_id not in meta or len(items) == top_k:
+        for hit in page:
+            if hit.movie_id not in meta or len(items) == top_k:
                 continue
-            score = predicted.get(movie_id, score)
-            items.append(_item(meta[movie_id], score, ranking,
-                               meta.get(closest.get(movie_id, -1))))
+            items.append(_item(meta[hit.movie_id], hit, reason(ranking, hit, meta, tastes)))
         end = page_start + top_k
         more = len(ranking.hits) > end and end < limits.MAX_RANK
         return items, more
 
 
-def _page_stars(ranking: Ranking, page: list[tuple[int, float]],
-                vectors: dict[int, np.ndarray]) -> dict[int, float]:
-    """The stars fusion predicts for the page's movies, in one vectorised call."""
-    ids = [movie_id for movie_id, _ in page if movie_id in vectors]
-    if not ids:
-        return {}
-    stars = predicted_stars(np.asarray(ranking.query, np.float32),
-                            np.stack([vectors[i] for i in ids]),
-                            ranking.star_scale, ranking.star_offset)
-    return {movie_id: float(star) for movie_id, star in zip(ids, stars, strict=True)}
+class _Calls:
+    """:class:`kinds.Context` for one request: the downstream calls under its deadline."""
+
+    def __init__(self, recommender: Recommender, deadline: Deadline) -> None:
+        self.r = recommender
+        self.deadline = deadline
+
+    async def profile_vector(self, profile: common_pb2.Profile):
+        """The profile's vector. It depends only on the age bucket, gender, occupation and
+        user id, so it is kept per model version and profile cell."""
+        cell = (self.r.versions(), age_bucket(profile.age), profile.gender,
+                profile.occupation, profile.user_id if profile.HasField("user_id") else 0)
+
+        async def fetch(missing: list) -> dict:
+            return {missing[0]: await self.r.down.embed_profile(profile, self.deadline)}
+        return (await self.r.profile_cache.get_many([cell], fetch))[cell]
+
+    async def embed_liked(self, liked):
+        return await self.r.down.embed_liked(liked, self.deadline)
+
+    async def embed_history(self, history):
+        return await self.r.down.embed_history(history, self.deadline)
+
+    async def user(self, user_id: int):
+        return await self.r.down.user(user_id, limits.MAX_HISTORY, self.deadline)
 
 
-def _closest_anchor(table: dict[int, np.ndarray], anchors: list[int]) -> dict[int, int]:
-    """For each movie of ``table``, the anchor (liked movie) most like it: the largest
-    cosine after centring every vector on their mean, so that a component shared by all
-    movies (PinSage's folded bias column, nearly constant) does not make the most popular
-    anchor everyone's reason."""
-    known = [a for a in anchors if a in table]
-    if not known:
-        return {}
-    ids = list(table)
-    matrix = np.stack([table[i] for i in ids]).astype(np.float32)
-    matrix -= matrix.mean(axis=0)
-    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    rows = {movie_id: row for row, movie_id in enumerate(ids)}
-    similarity = matrix @ matrix[[rows[a] for a in known]].T
-    return {movie_id: known[int(np.argmax(similarity[rows[movie_id]]))] for movie_id in ids}
+def _tastes(ranking: Ranking, meta: dict, snapshot: MovieSnapshot) -> Counter:
+    """How many of the liked movies have each genre (for a reason when none is related)."""
+    if not ranking.liked:
+        return Counter()
+    return Counter(g for movie_id in ranking.liked
+                   for g in (meta.get(movie_id) or snapshot.movies.get(movie_id)
+                             or common_pb2.Movie()).genres)
 
 
-def _item(movie: common_pb2.Movie, score: float, ranking: Ranking,
-          anchor: common_pb2.Movie | None) -> pb.RecommendedMovie:
-    """A page item; ``score`` is predicted stars for fusion recommendations, the
-    retrieval score otherwise (a rating count for popular movies)."""
-    if ranking.model == "popular":
-        reason = f"popular: rated by {int(score):,} people ({ranking.context})"
-    elif anchor is not None:
-        reason = f"{ranking.anchor_phrase} {title_of(anchor)}"
-    elif ranking.model == "fusion" and ranking.query is not None:
-        reason = f"predicted {score:.1f} stars for {ranking.context or 'people like you'}"
-    else:
-        reason = "close to your taste"
+def reason(ranking: Ranking, hit: Found, meta: dict[int, common_pb2.Movie],
+           tastes: Counter) -> str:
+    """Why ``hit`` is recommended, in words (the rules the README lists)."""
+    if ranking.model == POPULAR:
+        return f"popular: rated by {int(hit.score):,} people ({ranking.context})"
+    if hit.reason and hit.reason in meta:
+        return f"{ranking.phrase} {title_of(meta[hit.reason])}"
+    if ranking.reading and hit.reading is not None:
+        return ranking.reading.format(reading=hit.reading,
+                                      audience=ranking.context or "people like you")
+    shared = [g for g in meta[hit.movie_id].genres if tastes.get(g)]
+    if shared:
+        genre = max(shared, key=lambda g: tastes[g])
+        return f"because you like {genre} ({tastes[genre]} of the movies you liked)"
+    return "close to your taste"
+
+
+def _item(movie: common_pb2.Movie, hit: Found, text: str) -> pb.RecommendedMovie:
+    """A page item; its score is the model's reading when it has one (fusion's stars),
+    the retrieval score otherwise (a rating count for popular movies)."""
+    score = hit.reading if hit.reading is not None else hit.score
     return pb.RecommendedMovie(movie_id=movie.movie_id, title=movie.title, year=movie.year,
-                               genres=list(movie.genres), score=score, reason=reason)
-
-
-async def similar(downstream: Downstream, model: str, movie_id: int, top_k: int,
-                  genres: tuple[str, ...], deadline: Deadline) -> Ranking:
-    """Movies closest to ``movie_id`` in ``model``'s space."""
-    vectors, _ = await downstream.vectors(model, [movie_id], deadline)
-    if movie_id not in vectors:
-        raise NotFound(f"movie {movie_id} has no {model} vector")
-    hits = await downstream.search(model, vectors[movie_id], top_k + 10, [movie_id], genres,
-                                   deadline)
-    return Ranking(model, hits.version, hits.items, [movie_id], anchor_phrase="similar to")
+                               genres=list(movie.genres), score=score, reason=text)

@@ -19,9 +19,10 @@ from movierec import settings
 from movierec.apps.gateway.backends import Backends, ModelVersions
 from movierec.apps.gateway.cache import Cache
 from movierec.apps.gateway.guard import Guard, networks
+from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.ratelimit import RateLimiter
-from movierec.apps.gateway.servicer import GatewayServicer
-from movierec.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from movierec.apps.gateway.servicer import GatewayServicer, register
+from movierec.gateway.v1 import gateway_pb2
 from movierec.registry import CATALOG, EMBEDDER, GATEWAY, RETRIEVER
 from movierec.security import tls, tokens
 from movierec.server.factory import (
@@ -66,6 +67,9 @@ class GatewaySettings:
                                          doc="calls per second per client (0 = no limit)")
     rate_burst: int = settings.setting("GATEWAY_RATE_BURST", 20, minimum=1, maximum=1_000_000,
                                        doc="calls a client may make at once (bucket size)")
+    catalog_refresh: float = settings.setting(
+        "GATEWAY_CATALOG_REFRESH", 1.0, minimum=0.05, maximum=3600,
+        doc="seconds between checks of the catalog's version (the movie snapshot)")
     trusted_proxies: str = settings.setting(
         "GATEWAY_TRUSTED_PROXIES", "",
         doc="addresses/CIDRs whose x-forwarded-for names the client (the web facade)")
@@ -129,8 +133,9 @@ async def create_server(config: GatewaySettings, port: int = 0) -> tuple[Managed
                         tls.channel_credentials(server_config))
     cache = Cache(config.redis_url, config.cache_ttl, config.redis_timeout)
     versions = ModelVersions(backends, interval=5.0)
-    servicer = GatewayServicer(backends, cache, versions, config.call_timeout)
-    spec = ServiceSpec(SERVICE, servicer, gateway_pb2_grpc.add_GatewayServicer_to_server)
+    movies = MovieSnapshot(backends, config.catalog_refresh)
+    servicer = GatewayServicer(backends, cache, versions, config.call_timeout, movies)
+    spec = ServiceSpec(SERVICE, servicer, register)
     limiter = (RateLimiter(cache.redis, config.rate_limit, config.rate_burst)
                if config.rate_limit and cache.redis is not None else None)
     guard = Guard(config.verifier(), limiter, networks(config.trusted_proxies))
@@ -140,6 +145,7 @@ async def create_server(config: GatewaySettings, port: int = 0) -> tuple[Managed
     server.on_stop(backends.close)
     server.on_stop(cache.close)
     start_task(server, versions.run())
+    start_task(server, movies.run())
     start_task(server, follow_health(server, _Readiness(backends, cache), 1.0, "backends",
                                      down_after=3))
     return server, bound

@@ -9,58 +9,77 @@ drops that user's cached answers.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 
 from movierec import limits, paging, validation
 from movierec.apps.gateway.backends import Deadline, Downstream, ModelVersions
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache, cache_key
 from movierec.apps.gateway.flight import SingleFlight
+from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.query import genre_filter, recommend_query, similar_query
-from movierec.apps.gateway.recommend import Recommender, similar
+from movierec.apps.gateway.recommend import Recommender
 from movierec.catalog.v1 import catalog_pb2
 from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.server.factory import registrar
 
 MAX_LIST_POPULAR = limits.MAX_TOP_K
 
 
+#: ``cached = true`` (field 3 of RecommendResponse and SimilarMoviesResponse) as wire
+#: bytes: appended to a cached answer's bytes, it sets the flag without a parse (protobuf
+#: takes the last value of a repeated scalar field).
+CACHED_FLAG = b"\x18\x01"
+#: Registers a GatewayServicer on a server: ``Recommend`` and ``SimilarMovies`` answer
+#: with the bytes they serialized (what the generated registrar would serialize again).
+register = registrar(pb.DESCRIPTOR.services_by_name["Gateway"], ("Recommend", "SimilarMovies"))
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    """The public API. ``Recommend`` and ``SimilarMovies`` answer with their serialized
+    bytes: a page is serialised once on a miss (the same bytes go to Redis and to the
+    caller) and never on a hit."""
+
     def __init__(self, backends: Downstream, cache: Cache, versions: ModelVersions,
-                 call_timeout: float) -> None:
+                 call_timeout: float, movies: MovieSnapshot | None = None) -> None:
         self.b = backends
         self.cache = cache
         self.versions = versions
         self.call_timeout = call_timeout
-        self.recommender = Recommender(backends, versions=lambda: versions.value)
+        self.movies = movies or MovieSnapshot(backends)
+        self.recommender = Recommender(backends, self.movies, versions=lambda: versions.value)
         self.flights = SingleFlight(lambda event: CACHE_EVENTS.labels(event).inc())
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         return Deadline.start(context.time_remaining(), self.call_timeout)
 
-    async def _cached(self, kind: str, payload: bytes, user_id: int | None, compute,
-                      deadline: Deadline) -> tuple[bytes, bool]:
+    async def _cached(self, kind: str, payload: bytes, user_id: int | None,
+                      compute: Callable[[], Awaitable[bytes]], deadline: Deadline) -> bytes:
+        """The answer's bytes, from Redis (with the cached flag) or computed once."""
         key = cache_key(kind, payload, self.versions.value, user_id)
         hit, generation = await self.cache.get(key, user_id)
         if hit is not None:
-            return hit, True
+            return hit + CACHED_FLAG
 
         async def run() -> bytes:
-            value = (await compute()).SerializeToString()
+            value = await compute()
             await self.cache.put(key, generation, value, user_id)
             return value
         if generation is None and user_id:
             # No generation (Redis down): a flight that began before a write could end
             # after it, so answers about a user are not shared then.
-            return await run(), False
+            return await run()
         flight = key if generation is None else f"{key}{generation}"
-        return await self.flights.run(flight, run, deadline.left()), False
+        return await self.flights.run(flight, run, deadline.left())
 
-    async def Recommend(self, request, context):  # noqa: N802
+    async def Recommend(self, request, context) -> bytes:  # noqa: N802
         query, identity = recommend_query(request)
         deadline = self._deadline(context)
 
-        async def compute() -> pb.RecommendResponse:
+        async def compute() -> bytes:
             ranking = await self.recommender.rank(query, deadline)
             items, more = await self.recommender.explain(ranking, query.page_start,
                                                          query.top_k, deadline)
@@ -69,26 +88,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             return pb.RecommendResponse(items=items, next_page_token=token,
                                         model_version=f"{ranking.model}@{ranking.version}"
                                         if ranking.version else ranking.model,
-                                        unknown_movie_ids=ranking.unknown)
+                                        unknown_movie_ids=ranking.unknown).SerializeToString()
         payload = identity.payload + query.page_start.to_bytes(4, "big")
-        data, hit = await self._cached("rec", payload, query.user_id, compute, deadline)
-        response = pb.RecommendResponse.FromString(data)
-        response.cached = hit
-        return response
+        return await self._cached("rec", payload, query.user_id, compute, deadline)
 
-    async def SimilarMovies(self, request, context):  # noqa: N802
-        movie_id, top_k, genres, model, identity = similar_query(request)
+    async def SimilarMovies(self, request, context) -> bytes:  # noqa: N802
+        similar, identity = similar_query(request)
         deadline = self._deadline(context)
 
-        async def compute() -> pb.SimilarMoviesResponse:
-            ranking = await similar(self.b, model, movie_id, top_k, genres, deadline)
-            items, _ = await self.recommender.explain(ranking, 0, top_k, deadline)
-            return pb.SimilarMoviesResponse(items=items,
-                                            model_version=f"{model}@{ranking.version}")
-        data, hit = await self._cached("sim", identity.payload, None, compute, deadline)
-        response = pb.SimilarMoviesResponse.FromString(data)
-        response.cached = hit
-        return response
+        async def compute() -> bytes:
+            ranking = await self.recommender.similar(similar, deadline)
+            items, _ = await self.recommender.explain(ranking, 0, similar.top_k, deadline)
+            return pb.SimilarMoviesResponse(
+                items=items, model_version=f"{similar.model}@{ranking.version}"
+            ).SerializeToString()
+        return await self._cached("sim", identity.payload, None, compute, deadline)
 
     async def SearchMovies(self, request, context):  # noqa: N802
         reply = await self.b.search_movies(catalog_pb2.SearchMoviesRequest(

@@ -21,6 +21,7 @@ MAX_HISTORY = 5000          # ratings of one user read per request (vector windo
 MAX_EXCLUDE = MAX_REQUEST_EXCLUDE + MAX_HISTORY + MAX_LIKED  # ids excluded from one search
 
 MAX_BATCH_IDS = 1000        # ids per batch lookup (GetMovies, GetVectors)
+MAX_LIST_MOVIES = 5000      # movies per ListMovies page (the gateway's snapshot)
 MAX_SEARCH = 100            # title search results per page
 MAX_POPULAR = MAX_RANK      # popular movies per call
 MAX_OFFSET = 10_000         # largest page offset a page token may carry

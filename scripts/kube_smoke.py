@@ -35,6 +35,7 @@ from usage import Container, Sampler
 
 from movierec import registry
 from movierec.data.source import locate
+from movierec.models import registry as models
 from movierec.models.artifact import latest, read_metadata
 from movierec.stack.process import port_open
 from movierec.stack.stores import LocalStores
@@ -175,7 +176,7 @@ def bring_models(plan: kube_play.Plan, artifacts: Path) -> tuple[str, ...]:
     """Copy trained models into the artifacts volume instead of training: the jobs
     left to run. Their data set (MovieLens from MOVIELENS_DIR) goes to its volume."""
     dataset = ""
-    for model in ("fusion", "pinsage"):
+    for model in models.NAMES:
         version = latest(model, artifacts)
         dataset = read_metadata(version)["dataset"]
         shutil.copytree(version, volume("artifacts") / model / version.name)

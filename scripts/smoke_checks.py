@@ -25,6 +25,7 @@ from movierec.common.v1 import common_pb2
 from movierec.data.movielens import MovieLens
 from movierec.data.source import load_dataset
 from movierec.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from movierec.models import registry as models
 
 GATEWAY = f"127.0.0.1:{registry.GATEWAY.port}"
 WEB = f"http://127.0.0.1:{registry.WEB.port}"
@@ -71,7 +72,7 @@ def wait_ready(timeout: float) -> None:
 
 
 def _versions(artifacts: Path) -> dict[str, str]:
-    return {m: (artifacts / m / "LATEST").read_text().strip() for m in ("fusion", "pinsage")}
+    return {m: (artifacts / m / "LATEST").read_text().strip() for m in models.NAMES}
 
 
 def _check(reply, data: MovieLens, model: str, version: str, hidden: set[int]) -> list[int]:

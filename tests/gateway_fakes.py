@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from movierec.apps.gateway.backends import Hits
+import asyncio
+
+from movierec.apps.gateway.backends import Found, Hits
+from movierec.apps.gateway.movies import MovieSnapshot
+from movierec.apps.gateway.recommend import Recommender
 from movierec.catalog.v1 import catalog_pb2
 from movierec.common.v1 import common_pb2
 from movierec.embedder.v1 import embedder_pb2
 
 MOVIES = {i: common_pb2.Movie(movie_id=i, title=f"Movie {i}", year=1990) for i in range(1, 40)}
-HISTORY = {7: [(3, 5), (4, 4), (5, 3)], 8: []}
+HISTORY = {7: [(3, 5), (4, 4), (5, 3)], 8: [], 9: []}
 USERS = {7: catalog_pb2.User(user_id=7, gender="F", age=25, occupation=4),
-         8: catalog_pb2.User(user_id=8, gender="M", age=35, occupation=12)}
+         8: catalog_pb2.User(user_id=8, gender="M", age=35, occupation=12),
+         9: catalog_pb2.User(user_id=9)}       # signed up, no profile, no ratings
 
 
 def rated(pairs: list[tuple[int, int]]) -> common_pb2.RatedMovies:
@@ -20,15 +25,18 @@ def rated(pairs: list[tuple[int, int]]) -> common_pb2.RatedMovies:
 
 
 class FakeDownstream:
-    """The three services in memory: every movie scores 1/id; calls are recorded."""
+    """The three services in memory: every movie scores 1/id; calls are recorded. A hit's
+    reason is the smallest liked id below it (a stand-in for the co-liked table)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
+        self.version = 1
 
     async def embed_profile(self, profile, deadline):
         self.calls.append(("embed_profile", profile.user_id))
         return embedder_pb2.Embedding(model="fusion", model_version="f1", vector=[1.0],
-                                      score_scale=2.0, score_offset=1.0)
+                                      reading=common_pb2.Reading(vector=[2.0], offset=1.0,
+                                                                 low=1.0, high=5.0))
 
     async def embed_liked(self, liked, deadline):
         self.calls.append(("embed_liked", tuple(liked.movie_ids)))
@@ -37,29 +45,37 @@ class FakeDownstream:
 
     async def embed_history(self, history, deadline):
         self.calls.append(("embed_history", tuple(history.movie_ids)))
-        return (embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0]),
-                list(history.movie_ids))
+        return embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0])
 
-    async def user_history(self, user_id, limit, deadline):
-        self.calls.append(("user_history", user_id))
-        if user_id not in HISTORY:
-            return None
-        return rated(HISTORY[user_id])
-
-    async def user(self, user_id, deadline):
+    async def user(self, user_id, limit, deadline):
         self.calls.append(("user", user_id))
-        return USERS.get(user_id)
+        if user_id not in USERS:
+            return None
+        return USERS[user_id], rated(HISTORY[user_id])
 
-    async def search(self, model, vector, top_k, exclude, genres, deadline):
-        self.calls.append(("search", model, tuple(exclude)))
-        ids = [i for i in MOVIES if i not in set(exclude)][:top_k]
-        return Hits([(i, 1.0 / i) for i in ids], f"{model}-v")
+    async def search(self, call, deadline):
+        self.calls.append(("search", call.model, tuple(call.exclude)))
+        excluded = set(call.exclude) | {call.like_movie_id}
+        ids = [i for i in MOVIES if i not in excluded][:call.top_k]
+        return Hits([Found(i, 1.0 / i, min((a for a in call.liked if a < i), default=0),
+                           self._reading(call, i)) for i in ids], f"{call.model}-v")
 
-    async def vectors(self, model, movie_ids, deadline):
-        return {i: [1.0, float(i)] for i in movie_ids if i in MOVIES}, f"{model}-v"
+    @staticmethod
+    def _reading(call, movie_id: int) -> float | None:
+        if call.reading is None:
+            return None
+        return min(call.reading.high, call.reading.offset + call.reading.vector[0] / movie_id)
 
     async def movies(self, movie_ids, deadline):
+        self.calls.append(("movies", tuple(movie_ids)))
         return {i: MOVIES[i] for i in movie_ids if i in MOVIES}
+
+    async def list_movies(self, after, limit, deadline):
+        page = [MOVIES[i] for i in sorted(MOVIES) if i > after][:limit]
+        return page, self.version
+
+    async def catalog_version(self, deadline):
+        return self.version
 
     async def popular(self, genres, limit, exclude, deadline):
         self.calls.append(("popular", tuple(exclude)))
@@ -68,3 +84,10 @@ class FakeDownstream:
     async def record_rating(self, user_id, movie_id, rating, deadline):
         self.calls.append(("record_rating", user_id, movie_id))
         return catalog_pb2.Rating(user_id=user_id, movie_id=movie_id, rating=rating)
+
+
+def recommender(down: FakeDownstream, **kwargs) -> Recommender:
+    """A pipeline over ``down`` with its movie snapshot loaded."""
+    snapshot = MovieSnapshot(down)
+    asyncio.run(snapshot.refresh())
+    return Recommender(down, snapshot, **kwargs)

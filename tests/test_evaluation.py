@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from movierec.data.movielens import MovieLens
+from movierec.data.movielens import AGE_BUCKET_YEARS, MovieLens
 from movierec.data.source import load_dataset
 from movierec.data.splits import make_split, recbole_cuts, training_ratings
 from movierec.data.synthetic import generate
 from movierec.errors import DataError
 from movierec.evaluation import baselines, metrics, protocols, runner
 from movierec.evaluation.ranking import RankingTask, evaluate, make_task
-from movierec.models.user_input import AGE_BUCKET_YEARS, newest_history
+from movierec.models.user_input import newest_history
 
 DATASET = "synthetic-300x400-s0"
 

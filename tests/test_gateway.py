@@ -7,7 +7,7 @@ import asyncio
 
 import grpc
 import pytest
-from gateway_fakes import MOVIES, FakeDownstream  # noqa: F401
+from gateway_fakes import MOVIES, FakeDownstream, recommender  # noqa: F401
 
 from movierec import limits
 from movierec.apps.gateway import breaker as breaker_module
@@ -16,33 +16,37 @@ from movierec.apps.gateway.breaker import Breaker
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache
 from movierec.apps.gateway.flight import SingleFlight
 from movierec.apps.gateway.query import recommend_query, similar_query
-from movierec.apps.gateway.recommend import Recommender
 from movierec.common.v1 import common_pb2
-from movierec.embedder.v1 import embedder_pb2
 from movierec.errors import DeadlineExceeded, InvalidArgument, NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
-from movierec.models.fusion.features import CELLS
 
 
-def recommend(request: pb.RecommendRequest) -> tuple[list[int], FakeDownstream, str]:
-    down = FakeDownstream()
-    recommender = Recommender(down)
+def answer(request: pb.RecommendRequest, down: FakeDownstream | None = None):
+    """(page items, ranking, downstream) of one Recommend through the pipeline."""
+    down = down or FakeDownstream()
+    pipeline = recommender(down)
     query, _ = recommend_query(request)
 
     async def scenario():
         deadline = Deadline.start(1.0, 1.0)
-        ranking = await recommender.rank(query, deadline)
-        items, _ = await recommender.explain(ranking, query.page_start, query.top_k, deadline)
+        ranking = await pipeline.rank(query, deadline)
+        items, _ = await pipeline.explain(ranking, query.page_start, query.top_k, deadline)
         return items, ranking
     items, ranking = asyncio.run(scenario())
+    return items, ranking, down
+
+
+def recommend(request: pb.RecommendRequest) -> tuple[list[int], FakeDownstream, str]:
+    items, ranking, down = answer(request)
     return [i.movie_id for i in items], down, ranking.model
 
 
 def test_user_history_is_read_once_and_seen_movies_are_hidden() -> None:
     ids, down, model = recommend(pb.RecommendRequest(user_id=7, top_k=5))
     assert model == "pinsage" and ids == [1, 2, 6, 7, 8]
-    assert [c for c in down.calls if c[0] == "user_history"] == [("user_history", 7)]
+    assert [c for c in down.calls if c[0] == "user"] == [("user", 7)]
     assert ("embed_history", (3, 4, 5)) in down.calls
+    assert not [c for c in down.calls if c[0] == "movies"]   # metadata: the snapshot
 
 
 def test_include_seen_shows_rated_movies() -> None:
@@ -61,43 +65,50 @@ def test_unknown_liked_ids_are_left_out_and_reported() -> None:
     down = FakeDownstream()
     query, _ = recommend_query(pb.RecommendRequest(
         liked=common_pb2.LikedMovies(movie_ids=[1, 500, 2]), top_k=3))
-    ranking = asyncio.run(Recommender(down).rank(query, Deadline.start(1.0, 1.0)))
-    assert ranking.unknown == [500] and ranking.anchors == [1, 2]
+    ranking = asyncio.run(recommender(down).rank(query, Deadline.start(1.0, 1.0)))
+    assert ranking.unknown == (500,) and ranking.liked == (1, 2)
 
 
 def test_profile_with_user_id_hides_seen_and_liked_ids_are_excluded() -> None:
     profile = common_pb2.Profile(age=30, gender="F", occupation=4, user_id=7)
     ids, down, _ = recommend(pb.RecommendRequest(profile=profile, top_k=3))
-    assert ids == [1, 2, 6] and ("user_history", 7) in down.calls
+    assert ids == [1, 2, 6] and ("user", 7) in down.calls
     ids, down, _ = recommend(pb.RecommendRequest(
         liked=common_pb2.LikedMovies(movie_ids=[1, 2]), exclude_movie_ids=[3], top_k=3))
-    assert ids == [4, 5, 6] and ("search", "pinsage", (3, 1, 2)) in down.calls
+    assert ids == [4, 5, 6] and ("search", "pinsage", (1, 2, 3)) in down.calls
 
 
-def test_fusion_items_show_the_stars_the_model_predicts() -> None:
-    extra = [0.0] * (CELLS + 1)       # the bias components the cosine leaves out
-    down = FakeDownstream()
-
-    async def embed_profile(profile, deadline):
-        return embedder_pb2.Embedding(model="fusion", model_version="f1",
-                                      vector=[0.6, 0.8, *extra], score_scale=2.0,
-                                      score_offset=3.0)
-
-    async def vectors(model, movie_ids, deadline):   # cosine 1.0 for movie 1, 0.0 for 2
-        table = {1: [0.6, 0.8, *extra], 2: [0.8, -0.6, *extra]}
-        return {i: table[i] for i in movie_ids if i in table}, "f1"
-    down.embed_profile, down.vectors = embed_profile, vectors
-    query, _ = recommend_query(pb.RecommendRequest(
+def test_fusion_items_show_the_reading_the_retriever_computed_in_the_models_words() -> None:
+    items, ranking, _ = answer(pb.RecommendRequest(
         profile=common_pb2.Profile(age=30, gender="F", occupation=4), top_k=2))
+    assert ranking.model == "fusion"
+    assert [round(i.score, 4) for i in items] == [3.0, 2.0]   # offset 1 + 2 / movie id
+    assert items[1].reason == "predicted 2.0 stars for women aged 25-34, college/grad student"
 
-    async def scenario():
-        recommender = Recommender(down)
-        ranking = await recommender.rank(query, Deadline.start(1.0, 1.0))
-        return await recommender.explain(ranking, 0, 2, Deadline.start(1.0, 1.0))
-    items, more = asyncio.run(scenario())
-    assert [i.movie_id for i in items] == [1, 2] and more
-    assert [round(i.score, 4) for i in items] == [5.0, 3.0]
-    assert items[1].reason.startswith("predicted 3.0 stars for women aged 25-34")
+
+def test_a_reason_names_the_liked_movie_the_search_chose_else_a_shared_genre() -> None:
+    items, _, _ = answer(pb.RecommendRequest(
+        liked=common_pb2.LikedMovies(movie_ids=[2, 5]), top_k=4))
+    assert [(i.movie_id, i.reason) for i in items] == [
+        (1, "close to your taste"),                       # no related liked movie, no genre
+        (3, "because you liked Movie 2 (1990)"), (4, "because you liked Movie 2 (1990)"),
+        (6, "because you liked Movie 2 (1990)")]
+    genres = {1: ["Drama"], 2: ["Drama", "War"], 5: ["War"], 3: ["War", "Comedy"]}
+    for movie_id, names in genres.items():
+        MOVIES[movie_id].genres[:] = names
+    try:
+        items, _, _ = answer(pb.RecommendRequest(
+            liked=common_pb2.LikedMovies(movie_ids=[2, 5]), top_k=1))
+        assert items[0].reason == "because you like Drama (1 of the movies you liked)"
+    finally:
+        for movie_id in genres:
+            del MOVIES[movie_id].genres[:]
+
+
+def test_popular_answers_say_why() -> None:
+    items, ranking, _ = answer(pb.RecommendRequest(user_id=9, top_k=1))   # no profile
+    assert ranking.model == "popular"
+    assert items[0].reason == "popular: rated by 999 people (user 9 has no ratings yet)"
 
 
 def test_equivalent_requests_share_one_canonical_form() -> None:
@@ -292,7 +303,7 @@ def test_the_breaker_opens_on_consecutive_failures_only(monkeypatch) -> None:
 
 def test_profile_vectors_are_reused_per_cell_and_model_version() -> None:
     down, version = FakeDownstream(), ["fusion@1"]
-    recommender = Recommender(down, versions=lambda: version[0])
+    pipeline = recommender(down, versions=lambda: version[0])
 
     async def ask(age: int, user_id: int | None = None) -> None:
         profile = common_pb2.Profile(age=age, gender="F", occupation=4)
@@ -300,7 +311,7 @@ def test_profile_vectors_are_reused_per_cell_and_model_version() -> None:
             profile.user_id = user_id
         query, _ = recommend_query(pb.RecommendRequest(profile=profile, include_seen=bool(
             user_id)))
-        await recommender.rank(query, Deadline.start(1.0, 1.0))
+        await pipeline.rank(query, Deadline.start(1.0, 1.0))
 
     async def scenario() -> list:
         await ask(25)

@@ -26,9 +26,9 @@ class Writable(FakeDownstream):
         super().__init__()
         self.history: dict[int, list[tuple[int, int]]] = {7: [(3, 5)]}
 
-    async def user_history(self, user_id, limit, deadline):
+    async def user(self, user_id, limit, deadline):
         await asyncio.sleep(random.random() / 1000)  # let calls interleave
-        return rated(self.history.get(user_id, []))
+        return catalog_pb2.User(user_id=user_id), rated(self.history.get(user_id, []))
 
     async def record_rating(self, user_id, movie_id, rating, deadline):
         await asyncio.sleep(random.random() / 1000)
@@ -52,7 +52,9 @@ def servicer(redis_url: str) -> tuple[GatewayServicer, Cache]:
 
 
 async def _recommend(gateway: GatewayServicer, user_id: int = 7) -> pb.RecommendResponse:
-    return await gateway.Recommend(pb.RecommendRequest(user_id=user_id, top_k=5), Context())
+    """The answer as a caller receives it (the servicer answers with its bytes)."""
+    return pb.RecommendResponse.FromString(
+        await gateway.Recommend(pb.RecommendRequest(user_id=user_id, top_k=5), Context()))
 
 
 def test_repeated_requests_hit_the_cache(redis_url: str) -> None:

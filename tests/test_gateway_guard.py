@@ -22,7 +22,7 @@ from movierec.apps.gateway.cache import Cache
 from movierec.apps.gateway.guard import Guard, client_address, networks
 from movierec.apps.gateway.ratelimit import PREFIX, RATE_EVENTS, RateLimiter
 from movierec.apps.gateway.server import SERVICE, GatewaySettings
-from movierec.apps.gateway.servicer import GatewayServicer
+from movierec.apps.gateway.servicer import GatewayServicer, register
 from movierec.common.v1 import common_pb2
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
@@ -48,7 +48,7 @@ async def gateway(guard: Guard, redis_url: str = ""):
     """A started gateway (with ``guard``) and a stub of it."""
     cache = Cache(redis_url, 60, 0.5)
     servicer = GatewayServicer(FakeDownstream(), cache, Versions(), call_timeout=1.0)
-    spec = ServiceSpec(SERVICE, servicer, gateway_pb2_grpc.add_GatewayServicer_to_server)
+    spec = ServiceSpec(SERVICE, servicer, register)
     server, port = await build_server("gateway", [spec], 0, settings.ServerSettings(), guard)
     await server.readiness.set_serving(True)
     channel = client.channel(f"127.0.0.1:{port}")

@@ -106,6 +106,77 @@ def test_filters_and_exclusions_still_fill_top_k(loaded) -> None:
     assert len(reply.hits) == 20
 
 
+def test_long_exclusion_lists_are_dropped_locally_and_still_fill_top_k(loaded) -> None:
+    """A user's whole history as exclusions: never a Milvus filter, the same answer."""
+    uri, batch = loaded
+    query = batch.vectors[11]
+    excluded = list(range(1, N, 2))[:140] + [12]
+
+    async def scenario(stub):
+        return await stub.Search(pb.SearchRequest(model="testmodel", vector=query.tolist(),
+                                                  top_k=25, exclude_ids=excluded), timeout=5)
+    reply = run(uri, scenario, batch_exclude=16)       # too long to batch: searched alone
+    allowed = [i for i in range(N) if i + 1 not in set(excluded)]
+    expected = sorted(allowed, key=lambda i: -float(batch.vectors[i] @ query))[:25]
+    assert [h.movie_id for h in reply.hits] == [i + 1 for i in expected]
+
+
+def reasons_table(n: int) -> np.ndarray:
+    """Movie i's co-liked row: i+1, i+2, i+3 (0-padded past the end)."""
+    ids = np.arange(1, n + 1)[:, None] + np.arange(1, 4)[None, :]
+    return np.where(ids <= n, ids, 0)
+
+
+@pytest.fixture(scope="module")
+def explained(milvus_any: str) -> tuple[str, ItemBatch]:
+    batch = items(5)
+    batch = ItemBatch(batch.ids, batch.vectors, batch.years, batch.genres, reasons_table(N))
+    load(milvus_any, "explained", "e1", batch)
+    return milvus_any, batch
+
+
+def test_hits_carry_the_liked_movie_that_explains_them_and_their_reading(explained) -> None:
+    uri, batch = explained
+    query = batch.vectors[20]
+    weights = np.linspace(-1, 1, DIM).astype(np.float32)
+    liked = [batch_id for batch_id in range(1, N + 1, 5)]
+
+    async def scenario(stub):
+        return await stub.Search(pb.SearchRequest(
+            model="explained", vector=query.tolist(), top_k=30, liked_ids=liked,
+            reading=common_pb2.Reading(vector=weights.tolist(), offset=3.0, low=1.0,
+                                       high=5.0)), timeout=5)
+    reply = run(uri, scenario)
+    assert [h.movie_id for h in reply.hits] == (np.argsort(-(batch.vectors @ query))[:30]
+                                                + 1).tolist()
+    for hit in reply.hits:
+        row = [m for m in reasons_table(N)[hit.movie_id - 1] if m]
+        assert hit.reason_movie_id == next((m for m in row if m in set(liked)), 0)
+        expected = np.clip(3.0 + batch.vectors[hit.movie_id - 1] @ weights, 1.0, 5.0)
+        assert hit.HasField("reading") and hit.reading == pytest.approx(expected, abs=1e-5)
+    assert {h.reason_movie_id for h in reply.hits} - {0}     # some hits are explained
+
+
+def test_a_movies_own_vector_searches_for_similar_movies(explained, loaded) -> None:
+    uri, batch = explained
+
+    async def scenario(stub):
+        found = await stub.Search(pb.SearchRequest(model="explained", like_movie_id=8,
+                                                   top_k=5, liked_ids=[8]), timeout=5)
+        missing = await _error(stub.Search(pb.SearchRequest(model="explained",
+                                                            like_movie_id=N + 1), timeout=5))
+        both = await _error(stub.Search(pb.SearchRequest(
+            model="explained", like_movie_id=8, vector=[0.1] * DIM), timeout=5))
+        plain = await stub.Search(pb.SearchRequest(model="testmodel", vector=[0.1] * DIM,
+                                                   top_k=3, liked_ids=[1, 2, 3]), timeout=5)
+        return found, missing, both, plain
+    found, missing, both, plain = run(uri, scenario)
+    order = np.argsort(-(batch.vectors @ batch.vectors[7])) + 1
+    assert [h.movie_id for h in found.hits] == [m for m in order if m != 8][:5]
+    assert missing[0].name == "NOT_FOUND" and both[0].name == "INVALID_ARGUMENT"
+    assert all(h.reason_movie_id == 0 and not h.HasField("reading") for h in plain.hits)
+
+
 def test_get_vectors_and_describe(loaded) -> None:
     uri, batch = loaded
 

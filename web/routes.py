@@ -14,8 +14,11 @@ from fastapi.responses import JSONResponse
 from movierec.apps.web import schemas
 from movierec.apps.web.backend import Backend
 from movierec.gateway.v1 import gateway_pb2 as pb
+from movierec.models import registry
 
 router = APIRouter(prefix="/api")
+#: the models SimilarMovies takes (the model registry's)
+SIMILAR_MODELS = "^(" + "|".join(registry.similar_models()) + ")$"
 ERRORS = {code: {"description": text, "content": {"application/json": {"example": {
     "error": name, "message": "..."}}}} for code, name, text in (
     (400, "INVALID_ARGUMENT", "a field is invalid; the message names it"),
@@ -77,7 +80,7 @@ async def search(b: Client, q: Annotated[str, Query(min_length=1, max_length=200
             responses=ERRORS)
 async def similar(b: Client, movie_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
                   top_k: Limit = 10, genre: Genre = None,
-                  model: Annotated[str, Query(pattern="^(pinsage|fusion)$")] = "pinsage"
+                  model: Annotated[str, Query(pattern=SIMILAR_MODELS)] = registry.DEFAULT_SIMILAR
                   ) -> schemas.Recommendations:
     """Movies close to one movie in the chosen model's vector space."""
     reply = await b.similar(pb.SimilarMoviesRequest(movie_id=movie_id, top_k=top_k,

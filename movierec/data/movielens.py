@@ -51,6 +51,15 @@ ML100K_OCCUPATIONS: dict[str, int] = {
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
 
 
+#: A representative age in years of each bucket (a catalog user's profile holds the code).
+AGE_BUCKET_YEARS: dict[int, int] = {1: 16, 18: 21, 25: 30, 35: 40, 45: 47, 50: 53, 56: 60}
+
+
+def bucket_years(code: int) -> int:
+    """The representative age in years of an ml-1m age bucket code (30 when unknown)."""
+    return AGE_BUCKET_YEARS.get(code, 30)
+
+
 def age_bucket(years: int) -> int:
     """Map an age in years to the ml-1m bucket code (1, 18, 25, 35, 45, 50, 56)."""
     if years < 0 or years > 200:

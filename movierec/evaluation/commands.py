@@ -16,6 +16,7 @@ from pathlib import Path
 from movierec.data.source import load_dataset
 from movierec.evaluation import artifacts, protocols, report, runner
 from movierec.evaluation.serving import PATHS, PathScorers, ServedModels
+from movierec.models import registry
 from movierec.models.user_input import DEFAULT_HISTORY_LIMIT
 
 SERVING_PROTOCOLS = ("recbole", "cold_start")
@@ -39,8 +40,7 @@ def evaluate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_dir)
     split = protocols.split_for(args.protocol)
-    paths = {m: artifacts.resolve(getattr(args, m), m, args.artifacts)
-             for m in ("fusion", "pinsage")}
+    paths = {m: artifacts.resolve(getattr(args, m), m, args.artifacts) for m in registry.NAMES}
     metas = [artifacts.check(p, data, split, f"movierec train {m}") for m, p in paths.items()]
     seed = artifacts.common_seed(metas)
     built = protocols.build(data, args.protocol, seed)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import DataError
+from movierec.models import reasons as reasons_file
 
 FORMAT_VERSION = 1
 
@@ -60,11 +61,13 @@ class ArtifactWriter:
         self.path = Path(tempfile.mkdtemp(prefix=f".tmp-{self.version}-", dir=self.model_dir))
 
     def finish(self, metadata: dict[str, Any], item_ids: np.ndarray,
-               item_vectors: np.ndarray, *, unit: bool = True) -> Path:
+               item_vectors: np.ndarray, *, unit: bool = True,
+               reasons: np.ndarray | None = None) -> Path:
         """Write vectors and metadata, move the version into place, point LATEST at it.
 
         ``unit`` rows are L2-normalized here; otherwise they are stored as given (a model
         whose score is an inner product with extra terms folded into the vectors).
+        ``reasons`` (:mod:`movierec.models.reasons`, one row per movie) explain them.
         """
         ids = np.asarray(item_ids, dtype=np.int64)
         vectors = normalize(item_vectors) if unit else np.asarray(item_vectors, np.float32)
@@ -72,6 +75,10 @@ class ArtifactWriter:
             raise DataError("item_ids and item_vectors must have one row per movie")
         np.save(self.path / "item_ids.npy", ids)
         np.save(self.path / "item_vectors.npy", vectors)
+        if reasons is not None:
+            if len(reasons) != len(ids):
+                raise DataError("the reasons table must have one row per movie")
+            metadata = {**metadata, "reasons": reasons_file.save(self.path, reasons)}
         meta = {"format": FORMAT_VERSION, "model": self.model, "version": self.version,
                 "dim": int(vectors.shape[1]), "num_items": int(len(ids)), "normalized": unit,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **metadata}

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from movierec.data.splits import DEFAULT_SEED
+from movierec.models import registry
 
-MODELS = ("fusion", "pinsage")
+MODELS = registry.NAMES
 #: what each action can take, and the module that does it
-TARGETS = {"train": {m: f"movierec.models.{m}.commands" for m in MODELS},
-           "evaluate": {**{m: f"movierec.models.{m}.commands" for m in MODELS},
+TARGETS = {"train": {m.name: m.commands for m in registry.MODELS},
+           "evaluate": {**{m.name: m.commands for m in registry.MODELS},
                         "serving": "movierec.evaluation.commands"}}
 
 

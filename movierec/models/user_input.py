@@ -18,13 +18,13 @@ from typing import Protocol
 import numpy as np
 
 from movierec import limits
+from movierec.data.movielens import bucket_years
 from movierec.models.fusion.inference import Profile
 
 #: The whole history the gateway reads (its ``limits.MAX_HISTORY`` newest ratings): on
 #: recbole valid it beats the newest 200 (PinSage Recall@10 0.1853 vs 0.1837,
 #: docs/evaluation.md); the embedder's cost is a weighted sum over the rows.
 DEFAULT_HISTORY_LIMIT = limits.MAX_HISTORY
-AGE_BUCKET_YEARS = {1: 16, 18: 21, 25: 30, 35: 40, 45: 47, 50: 53, 56: 60}
 
 
 class RatingLike(Protocol):
@@ -78,4 +78,4 @@ def embed_user_history(encoder: HistoryEncoder, history: History,
 def catalog_profile(age_bucket: int, gender: str, occupation: int,
                     user_id: int | None = None) -> Profile:
     """The fusion profile of a catalog user (age bucket code -> representative years)."""
-    return Profile(AGE_BUCKET_YEARS.get(age_bucket, 30), gender, occupation, user_id)
+    return Profile(bucket_years(age_bucket), gender, occupation, user_id)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -44,6 +46,31 @@ class ServiceSpec:
     name: str
     servicer: Any
     register: Callable[[Any, grpc.aio.Server], None]
+
+
+def _passthrough(data: bytes) -> bytes:
+    return data
+
+
+def registrar(service: ServiceDescriptor, raw: Sequence[str] = ()
+              ) -> Callable[[Any, grpc.aio.Server], None]:
+    """What a generated ``add_<Service>Servicer_to_server`` does, from the service's
+    descriptor, except that the methods named in ``raw`` answer with bytes they
+    serialized themselves (the gateway serialises a page once and caches those bytes)."""
+    def register(servicer: Any, server: grpc.aio.Server) -> None:
+        handlers = {}
+        for method in service.methods:
+            reply = message_factory.GetMessageClass(method.output_type)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, method.name),
+                request_deserializer=message_factory.GetMessageClass(
+                    method.input_type).FromString,
+                response_serializer=_passthrough if method.name in raw
+                else reply.SerializeToString)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        server.add_registered_method_handlers(service.full_name, handlers)
+    return register
 
 
 class Readiness:

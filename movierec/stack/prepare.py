@@ -16,6 +16,7 @@ import time
 from movierec import settings
 from movierec.data.source import load_dataset, locate
 from movierec.errors import DataError, NotFound
+from movierec.models import registry
 from movierec.models.artifact import latest, read_metadata
 from movierec.services.catalog import loader
 from movierec.services.retriever.loader import items_from_artifact, publish
@@ -23,7 +24,7 @@ from movierec.services.retriever.milvus import MilvusVectors
 from movierec.services.retriever.records import version_key
 from movierec.services.retriever.server import RetrieverSettings
 
-MODELS = ("fusion", "pinsage")
+MODELS = registry.NAMES
 
 
 def step(text: str) -> float:

@@ -13,12 +13,17 @@ from movierec import limits, paging, validation
 from movierec.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from movierec.common.v1 import common_pb2
 from movierec.server.budget import call_budget
-from movierec.services.catalog.store import CatalogStore, Movie, Rating, SearchQuery
+from movierec.services.catalog.store import CatalogStore, Movie, Rating, SearchQuery, User
 
 
 def movie_pb(movie: Movie) -> common_pb2.Movie:
     return common_pb2.Movie(movie_id=movie.movie_id, title=movie.title, year=movie.year or 0,
                             genres=list(movie.genres))
+
+
+def user_pb(user: User) -> catalog_pb2.User:
+    return catalog_pb2.User(user_id=user.user_id, gender=user.gender or "", age=user.age or 0,
+                            occupation=user.occupation or 0, zip=user.zip or "")
 
 
 def rating_pb(rating: Rating) -> catalog_pb2.Rating:
@@ -74,20 +79,29 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
     async def GetUser(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)
         user = await self.store.get_user(user_id, self._timeout(context))
-        return catalog_pb2.GetUserResponse(user=catalog_pb2.User(
-            user_id=user.user_id, gender=user.gender or "", age=user.age or 0,
-            occupation=user.occupation or 0, zip=user.zip or ""))
+        return catalog_pb2.GetUserResponse(user=user_pb(user))
 
     async def GetUserHistory(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)
         limit = validation.limit("limit", request.limit, 100, limits.MAX_HISTORY)
         if not 0 <= request.min_rating <= 5:
             raise validation.InvalidArgument("min_rating", "must be between 0 and 5")
-        rows = await self.store.get_user_history(user_id, limit, request.min_rating,
-                                                 self._timeout(context))
-        movie_ids, ratings, timestamps = zip(*rows, strict=True) if rows else ((), (), ())
-        return catalog_pb2.GetUserHistoryResponse(history=common_pb2.RatedMovies(
-            movie_ids=movie_ids, ratings=ratings, timestamps=timestamps))
+        user, history = await self.store.get_user_history(user_id, limit, request.min_rating,
+                                                          self._timeout(context))
+        rated = common_pb2.RatedMovies(movie_ids=history.movie_ids, ratings=history.ratings,
+                                       timestamps=history.timestamps)
+        return catalog_pb2.GetUserHistoryResponse(user=user_pb(user), history=rated)
+
+    async def ListMovies(self, request, context):  # noqa: N802
+        after = validation.limit("after_movie_id", request.after_movie_id, 0, limits.MAX_ID)
+        limit = validation.limit("limit", request.limit, 1000, limits.MAX_LIST_MOVIES)
+        movies, version = await self.store.list_movies(after, limit, self._timeout(context))
+        return catalog_pb2.ListMoviesResponse(movies=[movie_pb(m) for m in movies],
+                                              catalog_version=version)
+
+    async def GetCatalogVersion(self, request, context):  # noqa: N802
+        return catalog_pb2.GetCatalogVersionResponse(
+            catalog_version=await self.store.catalog_version(self._timeout(context)))
 
     async def RecordRating(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)

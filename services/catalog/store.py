@@ -42,6 +42,15 @@ class User:
 
 
 @dataclass(frozen=True)
+class History:
+    """A user's ratings as parallel lists, newest first."""
+
+    movie_ids: list[int]
+    ratings: list[int]
+    timestamps: list[int]
+
+
+@dataclass(frozen=True)
 class Rating:
     user_id: int
     movie_id: int
@@ -99,6 +108,26 @@ INSERT INTO ratings (user_id, movie_id, rating, rated_at)
 VALUES (%(user)s, %(movie)s, %(rating)s, now())
 ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = now()
 RETURNING user_id, movie_id, rating, rated_at"""
+
+
+#: A user's profile with their ratings as three arrays (newest first): no row at all for
+#: an unknown user, empty arrays for a user without ratings.
+_USER_HISTORY = """
+SELECT u.gender, u.age, u.occupation, u.zip,
+       coalesce(array_agg(h.movie_id ORDER BY h.rated_at DESC, h.movie_id)
+                FILTER (WHERE h.movie_id IS NOT NULL), '{}'),
+       coalesce(array_agg(h.rating ORDER BY h.rated_at DESC, h.movie_id)
+                FILTER (WHERE h.movie_id IS NOT NULL), '{}'),
+       coalesce(array_agg(extract(epoch FROM h.rated_at)::bigint
+                          ORDER BY h.rated_at DESC, h.movie_id)
+                FILTER (WHERE h.movie_id IS NOT NULL), '{}')
+FROM users u
+LEFT JOIN LATERAL (
+    SELECT movie_id, rating, rated_at FROM ratings
+    WHERE user_id = u.user_id AND rating >= %(min)s
+    ORDER BY rated_at DESC, movie_id LIMIT %(limit)s) h ON true
+WHERE u.user_id = %(user)s
+GROUP BY u.user_id"""
 
 
 #: Advisory lock key of the popularity refresh (any constant shared by the replicas).
@@ -203,16 +232,29 @@ class CatalogStore:
         return User(*rows[0])
 
     async def get_user_history(self, user_id: int, limit: int, min_rating: int,
-                               timeout: float) -> list[tuple[int, int, int]]:
-        """(movie id, rating, unix seconds) rows, newest first; the user is looked up only
-        when there is no history to return."""
-        rows = await self._fetch(
-            "SELECT movie_id, rating, extract(epoch FROM rated_at)::bigint FROM ratings "
-            "WHERE user_id = %s AND rating >= %s ORDER BY rated_at DESC, movie_id LIMIT %s",
-            (user_id, min_rating, limit), timeout)
+                               timeout: float) -> tuple[User, History]:
+        """The user's profile and ratings (newest first) in one statement; NotFound for a
+        user the catalog does not know."""
+        rows = await self._fetch(_USER_HISTORY, {"user": user_id, "min": min_rating,
+                                                 "limit": limit}, timeout)
         if not rows:
-            await self.get_user(user_id, timeout)
-        return rows
+            raise NotFound(f"user {user_id} not found")
+        *profile, movie_ids, ratings, stamps = rows[0]
+        return User(user_id, *profile), History(movie_ids, ratings, stamps)
+
+    async def list_movies(self, after: int, limit: int, timeout: float) -> tuple[list[Movie], int]:
+        """Movies with ids above ``after``, in id order, and the catalog version, read in
+        one statement (one snapshot)."""
+        rows = await self._fetch(
+            f"SELECT {_MOVIE_COLS}, (SELECT version FROM catalog_version) FROM movies m "
+            "WHERE m.movie_id > %s ORDER BY m.movie_id LIMIT %s", (after, limit), timeout)
+        if not rows:
+            return [], await self.catalog_version(timeout)
+        return [_movie(r) for r in rows], int(rows[0][-1])
+
+    async def catalog_version(self, timeout: float) -> int:
+        rows = await self._fetch("SELECT version FROM catalog_version", (), timeout)
+        return int(rows[0][0])
 
     async def record_rating(self, user_id: int, movie_id: int, rating: int,
                             timeout: float) -> Rating:

@@ -8,17 +8,22 @@ only load and infer: nothing here trains.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from movierec.errors import DataError, FailedPrecondition
+from movierec.models import registry
 from movierec.models.artifact import artifacts_root, latest, read_metadata
-from movierec.models.fusion.inference import FusionEncoder
-from movierec.models.pinsage.encoder import PinSageEncoder
 
 log = logging.getLogger(__name__)
-MODELS = ("fusion", "pinsage")
+
+
+def encoder_class(model: str) -> type:
+    """The encoder class the model registry names for ``model``."""
+    module, _, name = registry.get(model).encoder.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -34,20 +39,20 @@ class Loaded:
 
 @dataclass
 class ModelSet:
-    """The current fusion and PinSage encoders of this process."""
+    """The current encoder of every registered model in this process."""
 
     root: Path | None = None
     current: dict[str, Loaded] = field(default_factory=dict)
 
     def _load(self, model: str, path: Path) -> Loaded:
         meta = read_metadata(path)
-        encoder = FusionEncoder.load(path) if model == "fusion" else PinSageEncoder.load(path)
-        return Loaded(model, str(meta["version"]), int(meta["dim"]), path, encoder)
+        return Loaded(model, str(meta["version"]), int(meta["dim"]), path,
+                      encoder_class(model).load(path))
 
     def reload(self) -> list[str]:
         """Load every model whose LATEST version is new; return what changed."""
         changed, updated = [], dict(self.current)
-        for model in MODELS:
+        for model in registry.NAMES:
             try:
                 path = latest(model, self.root)
             except DataError:
@@ -70,7 +75,7 @@ class ModelSet:
 
     @property
     def ready(self) -> bool:
-        return all(m in self.current for m in MODELS)
+        return all(m in self.current for m in registry.NAMES)
 
     def get(self, model: str) -> Loaded:
         try:

@@ -10,20 +10,26 @@ from __future__ import annotations
 import numpy as np
 
 from movierec import limits, validation
+from movierec.common.v1 import common_pb2
 from movierec.embedder.v1 import embedder_pb2 as pb
 from movierec.embedder.v1 import embedder_pb2_grpc
 from movierec.errors import InvalidArgument, NotFound
+from movierec.models import registry
 from movierec.models.fusion.inference import Profile
 from movierec.models.user_input import History, embed_user_history
 from movierec.services.embedder.models import Loaded, ModelSet
 
 
 def embedding(loaded: Loaded, vector: np.ndarray) -> pb.Embedding:
-    scale = getattr(loaded.encoder, "scale", 1.0)
-    offset = getattr(loaded.encoder, "offset", 0.0)
-    return pb.Embedding(model=loaded.model, model_version=loaded.version,
-                        vector=np.asarray(vector, dtype=np.float32).tolist(),
-                        score_scale=float(scale), score_offset=float(offset))
+    """The query vector and, for a model whose score reads as something (fusion's stars),
+    how to read it (:meth:`FusionEncoder.reading`)."""
+    reply = pb.Embedding(model=loaded.model, model_version=loaded.version,
+                         vector=np.asarray(vector, dtype=np.float32).tolist())
+    if hasattr(loaded.encoder, "reading"):
+        weights, offset, low, high = loaded.encoder.reading(vector)
+        reply.reading.CopyFrom(common_pb2.Reading(vector=weights.tolist(), offset=offset,
+                                                  low=low, high=high))
+    return reply
 
 
 def profile_of(message) -> Profile:
@@ -78,27 +84,27 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self.history_limit = history_limit
 
     async def EmbedProfile(self, request, context):  # noqa: N802
-        fusion = self.models.get("fusion")
-        vector = fusion.encoder.encode([profile_of(request.profile)])[0]
-        return pb.EmbedProfileResponse(embedding=embedding(fusion, vector))
+        model = self.models.get(registry.for_input("profile").name)
+        vector = model.encoder.encode([profile_of(request.profile)])[0]
+        return pb.EmbedProfileResponse(embedding=embedding(model, vector))
 
     async def EmbedLikedMovies(self, request, context):  # noqa: N802
-        pinsage = self.models.get("pinsage")
-        ids, weights, unknown = known_only(pinsage.encoder, *liked_of(request.liked))
-        vector = pinsage.encoder.embed_liked(ids, weights)
-        return pb.EmbedLikedMoviesResponse(embedding=embedding(pinsage, vector),
+        model = self.models.get(registry.for_input("liked").name)
+        ids, weights, unknown = known_only(model.encoder, *liked_of(request.liked))
+        vector = model.encoder.embed_liked(ids, weights)
+        return pb.EmbedLikedMoviesResponse(embedding=embedding(model, vector),
                                            unknown_movie_ids=unknown)
 
     async def EmbedHistory(self, request, context):  # noqa: N802
-        pinsage = self.models.get("pinsage")
+        model = self.models.get(registry.for_input("history").name)
         history = history_of(request)
-        known = np.isin(history.movie_ids, pinsage.encoder.movie_ids)
+        known = np.isin(history.movie_ids, model.encoder.movie_ids)
         if not known.any():
             raise NotFound("none of the user's rated movies is known to the model")
         history = History(history.movie_ids[known], history.ratings[known],
                           history.timestamps[known])
-        vector, used = embed_user_history(pinsage.encoder, history, self.history_limit)
-        return pb.EmbedHistoryResponse(embedding=embedding(pinsage, vector), used_movie_ids=used)
+        vector, used = embed_user_history(model.encoder, history, self.history_limit)
+        return pb.EmbedHistoryResponse(embedding=embedding(model, vector), used_movie_ids=used)
 
     async def GetModelInfo(self, request, context):  # noqa: N802
         return pb.GetModelInfoResponse(models=[

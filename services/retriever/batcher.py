@@ -8,13 +8,17 @@ together, up to ``max_batch`` query vectors per call. Nothing waits on a timer: 
 search that finds nothing in flight is sent on the event loop's next turn, with
 whatever else arrived in that turn, so a lone search is not delayed.
 
+Excluded ids never reach Milvus as a filter: an ``id not in [...]`` expression is
+parsed by Milvus on every search, which for a user's whole history (thousands of ids)
+cost more than the search itself (docs/benchmarks.md). A search instead asks for
+``top_k + len(exclude)`` hits and drops its excluded ids itself: on exact (FLAT) search,
+which collections below ``RETRIEVER_EXACT_BELOW`` get, that is the same answer as the
+filtered search (the limits keep ``top_k + len(exclude)`` under Milvus' 16,384).
+
 Milvus applies one filter expression to every vector of a request, so only searches
-whose only filter is a short exclusion list (at most ``max_exclude`` ids: a liked
-list, a short history) are batched. The batch asks for the largest ``top_k +
-len(exclude)`` of its members, and each member drops its own excluded ids and keeps
-its ``top_k``: on exact (FLAT) search, which collections below
-``RETRIEVER_EXACT_BELOW`` get, that is the same answer as the filtered search. Genre
-or year filters and longer exclusion lists are searched alone, as before.
+without a genre or year filter and with at most ``max_exclude`` excluded ids (a liked
+list, a short history) are batched; the batch asks for the largest ``top_k +
+len(exclude)`` of its members. The others are searched alone.
 
 A failed batch fails each of its members with the same error, which the engine then
 translates and retries per request, as it does for a search sent alone.
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import prometheus_client
 
@@ -37,6 +41,16 @@ Hits = list[tuple[int, float]]
 QUERIES_PER_CALL = prometheus_client.Histogram(
     "movierec_retriever_queries_per_search", "Query vectors per Milvus search call",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128, 256))
+
+
+def over_fetch(top_k: int, exclude: frozenset[int]) -> int:
+    """How many hits to ask Milvus for so that ``top_k`` are left after the exclusions."""
+    return min(MAX_LIMIT, top_k + len(exclude))
+
+
+def kept(hits: Hits, exclude: frozenset[int], top_k: int) -> Hits:
+    """The ``top_k`` best hits that are not excluded."""
+    return [hit for hit in hits if hit[0] not in exclude][:top_k]
 
 
 @dataclass
@@ -73,7 +87,10 @@ class BatchedSearch:
         """(movie id, score) of the ``top_k`` best hits of ``vector`` under ``filters``."""
         if not self.batchable(filters):
             QUERIES_PER_CALL.observe(1)
-            return (await self.store.search(live, [vector], top_k, filters, timeout))[0]
+            exclude = frozenset(filters.exclude_ids)
+            hits = await self.store.search(live, [vector], over_fetch(top_k, exclude),
+                                           replace(filters, exclude_ids=()), timeout)
+            return kept(hits[0], exclude, top_k)
         loop = asyncio.get_running_loop()
         pending = _Pending(vector, top_k, frozenset(filters.exclude_ids), loop.time() + timeout,
                            loop.create_future())
@@ -100,7 +117,7 @@ class BatchedSearch:
         if not batch:
             return
         loop = asyncio.get_running_loop()
-        limit = min(MAX_LIMIT, max(p.top_k + len(p.exclude) for p in batch))
+        limit = max(over_fetch(p.top_k, p.exclude) for p in batch)
         timeout = max(0.001, max(p.until for p in batch) - loop.time())
         QUERIES_PER_CALL.observe(len(batch))
         try:
@@ -117,8 +134,7 @@ class BatchedSearch:
             return
         for pending, hits in zip(batch, results, strict=False):
             if not pending.future.done():
-                kept = [hit for hit in hits if hit[0] not in pending.exclude]
-                pending.future.set_result(kept[:pending.top_k])
+                pending.future.set_result(kept(hits, pending.exclude, pending.top_k))
         for pending in batch[len(results):]:  # never seen: Milvus answers every query
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("Milvus answered fewer queries"))

@@ -23,6 +23,7 @@ import numpy as np
 
 from movierec.errors import FailedPrecondition, NotFound, Unavailable
 from movierec.services.retriever.batcher import BatchedSearch, Hits
+from movierec.services.retriever.facts import Explained, HitFacts, Reading, explain
 from movierec.services.retriever.failures import reraise
 from movierec.services.retriever.milvus import Filters, MilvusVectors
 from movierec.services.retriever.records import ModelCollection
@@ -39,6 +40,7 @@ class SearchEngine:
                  searcher: BatchedSearch | None = None) -> None:
         self.store = store
         self.searcher = searcher or BatchedSearch(store, max_batch=1)
+        self.facts = HitFacts(store)
         self.registry_ttl = registry_ttl
         self._cache: dict[str, tuple[float, ModelCollection]] = {}
 
@@ -111,6 +113,15 @@ class SearchEngine:
         def search(col: ModelCollection, t: float):
             return self.searcher.search(col, vector, top_k, filters, t)
         return await self._with_refresh(model, timeout, search, check)
+
+    async def explain(self, live: ModelCollection, hits: Hits, liked: frozenset[int],
+                      reading: Reading | None, timeout: float) -> list[Explained]:
+        """``hits`` with their reasons among ``liked`` and their readings (when asked)."""
+        if not liked and reading is None:
+            return [Explained(movie_id, score) for movie_id, score in hits]
+        facts = await self._await(self.facts.get(live, [i for i, _ in hits], timeout),
+                                  "facts", timeout)
+        return explain(hits, facts, liked, reading)
 
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from movierec.data.source import load_dataset
 from movierec.errors import DataError, FailedPrecondition, NotFound
+from movierec.models import reasons
 from movierec.models.artifact import read_item_vectors, read_metadata
 from movierec.services.retriever.milvus import MilvusVectors
 from movierec.services.retriever.records import (
@@ -47,6 +48,15 @@ class ItemBatch:
     vectors: np.ndarray
     years: np.ndarray
     genres: list[list[str]]
+    reasons: np.ndarray | None = None   # [movies, k] co-liked movie ids, 0-padded
+
+    def row(self, i: int) -> dict:
+        """The ``i``-th movie as a Milvus row."""
+        row = {"id": int(self.ids[i]), "vector": self.vectors[i].tolist(),
+               "year": int(self.years[i]), "genres": self.genres[i]}
+        if self.reasons is not None:
+            row["reasons"] = [int(m) for m in self.reasons[i] if m > 0]
+        return row
 
 
 class StaleVersion(FailedPrecondition):
@@ -61,6 +71,9 @@ def _schema(record: ModelCollection):
     schema.add_field("year", DataType.INT32)
     schema.add_field("genres", DataType.ARRAY, element_type=DataType.VARCHAR,
                      max_capacity=32, max_length=32)
+    if record.reasons:
+        schema.add_field("reasons", DataType.ARRAY, element_type=DataType.INT64,
+                         max_capacity=record.reasons)
     return schema
 
 
@@ -89,11 +102,8 @@ def _insert(client: MilvusClient, name: str, items: ItemBatch, batch: int, timeo
             progress: bool) -> None:
     for start in tqdm(range(0, len(items.ids), batch), desc=f"insert {name}",
                       disable=not progress):
-        end = start + batch
-        client.insert(name, [{"id": int(i), "vector": v.tolist(), "year": int(y), "genres": g}
-                             for i, v, y, g in zip(items.ids[start:end], items.vectors[start:end],
-                                                   items.years[start:end], items.genres[start:end],
-                                                   strict=True)], timeout=timeout)
+        rows = range(start, min(start + batch, len(items.ids)))
+        client.insert(name, [items.row(i) for i in rows], timeout=timeout)
 
 
 def wait_indexed(client: MilvusClient, name: str, timeout: float) -> None:
@@ -133,8 +143,10 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
     check_newer(store, model, version, force)
     index = (index or IndexSpec()).for_count(len(items.ids))
     name = collection_name(model, version, uuid.uuid4().hex[:8])
+    reasons = 0 if items.reasons is None else max(1, int(items.reasons.shape[1]))
     record = create(client, ModelCollection(model, version, name, int(items.vectors.shape[1]),
-                                            len(items.ids), index.kind), index, timeout)
+                                            len(items.ids), index.kind, reasons=reasons),
+                    index, timeout)
     server = store.uses_aliases
     clock = _Clock(timings)
     _insert(client, name, items, 20_000 if server else 1000, timeout, progress)
@@ -181,4 +193,5 @@ def items_from_artifact(path: Path, dataset: str | None, data_dir: Path | None) 
     movies = data.movies.set_index("movie_id").reindex(ids)
     years = movies["year"].fillna(0).astype(np.int32).to_numpy()
     genres = [list(g) if isinstance(g, tuple) else [] for g in movies["genres"]]
-    return ItemBatch(ids.astype(np.int64), vectors.astype(np.float32), years, genres)
+    return ItemBatch(ids.astype(np.int64), vectors.astype(np.float32), years, genres,
+                     reasons.load(path))

@@ -172,7 +172,8 @@ class MilvusVectors:
         results = await self.async_client.search(
             live.collection, data=[list(v) for v in vectors], filter=filters.expression(),
             limit=top_k, search_params=params, timeout=timeout)
-        return [[(int(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
+        return [list(zip(map(int, hits.ids), map(float, hits.distances), strict=True))
+                for hits in results]
 
     def search_params(self, live: ModelCollection, top_k: int) -> dict:
         if live.index_type == "HNSW":
@@ -181,12 +182,18 @@ class MilvusVectors:
             return {"nprobe": 32}
         return {}
 
-    async def vectors(self, live: ModelCollection, ids: Sequence[int],
-                      timeout: float) -> dict[int, np.ndarray]:
-        """The stored vectors of ``ids`` (none asked: none read; pymilvus would turn an empty
-        id list into an empty filter, which Milvus refuses without a limit)."""
+    async def rows(self, live: ModelCollection, ids: Sequence[int], fields: Sequence[str],
+                   timeout: float) -> dict[int, dict]:
+        """The stored ``fields`` of ``ids``, by id (none asked: none read; pymilvus would
+        turn an empty id list into an empty filter, which Milvus refuses without a limit)."""
         if not ids:
             return {}
         rows = await self.async_client.query(live.collection, ids=list(ids),
-                                             output_fields=["vector"], timeout=timeout)
-        return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+                                             output_fields=list(fields), timeout=timeout)
+        return {int(r["id"]): r for r in rows}
+
+    async def vectors(self, live: ModelCollection, ids: Sequence[int],
+                      timeout: float) -> dict[int, np.ndarray]:
+        """The stored vectors of ``ids``."""
+        rows = await self.rows(live, ids, ["vector"], timeout)
+        return {i: np.asarray(r["vector"], dtype=np.float32) for i, r in rows.items()}

@@ -30,6 +30,9 @@ class ModelCollection:
     count: int
     index_type: str
     metric: str = "IP"
+    #: capacity of the ``reasons`` field (each movie's co-liked movies,
+    #: :mod:`movierec.models.reasons`); 0: a collection loaded without one
+    reasons: int = 0
 
     def description(self) -> str:
         """The collection's description: this record and the loader's mark."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
+import numpy as np
 
 from movierec import limits, validation
-from movierec.errors import FailedPrecondition
+from movierec.errors import FailedPrecondition, InvalidArgument, NotFound
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
 from movierec.server.budget import call_budget
 from movierec.services.retriever.engine import SearchEngine
+from movierec.services.retriever.facts import Explained, Reading
 from movierec.services.retriever.milvus import Filters
 from movierec.services.retriever.records import ModelCollection, check_model
 
@@ -31,6 +35,24 @@ def consistency(dim: int, version: str):
     return check
 
 
+def reading_of(request, dim: int) -> Reading | None:
+    """The request's reading (None when it has none); INVALID_ARGUMENT when malformed."""
+    if not request.HasField("reading") or not request.reading.vector:
+        return None
+    weights = validation.finite_vector("reading.vector", request.reading.vector, dim)
+    values = (request.reading.offset, request.reading.low, request.reading.high)
+    if not all(math.isfinite(v) for v in values) or values[1] > values[2]:
+        raise InvalidArgument("reading", "offset, low and high must be finite, low <= high")
+    return Reading(np.asarray(weights, dtype=np.float32), *values)
+
+
+def _hit(hit: Explained) -> pb.Hit:
+    reply = pb.Hit(movie_id=hit.movie_id, score=hit.score, reason_movie_id=hit.reason)
+    if hit.reading is not None:
+        reply.reading = hit.reading
+    return reply
+
+
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
     """Thin translation layer over :class:`SearchEngine`."""
 
@@ -43,18 +65,36 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
 
     async def Search(self, request, context):  # noqa: N802
         model = check_model(request.model)
-        vector = validation.finite_vector("vector", request.vector)
         top_k = validation.limit("top_k", request.top_k, 10, limits.MAX_RANK)
         exclude = validation.id_list("exclude_ids", request.exclude_ids, limits.MAX_EXCLUDE)
+        liked = frozenset(validation.id_list("liked_ids", request.liked_ids,
+                                             limits.MAX_EXCLUDE))
         genres = validation.genres("genres", request.genres)
         low, high = validation.year_range("years", request.years.min_year,
                                           request.years.max_year)
+        timeout = self._timeout(context)
+        vector = await self._query_vector(request, model, timeout)
+        reading = reading_of(request, len(vector))
+        if request.like_movie_id:
+            exclude = [*exclude, request.like_movie_id]
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
         hits, live = await self.engine.search(
-            model, vector, top_k, filters, self._timeout(context),
+            model, vector, top_k, filters, timeout,
             consistency(len(vector), request.model_version.strip()[:64]))
-        return pb.SearchResponse(hits=[pb.Hit(movie_id=i, score=s) for i, s in hits],
-                                 model_version=live.version)
+        explained = await self.engine.explain(live, hits, liked, reading, timeout)
+        return pb.SearchResponse(hits=[_hit(h) for h in explained], model_version=live.version)
+
+    async def _query_vector(self, request, model: str, timeout: float) -> list[float]:
+        """The request's vector, or the stored vector of ``like_movie_id``."""
+        if not request.like_movie_id:
+            return validation.finite_vector("vector", request.vector)
+        movie_id = validation.positive_id("like_movie_id", request.like_movie_id)
+        if request.vector:
+            raise InvalidArgument("vector", "give a vector or like_movie_id, not both")
+        found, live = await self.engine.vectors(model, [movie_id], timeout)
+        if movie_id not in found:
+            raise NotFound(f"movie {movie_id} has no {model} vector in version {live.version}")
+        return found[movie_id].tolist()
 
     async def GetVectors(self, request, context):  # noqa: N802
         model = check_model(request.model)

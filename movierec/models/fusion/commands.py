@@ -20,6 +20,7 @@ from pathlib import Path
 
 from movierec.data.source import home_dir, load_dataset
 from movierec.data.splits import make_split, training_ratings
+from movierec.models import reasons
 from movierec.models.fusion.model import FusionConfig
 
 SPLIT = "random_90_10"
@@ -70,7 +71,8 @@ def train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     data = load_dataset(args.dataset, args.data_dir)
     split = make_split(data, args.split, args.seed)
-    result = train_model(data, training_ratings(data, split), cfg, args.seed, _checkpoint_dir(args),
+    train_part = training_ratings(data, split)
+    result = train_model(data, train_part, cfg, args.seed, _checkpoint_dir(args),
                          progress=not args.no_progress, resume=args.resume)
     metrics = {"valid_rmse": result.valid_rmse, **split_metrics(result, split.test, args.split)}
     meta = {"split": args.split, "split_seed": args.seed, "seed": args.seed, "metrics": metrics,
@@ -78,7 +80,8 @@ def train(args: argparse.Namespace) -> int:
             "history": result.history, "training_seconds": round(result.seconds, 1),
             "wall_seconds": round(time.monotonic() - started, 1), "threads": args.threads,
             "num_parameters": int(sum(p.size for p in result.model.parameters()))}
-    path = export(result.model, cfg, result.vocab, data, meta, args.artifacts)
+    path = export(result.model, cfg, result.vocab, data, meta, args.artifacts,
+                  reasons.for_movies(data.movies, train_part))
     hidden = hidden_ids_key(args.split)
     print(f"fusion: valid RMSE {result.valid_rmse:.4f}, test RMSE {metrics['test']['rmse']:.4f} "
           f"({hidden.replace('_', ' ')} {metrics['test_' + hidden]['rmse']:.4f}) after "

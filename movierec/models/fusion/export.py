@@ -72,8 +72,10 @@ def score_map(model: FusionModel) -> dict[str, Any]:
 
 
 def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
-           metadata: dict[str, Any], root: Path | None = None) -> Path:
-    """Publish a new fusion version; returns its directory."""
+           metadata: dict[str, Any], root: Path | None = None,
+           reasons: np.ndarray | None = None) -> Path:
+    """Publish a new fusion version; returns its directory. ``reasons``:
+    :func:`movierec.models.reasons.for_movies` of the training ratings."""
     writer = ArtifactWriter(MODEL_NAME, root)
     try:
         tables = build_tables(vocab, data, cfg.window)
@@ -87,7 +89,7 @@ def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
         meta = {"dataset": data.name, "data_checksum": data.checksum,
                 "score": score_map(model), "params": cfg.to_dict(), **metadata}
         return writer.finish(meta, tables.movie_ids, movie_vectors(model, tables),
-                             unit=False)
+                             unit=False, reasons=reasons)
     except BaseException:
         writer.abort()
         raise

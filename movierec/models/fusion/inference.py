@@ -144,6 +144,16 @@ class FusionEncoder:
         """One profile -> one ``[dim]`` user vector."""
         return self.encode([Profile(age, gender, occupation, user_id)])[0]
 
+    def reading(self, user_vector: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        """How a user vector's score reads: (vector, offset, low, high) such that
+        ``clip(offset + vector . item_vector, low, high)`` is :func:`predicted_stars` of
+        the pair. The retriever computes it for each hit; no model code is needed there."""
+        user = np.asarray(user_vector, dtype=np.float64)
+        head = user[:-1 - CELLS]
+        vector = np.zeros_like(user)
+        vector[:-1 - CELLS] = self.scale * head / max(float(np.linalg.norm(head)), 1e-12)
+        return vector.astype(np.float32), float(self.offset), 1.0, 5.0
+
     def stars(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
         """Predicted stars (1-5) of exported user and item vectors (:func:`predicted_stars`)."""
         return predicted_stars(user_vectors, item_vectors, self.scale, self.offset)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from movierec.data.source import home_dir, load_dataset
-from movierec.data.splits import make_split
+from movierec.data.splits import make_split, training_ratings
 from movierec.evaluation import artifacts, protocols, report, runner
 from movierec.evaluation.bpr import BprConfig, bpr_row
 from movierec.evaluation.protocols import (
@@ -26,6 +26,7 @@ from movierec.evaluation.protocols import (
 )
 from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
+from movierec.models import reasons
 from movierec.models.artifact import latest
 from movierec.models.pinsage.aggregation import POOLS, user_scorer
 from movierec.models.pinsage.calibration import fit_both
@@ -157,7 +158,8 @@ def train(args: argparse.Namespace) -> int:
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
             "split_seed": args.seed, "metrics": {"test": test_metrics},
             "wall_seconds": round(time.perf_counter() - started, 1)}
-    path = export(result, graph, config, info, args.artifacts, calibration)
+    path = export(result, graph, config, info, args.artifacts, calibration,
+                  reasons.for_movies(data.movies, training_ratings(data, split)))
     print(f"pinsage: best epoch {result.best_epoch}, {result.seconds:.0f} s training, "
           f"test recall@10 {test_metrics['recall@10']:.4f} ndcg@10 {test_metrics['ndcg@10']:.4f}"
           f"\nartifact: {path}")

@@ -32,9 +32,11 @@ from movierec.models.pinsage.train import TrainConfig, TrainResult, served_array
 
 def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
            info: dict[str, Any], root: Path | None = None,
-           calibration: Calibrations | None = None) -> Path:
+           calibration: Calibrations | None = None,
+           reasons: np.ndarray | None = None) -> Path:
     """Write the artifact; ``info`` adds dataset, split, checksum and metrics to metadata;
-    ``calibration`` (fitted on validation) sets the served bias weight."""
+    ``calibration`` (fitted on validation) sets the served bias weight; ``reasons``:
+    :func:`movierec.models.reasons.for_movies` of the training ratings."""
     writer = ArtifactWriter(MODEL, root)
     try:
         torch.save(result.model.state_dict(), writer.path / "model.pt")
@@ -54,7 +56,8 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         if calibration is not None:
             metadata["bias_calibration"] = calibration.metadata()
         metadata["vector_norm"] = "l2" if shared else "none"
-        return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared)
+        return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared,
+                             reasons=reasons)
     except BaseException:
         writer.abort()
         raise

@@ -1,0 +1,189 @@
+"""The kinds of ``Recommend`` query, one object each: the one table the gateway reads.
+
+A kind owns everything that differs between queries: which ``RecommendRequest.query``
+case it is, how that part is validated, which user id the request acts as (the
+access rule :mod:`.guard` enforces), and how it becomes a :class:`Signal` (a query
+vector, the movies the user liked that a reason may name, the movies left out, who the
+answer is for). The pipeline (:mod:`.recommend`), the cache key (:mod:`.query`: the
+canonical request and, per :meth:`Kind.owner`, the user's generation) and the guard
+know kinds only through this table, so adding a kind is one class here, its proto
+case and its tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from movierec import limits, validation
+from movierec.common.v1 import common_pb2
+from movierec.data.movielens import (
+    AGE_BUCKETS,
+    NUM_OCCUPATIONS,
+    OCCUPATIONS,
+    age_bucket,
+    bucket_years,
+)
+from movierec.embedder.v1 import embedder_pb2
+from movierec.errors import InvalidArgument, NotFound
+from movierec.gateway.v1 import gateway_pb2 as pb
+
+if TYPE_CHECKING:
+    from movierec.apps.gateway.query import Query
+
+LIKED_STARS = 4     # a rating that says "liked": what a reason may name
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What a query turned into."""
+
+    embedding: embedder_pb2.Embedding | None     # None: no personal signal (popular)
+    liked: tuple[int, ...] = ()    # movies the user liked: what "because you liked" names
+    exclude: tuple[int, ...] = ()  # movies this kind leaves out (liked ids, rated movies)
+    context: str = ""              # who the answer is for, or why it is only popular
+    unknown: tuple[int, ...] = ()  # liked ids the model does not know
+
+
+class Context(Protocol):
+    """What a kind may ask of the pipeline while it builds its signal."""
+
+    async def profile_vector(self, profile: common_pb2.Profile) -> embedder_pb2.Embedding: ...
+
+    async def embed_liked(self, liked: common_pb2.LikedMovies
+                          ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
+
+    async def embed_history(self, history: common_pb2.RatedMovies
+                            ) -> embedder_pb2.Embedding | None: ...
+
+    async def user(self, user_id: int) -> tuple[Any, common_pb2.RatedMovies] | None: ...
+
+
+class Kind:
+    """One query kind (subclasses fill in the four parts)."""
+
+    name: ClassVar[str]      # Query.kind, metrics label
+    case: ClassVar[str]      # the RecommendRequest.query oneof case
+
+    def parse(self, request: pb.RecommendRequest) -> dict:
+        """Validated Query fields of the request's case; INVALID_ARGUMENT naming a field."""
+        raise NotImplementedError
+
+    def owner(self, request: pb.RecommendRequest) -> int | None:
+        """The user id the request acts as (needs that user's token), None: anonymous."""
+        return None
+
+    async def signal(self, q: Query, ctx: Context) -> Signal:
+        raise NotImplementedError
+
+
+def check_profile(profile: common_pb2.Profile) -> None:
+    """The profile rules, in the messages every path uses."""
+    if not limits.MIN_AGE <= profile.age <= limits.MAX_AGE:
+        raise InvalidArgument("profile.age", f"must be {limits.MIN_AGE}-{limits.MAX_AGE} years, "
+                                             f"got {profile.age}")
+    if profile.gender not in ("M", "F"):
+        raise InvalidArgument("profile.gender", "must be 'M' or 'F'")
+    if not 0 <= profile.occupation < NUM_OCCUPATIONS:
+        raise InvalidArgument("profile.occupation",
+                              f"must be 0-{NUM_OCCUPATIONS - 1}, got {profile.occupation}")
+    if profile.HasField("user_id"):
+        validation.positive_id("profile.user_id", profile.user_id)
+
+
+def describe_profile(profile: common_pb2.Profile) -> str:
+    low, high = AGE_BUCKETS[age_bucket(profile.age)]
+    ages = f"{low}-{high}" if high < 200 else f"{low}+"
+    job = OCCUPATIONS[profile.occupation] if 0 <= profile.occupation < 21 else "other"
+    return f"{'women' if profile.gender == 'F' else 'men'} aged {ages}, {job}"
+
+
+class ProfileKind(Kind):
+    """Age, gender, occupation (and a known user id): the fusion model's query."""
+
+    name, case = "profile", "profile"
+
+    def parse(self, request):
+        check_profile(request.profile)
+        return {"profile": request.profile, "user_id": self.owner(request)}
+
+    def owner(self, request):
+        return request.profile.user_id if request.profile.HasField("user_id") else None
+
+    async def signal(self, q, ctx):
+        if not q.hides_seen:
+            return Signal(await ctx.profile_vector(q.profile), context=describe_profile(q.profile))
+        embedding, user = await asyncio.gather(ctx.profile_vector(q.profile), ctx.user(q.user_id))
+        seen = tuple(user[1].movie_ids) if user is not None else ()
+        return Signal(embedding, exclude=seen, context=describe_profile(q.profile))
+
+
+class LikedKind(Kind):
+    """Movie ids someone liked (optional weights): PinSage's query; the ids are left out."""
+
+    name, case = "liked", "liked"
+
+    def parse(self, request):
+        liked = validation.id_list("liked.movie_ids", request.liked.movie_ids,
+                                   limits.MAX_LIKED, allow_empty=False)
+        weights = validation.weights("liked.weights", request.liked.weights, len(liked))
+        return {"liked": tuple(liked), "weights": tuple(weights or ())}
+
+    async def signal(self, q, ctx):
+        embedding, unknown = await ctx.embed_liked(
+            common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights))
+        missing = set(unknown)
+        return Signal(embedding, liked=tuple(i for i in q.liked if i not in missing),
+                      exclude=q.liked, unknown=tuple(unknown))
+
+
+class UserKind(Kind):
+    """A known user id: their whole rated history (PinSage), or their profile (fusion)
+    while they have rated nothing; what they rated is left out unless ``include_seen``."""
+
+    name, case = "user", "user_id"
+
+    def parse(self, request):
+        return {"user_id": validation.positive_id("user_id", request.user_id)}
+
+    def owner(self, request):
+        return request.user_id
+
+    async def signal(self, q, ctx):
+        found = await ctx.user(q.user_id)
+        if found is None:
+            raise NotFound(f"user {q.user_id} does not exist; ask with a profile or liked "
+                           f"movies instead")
+        user, history = found
+        if history.movie_ids:
+            return await self._rated(q, ctx, history)
+        if not user.gender or not user.age:
+            return Signal(None, context=f"user {q.user_id} has no ratings yet")
+        profile = common_pb2.Profile(age=bucket_years(user.age), gender=user.gender,
+                                     occupation=user.occupation, user_id=q.user_id)
+        return Signal(await ctx.profile_vector(profile),
+                      context=f"user {q.user_id}'s profile (no ratings yet)")
+
+    async def _rated(self, q, ctx, history: common_pb2.RatedMovies) -> Signal:
+        liked = tuple(m for m, r in zip(history.movie_ids, history.ratings, strict=True)
+                      if r >= LIKED_STARS)
+        seen = () if q.include_seen else tuple(history.movie_ids)
+        embedding = await ctx.embed_history(history)
+        if embedding is None:
+            return Signal(None, exclude=seen,
+                          context=f"user {q.user_id} rated no movie the model knows")
+        return Signal(embedding, liked=liked, exclude=seen)
+
+
+KINDS: tuple[Kind, ...] = (ProfileKind(), LikedKind(), UserKind())
+BY_CASE = {k.case: k for k in KINDS}
+BY_NAME = {k.name: k for k in KINDS}
+
+
+def of(request: pb.RecommendRequest) -> Kind:
+    """The kind of a request; INVALID_ARGUMENT when it sets no query."""
+    kind = BY_CASE.get(request.WhichOneof("query") or "")
+    if kind is None:
+        raise InvalidArgument("query", "set one of " + ", ".join(BY_CASE))
+    return kind
