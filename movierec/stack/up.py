@@ -50,7 +50,11 @@ def available(service: Service) -> bool:
 
 
 def _port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` cannot be bound the way the servers bind it: with SO_REUSEADDR
+    (as gRPC, uvicorn and the stores do), so a port whose last connections linger in
+    TIME_WAIT (right after a load run) is free, and one with a listener is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
