@@ -73,3 +73,82 @@ def test_a_listening_port_is_still_taken() -> None:
         assert _port_taken(port)
         with pytest.raises(Unavailable, match=f"GATEWAY_PORT={port}"):
             check_ports(_all_free_but(registry.GATEWAY.port_env, port))
+
+
+# --- 2. a failed preparation step ends `up` with one line, not a traceback ----------
+
+
+@pytest.fixture
+def failing_commands(monkeypatch):
+    """Every `movierec ...` that prepare runs is a real process that exits 3; the argv
+    it was asked to run is recorded."""
+    import subprocess
+    import sys
+
+    from movierec.stack import prepare
+
+    real_run = subprocess.run
+    asked: list[list[str]] = []
+
+    def run(command, **kwargs):
+        asked.append(command)
+        return real_run([sys.executable, "-c", "import sys; sys.exit(3)"], **kwargs)
+    monkeypatch.setattr(prepare.subprocess, "run", run)
+    return asked
+
+
+def test_a_failed_download_is_one_clear_error(failing_commands, monkeypatch) -> None:
+    from movierec.errors import MovierecError
+    from movierec.stack import prepare
+
+    monkeypatch.setattr(prepare, "locate", lambda dataset: None)
+    with pytest.raises(MovierecError) as error:
+        prepare.ensure_data("ml-1m")
+    assert isinstance(error.value, prepare.StepFailed)
+    message = str(error.value)
+    assert "\n" not in message and "MOVIELENS_DIR" in message
+    assert "`movierec data fetch --dataset ml-1m` exited with code 3" in message
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+    assert failing_commands[0][-5:] == ["movierec.cli", "data", "fetch", "--dataset", "ml-1m"]
+
+
+def test_a_failed_training_is_one_clear_error(failing_commands, monkeypatch) -> None:
+    from movierec.errors import DataError
+    from movierec.stack import prepare
+
+    def no_artifact(model):
+        raise DataError(f"no {model} artifact")
+    monkeypatch.setattr(prepare, "latest", no_artifact)
+    with pytest.raises(prepare.StepFailed, match=r"^training fusion failed: `movierec train "
+                                                 r"fusion --dataset ml-1m` exited with code 3$"):
+        prepare.ensure_models("ml-1m")
+
+
+def test_up_prints_a_failed_step_on_one_line_and_exits_1(failing_commands, monkeypatch,
+                                                         capsys) -> None:
+    import signal
+
+    from movierec.stack import prepare, up
+
+    class NoStores:
+        started: dict = {}
+
+        def start(self):
+            return {"DATABASE_URL": "postgresql://x", "MILVUS_URI": "http://x"}
+
+        def stop(self):
+            pass
+    monkeypatch.setattr(up, "check_ports", lambda env: None)
+    monkeypatch.setattr(up, "LocalStores", NoStores)
+    monkeypatch.setattr(prepare, "locate", lambda dataset: None)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert up.main(["--once"]) == 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("movierec up:")] == [
+        "movierec up: ml-1m is not available (set MOVIELENS_DIR to a local copy, or allow "
+        "the download): `movierec data fetch --dataset ml-1m` exited with code 3"]

@@ -15,7 +15,7 @@ import time
 
 from movierec import settings
 from movierec.data.source import load_dataset, locate
-from movierec.errors import DataError, NotFound
+from movierec.errors import DataError, MovierecError, NotFound
 from movierec.models import registry
 from movierec.models.artifact import latest, read_metadata
 from movierec.services.catalog import loader
@@ -27,17 +27,33 @@ from movierec.services.retriever.server import RetrieverSettings
 MODELS = registry.NAMES
 
 
+class StepFailed(MovierecError):
+    """A preparation step's command failed; it has printed why (``up`` exits 1)."""
+
+
 def step(text: str) -> float:
     print(f"==> {text}", flush=True)
     return time.perf_counter()
+
+
+def run_step(argv: list[str], failed: str) -> None:
+    """Run ``movierec ARGV`` in its own process; StepFailed with ``failed`` (one line,
+    after the command's own output) when it exits non-zero."""
+    command = [sys.executable, "-m", "movierec.cli", *argv]
+    try:
+        subprocess.run(command, check=True)
+    except subprocess.CalledProcessError as exc:
+        raise StepFailed(f"{failed}: `movierec {' '.join(argv)}` exited with code "
+                         f"{exc.returncode}") from None
 
 
 def ensure_data(dataset: str) -> None:
     if dataset.startswith("synthetic") or locate(dataset) is not None:
         return
     start = step(f"downloading {dataset} (set MOVIELENS_DIR to use a local copy)")
-    subprocess.run([sys.executable, "-m", "movierec.cli", "data", "fetch", "--dataset",
-                    dataset], check=True)
+    run_step(["data", "fetch", "--dataset", dataset],
+             f"{dataset} is not available (set MOVIELENS_DIR to a local copy, or allow "
+             "the download)")
     print(f"    done in {time.perf_counter() - start:.0f}s")
 
 
@@ -50,8 +66,7 @@ def ensure_models(dataset: str) -> None:
         except DataError:
             pass
         start = step(f"training {model} on {dataset} (first run only; default budget)")
-        subprocess.run([sys.executable, "-m", "movierec.cli", "train", model, "--dataset",
-                        dataset], check=True)
+        run_step(["train", model, "--dataset", dataset], f"training {model} failed")
         print(f"    {model} trained in {time.perf_counter() - start:.0f}s")
 
 
