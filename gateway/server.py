@@ -128,7 +128,7 @@ class _Readiness:
 
 async def create_server(config: GatewaySettings, port: int = 0) -> tuple[ManagedServer, int]:
     """Serve the gateway on ``port``; SERVING once embedder, retriever and catalog are."""
-    server_config = settings.load(settings.ServerSettings)
+    server_config = settings.server_settings()
     backends = Backends(config.embedder_addr, config.retriever_addr, config.catalog_addr,
                         tls.channel_credentials(server_config))
     cache = Cache(config.redis_url, config.cache_ttl, config.redis_timeout)
@@ -154,7 +154,7 @@ async def create_server(config: GatewaySettings, port: int = 0) -> tuple[Managed
 def security_summary(environ: Mapping[str, str]) -> list[str]:
     """How the stack configured by ``environ`` treats callers, for ``movierec up``."""
     config = settings.load(GatewaySettings, environ)
-    server = settings.load(settings.ServerSettings, environ)
+    server = settings.server_settings(environ)
     auth = ("required: RecordRating and user-id recommendations need the user's token "
             "(movierec token --user ID)" if config.auth_required else
             "OFF: anyone may rate and get recommendations as any user id (set "

@@ -9,11 +9,14 @@ A service declares a frozen dataclass whose fields carry their variable name::
 
 and calls ``load(CatalogSettings)``. Every bad variable is reported at once in one
 :class:`SettingsError`; ``describe`` renders the values with secrets masked for logs.
+The settings every process shares, :class:`ServerSettings`, are read through
+:func:`server_settings`, which parses them once per process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -185,3 +188,20 @@ class ServerSettings:
     def tls(self) -> bool:
         """Whether gRPC connections of this process use TLS (as server and as client)."""
         return bool(self.tls_cert or self.tls_ca)
+
+
+#: The variables :class:`ServerSettings` reads, in field order.
+_SERVER_VARIABLES = tuple(variables(ServerSettings))
+
+
+def server_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """This process' :class:`ServerSettings` from ``environ`` (default ``os.environ``),
+    parsed once: the runner's start-up check, ``create_server`` and every client channel
+    share one object. Parsed again only when one of its variables changed (tests)."""
+    environ = os.environ if environ is None else environ
+    return _parsed_server_settings(tuple(environ.get(name, "") for name in _SERVER_VARIABLES))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_server_settings(values: tuple[str, ...]) -> ServerSettings:
+    return load(ServerSettings, dict(zip(_SERVER_VARIABLES, values, strict=True)))

@@ -152,3 +152,116 @@ def test_up_prints_a_failed_step_on_one_line_and_exits_1(failing_commands, monke
     assert [line for line in err.splitlines() if line.startswith("movierec up:")] == [
         "movierec up: ml-1m is not available (set MOVIELENS_DIR to a local copy, or allow "
         "the download): `movierec data fetch --dataset ml-1m` exited with code 3"]
+
+
+# --- 3. client channels use MOVIEREC_MAX_MESSAGE_BYTES ------------------------------
+
+
+async def _echo_sizes(max_message_bytes: int | None, sizes: list[int]) -> list[str]:
+    """Echo payloads of ``sizes`` bytes through a server with the default 4 MiB limit
+    over a client.channel; each call's status code name."""
+    import grpc
+
+    from movierec import settings
+    from movierec.echo.v1 import echo_pb2, echo_pb2_grpc
+    from movierec.server import client
+    from movierec.server.echo import SERVICE, EchoServicer
+    from movierec.server.factory import ServiceSpec, build_server
+
+    spec = ServiceSpec(SERVICE, EchoServicer(), echo_pb2_grpc.add_EchoServicer_to_server)
+    server, port = await build_server("echo", [spec], 0, settings.ServerSettings())
+    codes = []
+    try:
+        async with client.channel(f"127.0.0.1:{port}", max_message_bytes) as chan:
+            stub = echo_pb2_grpc.EchoStub(chan)
+            for size in sizes:
+                try:
+                    reply = await stub.Echo(echo_pb2.EchoRequest(payload=b"x" * size),
+                                            timeout=10)
+                    assert len(reply.payload) == size
+                    codes.append("OK")
+                except grpc.aio.AioRpcError as exc:
+                    codes.append(exc.code().name)
+    finally:
+        await server.stop(0)
+    return codes
+
+
+def test_client_channels_take_the_configured_message_size(monkeypatch) -> None:
+    import asyncio
+
+    monkeypatch.setenv("MOVIEREC_MAX_MESSAGE_BYTES", "2048")
+    assert asyncio.run(_echo_sizes(None, [1000, 4096])) == ["OK", "RESOURCE_EXHAUSTED"]
+    assert asyncio.run(_echo_sizes(8192, [4096])) == ["OK"]     # an explicit size wins
+    monkeypatch.delenv("MOVIEREC_MAX_MESSAGE_BYTES")
+    assert asyncio.run(_echo_sizes(None, [4096])) == ["OK"]     # default: 4 MiB
+
+
+# --- 4. ServerSettings parsed once per process ---------------------------------------
+
+
+def test_server_settings_are_parsed_once_until_a_variable_changes(monkeypatch) -> None:
+    from movierec import settings
+
+    calls = []
+    real_load = settings.load
+
+    def load(cls, environ=None):
+        calls.append(cls)
+        return real_load(cls, environ)
+    monkeypatch.setattr(settings, "load", load)
+    settings._parsed_server_settings.cache_clear()
+    monkeypatch.setenv("MOVIEREC_GRACE_SECONDS", "2.5")
+    first = settings.server_settings()
+    assert settings.server_settings() is first and first.grace_seconds == 2.5
+    assert settings.server_settings({"MOVIEREC_GRACE_SECONDS": "2.5"}) is first
+    monkeypatch.setenv("MOVIEREC_GRACE_SECONDS", "3")
+    assert settings.server_settings().grace_seconds == 3.0
+    monkeypatch.setenv("MOVIEREC_GRACE_SECONDS", "-1")
+    with pytest.raises(settings.SettingsError, match="MOVIEREC_GRACE_SECONDS"):
+        settings.server_settings()
+    assert calls.count(settings.ServerSettings) == 3
+
+
+PARSES = """
+import asyncio, sys
+from movierec import settings
+from movierec.server.runner import start_process
+from movierec.SERVER_MODULE import create_server, SETTINGS_CLASS
+
+parses = []
+real_load = settings.load
+def load(cls, environ=None):
+    if cls is settings.ServerSettings:
+        parses.append(cls)
+    return real_load(cls, environ)
+settings.load = load
+
+async def main():
+    config, _ = start_process("NAME", SETTINGS_CLASS)
+    server, _port = await create_server(config, 0)
+    await server.stop(0)
+asyncio.run(main())
+print("parses", len(parses), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(("name", "module", "cls"), [
+    ("echo", "server.echo", "EchoSettings"),
+    ("gateway", "apps.gateway.server", "GatewaySettings"),   # + three backend channels
+])
+def test_a_service_process_parses_server_settings_once(name, module, cls) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (PARSES.replace("SERVER_MODULE", module).replace("SETTINGS_CLASS", cls)
+            .replace("NAME", name))
+    env = {**os.environ, "MOVIEREC_MAX_MESSAGE_BYTES": "65536", "MOVIEREC_GRACE_SECONDS": "0",
+           "GATEWAY_PORT": "0", "ECHO_PORT": "0", "REDIS_URL": ""}
+    for variable in ("EMBEDDER_ADDR", "RETRIEVER_ADDR", "CATALOG_ADDR"):
+        env[variable] = f"127.0.0.1:{free_port()}"     # nothing there
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "parses 1" in out.stderr.splitlines(), out.stderr

@@ -1,7 +1,8 @@
 """Outbound gRPC: channels that forward the request id, deadlines and one shared retry.
 
 A channel is plaintext unless it is given TLS credentials
-(:func:`movierec.security.tls.channel_credentials`, from the process' settings).
+(:func:`movierec.security.tls.channel_credentials`, from the process' settings), and
+its messages are limited by ``MOVIEREC_MAX_MESSAGE_BYTES`` as the servers' are.
 
 Every outbound call goes through :func:`call` with a deadline. Only idempotent calls
 are retried, only on UNAVAILABLE, with backoff, never past the caller's deadline, and
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from movierec import settings
 from movierec.logs import request_id
 from movierec.server import metrics
 
@@ -75,10 +77,13 @@ def _may_retry(exc: grpc.aio.AioRpcError, budget: RetryBudget) -> bool:
     return exc.code() == grpc.StatusCode.UNAVAILABLE and not budget.spent
 
 
-def channel(target: str, max_message_bytes: int = 4 * 1024 * 1024,
+def channel(target: str, max_message_bytes: int | None = None,
             credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
     """A channel to ``target`` (TLS with ``credentials``, else plaintext) that forwards
-    the current request id."""
+    the current request id. Messages are limited like the servers' (the process'
+    ``MOVIEREC_MAX_MESSAGE_BYTES``) unless ``max_message_bytes`` says otherwise."""
+    if max_message_bytes is None:
+        max_message_bytes = settings.server_settings().max_message_bytes
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.keepalive_time_ms", 30_000),

@@ -33,7 +33,7 @@ class EchoServicer(echo_pb2_grpc.EchoServicer):
 async def create_server(config: EchoSettings | None = None,
                         port: int = 0) -> tuple[ManagedServer, int]:
     spec = ServiceSpec(SERVICE, EchoServicer(), echo_pb2_grpc.add_EchoServicer_to_server)
-    server, bound = await build_server("echo", [spec], port, settings.load(settings.ServerSettings))
+    server, bound = await build_server("echo", [spec], port, settings.server_settings())
     await server.readiness.set_serving(True)
     return server, bound
 

@@ -30,7 +30,7 @@ def start_process(name: str, settings_cls: type) -> tuple[Any, settings.ServerSe
     log the (masked) settings; None after printing why when a variable is bad."""
     try:
         config = settings.load(settings_cls)
-        server_config = settings.load(settings.ServerSettings)
+        server_config = settings.server_settings()
     except settings.SettingsError as exc:
         print(f"movierec serve {name}: {exc}", file=sys.stderr)
         return None

@@ -93,7 +93,7 @@ def _health(port: int, credentials: grpc.ChannelCredentials | None = None) -> in
 def wait_serving(proc: subprocess.Popen, name: str, port: int, timeout: float,
                  env: dict[str, str] | None = None) -> None:
     """Wait until ``name`` is SERVING (over TLS when ``env`` configures it)."""
-    credentials = tls.channel_credentials(settings.load(settings.ServerSettings, env or {}))
+    credentials = tls.channel_credentials(settings.server_settings(env or {}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -96,7 +96,7 @@ async def create_server(config: CatalogSettings, port: int = 0) -> tuple[Managed
     servicer = CatalogServicer(store, config.call_timeout)
     spec = ServiceSpec(SERVICE, servicer, catalog_pb2_grpc.add_CatalogServicer_to_server)
     server, bound = await build_server("catalog", [spec], port,
-                                       settings.load(settings.ServerSettings))
+                                       settings.server_settings())
     await store.open()
     server.on_stop(store.close)
     start_task(server, follow_health(server, _Readiness(store, config),

@@ -52,7 +52,7 @@ async def create_server(config: EmbedderSettings, port: int = 0) -> tuple[Manage
     servicer = EmbedderServicer(models, config.history_limit)
     spec = ServiceSpec(SERVICE, servicer, embedder_pb2_grpc.add_EmbedderServicer_to_server)
     server, bound = await build_server("embedder", [spec], port,
-                                       settings.load(settings.ServerSettings))
+                                       settings.server_settings())
 
     async def probe() -> bool:
         await asyncio.to_thread(models.reload)

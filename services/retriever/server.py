@@ -82,7 +82,7 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
     spec = ServiceSpec(SERVICE, RetrieverServicer(engine, config.call_timeout),
                        retriever_pb2_grpc.add_RetrieverServicer_to_server)
     server, bound = await build_server("retriever", [spec], port,
-                                       settings.load(settings.ServerSettings))
+                                       settings.server_settings())
     probe_timeout = max(config.health_interval, config.call_timeout)
     start_task(server, follow_health(server, lambda: engine.ready(probe_timeout),
                                      config.health_interval, "milvus"))
