@@ -265,3 +265,69 @@ def test_a_service_process_parses_server_settings_once(name, module, cls) -> Non
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "parses 1" in out.stderr.splitlines(), out.stderr
+
+
+# --- 5. one Deadline beside call_budget -----------------------------------------------
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _Context:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+@pytest.fixture
+def clock(monkeypatch) -> _Clock:
+    from movierec.apps.gateway import backends
+    from movierec.server import budget
+
+    fake = _Clock()
+    monkeypatch.setattr(budget, "time", fake)
+    monkeypatch.setattr(backends, "time", fake, raising=False)
+    return fake
+
+
+def test_deadline_shares_one_budget_across_calls(clock: _Clock) -> None:
+    from movierec.server.budget import Deadline
+
+    deadline = Deadline.start(2.5, per_call=1.0)
+    assert deadline.timeout() == 1.0 and deadline.left() == 2.5
+    clock.now += 2.0
+    assert deadline.timeout() == 0.5 and deadline.left() == 0.5
+    clock.now += 1.0
+    assert deadline.timeout() == 0.001 and deadline.left() == -0.5
+    unbounded = Deadline.start(None, per_call=0.25)        # no caller deadline: 4 calls
+    assert unbounded.timeout() == 0.25 and unbounded.left() == 1.0
+
+
+def test_call_budget_is_one_call_of_a_deadline(clock: _Clock) -> None:
+    from movierec.server.budget import MIN_SECONDS, call_budget
+
+    assert call_budget(_Context(None), 2.0) == 2.0
+    assert call_budget(_Context(0.5), 2.0) == 0.5
+    assert call_budget(_Context(5.0), 2.0) == 2.0
+    assert call_budget(_Context(-1.0), 2.0) == MIN_SECONDS == 0.01
+
+
+def test_the_shared_deadline_answers_as_the_gateways(clock: _Clock) -> None:
+    from movierec.apps.gateway import backends
+    from movierec.server import budget
+
+    for remaining, per_call in ((None, 0.3), (0.2, 1.0), (3.0, 1.0), (-0.1, 1.0)):
+        ours = budget.Deadline.start(remaining, per_call)
+        theirs = backends.Deadline.start(remaining, per_call)
+        for _ in range(3):
+            assert (ours.timeout(), ours.left()) == (theirs.timeout(), theirs.left())
+            clock.now += 0.4
