@@ -32,6 +32,7 @@ from movierec.apps.gateway.ratelimit import RateLimiter
 from movierec.errors import PermissionDenied, Unauthenticated
 from movierec.gateway.v1 import gateway_pb2
 from movierec.security.tokens import Verifier
+from movierec.server.metadata import first
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 AUTHORIZATION = "authorization"
@@ -88,13 +89,6 @@ def client_address(peer: str, forwarded: str, trusted: Sequence[Network]) -> str
     return hops[0][:64] if hops else host
 
 
-def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
-    for name, value in context.invocation_metadata() or ():
-        if name == key:
-            return str(value)
-    return ""
-
-
 class Guard:
     """The gateway's ``admit`` hook: authentication, rate limit, then :data:`POLICY`."""
 
@@ -106,7 +100,7 @@ class Guard:
 
     def _authenticate(self, context) -> tuple[str | None, Unauthenticated | None]:
         """(valid token's subject, or the problem with the token that was sent)."""
-        header = _metadata(context, AUTHORIZATION)
+        header = first(context.invocation_metadata(), AUTHORIZATION)
         if self.verifier is None or not header:
             return None, None
         scheme, _, token = header.partition(" ")
@@ -125,7 +119,8 @@ class Guard:
         subject, problem = self._authenticate(context)
         if self.limiter is not None:
             who = (f"user:{subject}" if subject is not None else "addr:" + client_address(
-                context.peer(), _metadata(context, FORWARDED_FOR), self.trusted))
+                context.peer(), first(context.invocation_metadata(), FORWARDED_FOR),
+                self.trusted))
             await self.limiter.take(who)
         if problem is not None:
             raise problem

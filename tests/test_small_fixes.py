@@ -331,3 +331,59 @@ def test_the_shared_deadline_answers_as_the_gateways(clock: _Clock) -> None:
         for _ in range(3):
             assert (ours.timeout(), ours.left()) == (theirs.timeout(), theirs.left())
             clock.now += 0.4
+
+
+# --- 6. one metadata scanner -----------------------------------------------------------
+
+
+class _Invocation:
+    def __init__(self, *pairs: tuple[str, str]) -> None:
+        self.pairs = pairs
+
+    def invocation_metadata(self):
+        return self.pairs
+
+    def peer(self) -> str:
+        return "ipv4:10.0.0.9:5000"
+
+
+def test_first_is_the_first_non_empty_value() -> None:
+    import grpc
+
+    from movierec.server.metadata import first
+
+    pairs = [("x-request-id", ""), ("other", "no"), ("x-request-id", "abc"),
+             ("x-request-id", "later")]
+    assert first(pairs, "x-request-id") == "abc"
+    assert first(pairs, "missing") == "" and first(None, "x-request-id") == ""
+    assert first(grpc.aio.Metadata(("authorization", "Bearer t")), "authorization") == "Bearer t"
+
+
+def test_the_interceptor_and_client_read_metadata_through_it() -> None:
+    from movierec.server.client import RETRY_KEY, budget_for
+    from movierec.server.interceptor import _incoming_request_id
+
+    assert _incoming_request_id(_Invocation(("x-request-id", ""), ("x-request-id", "r1"))) == "r1"
+    assert _incoming_request_id(_Invocation(("x-request-id", "r" * 100))) == "r" * 64
+    generated = _incoming_request_id(_Invocation(("x-request-id", "")))
+    assert len(generated) == 16 and int(generated, 16) >= 0
+    assert budget_for([("a", "b"), (RETRY_KEY, "1")]).spent
+    assert not budget_for([("a", "b")]).spent and not budget_for(None).spent
+
+
+def test_the_guard_reads_the_forwarded_address_through_it() -> None:
+    import asyncio
+
+    from movierec.apps.gateway.guard import SERVICE, Guard, networks
+
+    class Limiter:
+        who: list[str] = []
+
+        async def take(self, who: str) -> None:
+            self.who.append(who)
+    limiter = Limiter()
+    guard = Guard(None, limiter, networks("10.0.0.0/8"))
+    asyncio.run(guard(f"/{SERVICE}/ListGenres", None, _Invocation(
+        ("x-forwarded-for", ""), ("x-forwarded-for", "203.0.113.7"))))
+    asyncio.run(guard(f"/{SERVICE}/ListGenres", None, _Invocation()))
+    assert limiter.who == ["addr:203.0.113.7", "addr:10.0.0.9"]

@@ -27,6 +27,7 @@ import grpc
 from movierec import settings
 from movierec.logs import request_id
 from movierec.server import metrics
+from movierec.server.metadata import first
 
 REQUEST_ID_KEY = "x-request-id"
 RETRY_KEY = "x-movierec-retry"        # this call is a retry: retry nothing downstream
@@ -52,12 +53,11 @@ retry_budget: contextvars.ContextVar[RetryBudget | None] = contextvars.ContextVa
 
 def budget_for(metadata) -> RetryBudget:
     """The budget of a request that arrived with ``metadata``."""
-    return RetryBudget(spent=any(key == RETRY_KEY for key, _ in metadata or ()))
+    return RetryBudget(spent=bool(first(metadata, RETRY_KEY)))
 
 
 def _retried_downstream(exc: grpc.aio.AioRpcError) -> bool:
-    trailers = exc.trailing_metadata() or ()
-    return any(key == RETRIED_KEY for key, _ in trailers)
+    return bool(first(exc.trailing_metadata(), RETRIED_KEY))
 
 
 class _RequestIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor):

@@ -23,6 +23,7 @@ from movierec.errors import ResourceExhausted
 from movierec.logs import request_id
 from movierec.server import metrics, retry_info
 from movierec.server.client import REQUEST_ID_KEY, RETRIED_KEY, budget_for, retry_budget
+from movierec.server.metadata import first
 from movierec.server.status import status_for
 
 log = logging.getLogger("movierec.rpc")
@@ -31,10 +32,7 @@ Admit = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
 def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and value:
-            return str(value)[:64]
-    return uuid.uuid4().hex[:16]
+    return first(context.invocation_metadata(), REQUEST_ID_KEY)[:64] or uuid.uuid4().hex[:16]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
