@@ -7,13 +7,17 @@ caller always learns which value to fix.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
-from movierec.data.movielens import GENRES
+from movierec.data.movielens import GENRES, NUM_OCCUPATIONS
 from movierec.errors import InvalidArgument
-from movierec.limits import MAX_GENRES, MAX_ID, MAX_LABEL, MAX_TEXT
+from movierec.limits import MAX_AGE, MAX_GENRES, MAX_ID, MAX_LABEL, MAX_TEXT, MIN_AGE
 
 KNOWN_GENRES = frozenset((*GENRES, "unknown"))
+MIN_RATING, MAX_RATING = 1, 5   # stars of a MovieLens rating
+GENDERS = ("M", "F")
 
 
 def limit(field: str, value: int, default: int, maximum: int) -> int:
@@ -29,6 +33,40 @@ def positive_id(field: str, value: int) -> int:
     if value <= 0 or value > MAX_ID:
         raise InvalidArgument(field, f"must be between 1 and {MAX_ID}, got {value}")
     return value
+
+
+def rating_problem(value: float) -> str:
+    """The one message of a rating outside 1-5 (for checks over arrays, too)."""
+    return f"must be between {MIN_RATING} and {MAX_RATING}, got {value:g}"
+
+
+def rating(field: str, value: int) -> int:
+    """A rating of 1 to 5 stars."""
+    if not MIN_RATING <= value <= MAX_RATING:
+        raise InvalidArgument(field, rating_problem(value))
+    return value
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def profile(field: str, age: Any, gender: Any, occupation: Any, user_id: Any = None) -> None:
+    """The profile rules (age in years, gender, MovieLens occupation id, an optional user
+    id), for a request's ``field`` ("profile": "profile.age", ...) or a bare profile
+    (""); each value must be an integer where one is expected."""
+    prefix = f"{field}." if field else ""
+    if not _integer(age) or not MIN_AGE <= age <= MAX_AGE:
+        raise InvalidArgument(f"{prefix}age", f"must be {MIN_AGE}-{MAX_AGE} years, got {age!r}")
+    if gender not in GENDERS:
+        raise InvalidArgument(f"{prefix}gender", f"must be 'M' or 'F', got {gender!r}")
+    if not _integer(occupation) or not 0 <= occupation < NUM_OCCUPATIONS:
+        raise InvalidArgument(f"{prefix}occupation",
+                              f"must be 0-{NUM_OCCUPATIONS - 1}, got {occupation!r}")
+    if user_id is not None and not _integer(user_id):
+        raise InvalidArgument(f"{prefix}user_id", f"must be an integer, got {user_id!r}")
+    if user_id is not None:
+        positive_id(f"{prefix}user_id", user_id)
 
 
 def id_list(field: str, values: Sequence[int], maximum: int, *, allow_empty: bool = True,

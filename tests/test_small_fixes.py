@@ -387,3 +387,72 @@ def test_the_guard_reads_the_forwarded_address_through_it() -> None:
         ("x-forwarded-for", ""), ("x-forwarded-for", "203.0.113.7"))))
     asyncio.run(guard(f"/{SERVICE}/ListGenres", None, _Invocation()))
     assert limiter.who == ["addr:203.0.113.7", "addr:10.0.0.9"]
+
+
+# --- 7. one rating rule, one profile rule ---------------------------------------------
+
+
+def test_one_rating_rule_and_message() -> None:
+    from movierec import validation
+    from movierec.errors import InvalidArgument
+
+    assert [validation.rating("rating", v) for v in (1, 3, 5)] == [1, 3, 5]
+    for value in (0, 6, -2):
+        with pytest.raises(InvalidArgument, match=f"^rating: must be between 1 and 5, "
+                                                  f"got {value}$"):
+            validation.rating("rating", value)
+
+
+def test_the_catalog_rejects_a_rating_with_the_rule() -> None:
+    import asyncio
+
+    from movierec.catalog.v1 import catalog_pb2
+    from movierec.errors import InvalidArgument
+    from movierec.services.catalog.servicer import CatalogServicer
+
+    class NoStore:
+        async def record_rating(self, *args):
+            raise AssertionError("an invalid rating reached the store")
+    servicer = CatalogServicer(NoStore(), 1.0)
+    request = catalog_pb2.RecordRatingRequest(user_id=1, movie_id=2, rating=6)
+    with pytest.raises(InvalidArgument, match="^rating: must be between 1 and 5, got 6$"):
+        asyncio.run(servicer.RecordRating(request, None))
+
+
+def test_the_embedder_rejects_a_history_rating_with_the_same_message() -> None:
+    from movierec.common.v1 import common_pb2
+    from movierec.embedder.v1 import embedder_pb2
+    from movierec.errors import InvalidArgument
+    from movierec.services.embedder.servicer import history_of
+
+    def history(*ratings: int):
+        ids = list(range(1, len(ratings) + 1))
+        return embedder_pb2.EmbedHistoryRequest(history=common_pb2.RatedMovies(
+            movie_ids=ids, ratings=list(ratings), timestamps=ids))
+    assert list(history_of(history(1, 5, 3)).ratings) == [1, 5, 3]
+    for ratings, bad in (((4, 7, 0), 7), ((0, 3), 0)):
+        with pytest.raises(InvalidArgument, match=f"^history.ratings: must be between 1 and "
+                                                  f"5, got {bad}$"):
+            history_of(history(*ratings))
+
+
+def test_one_profile_rule() -> None:
+    import numpy as np
+
+    from movierec import validation
+    from movierec.errors import InvalidArgument
+
+    validation.profile("profile", 25, "F", 4)
+    validation.profile("", np.int64(25), "M", np.int32(20), np.int64(7))
+    cases = [(("profile", 0, "F", 4), "profile.age: must be 1-120 years, got 0"),
+             (("", True, "F", 4), "age: must be 1-120 years, got True"),
+             (("profile", 25, "X", 4), "profile.gender: must be 'M' or 'F', got 'X'"),
+             (("profile", 25, "F", 21), "profile.occupation: must be 0-20, got 21"),
+             (("", 25, "F", 4.0), "occupation: must be 0-20, got 4.0"),
+             (("profile", 25, "F", 4, 0), "profile.user_id: must be between 1 and"),
+             (("", 25, "F", 4, "7"), "user_id: must be an integer, got '7'")]
+    for args, message in cases:
+        with pytest.raises(InvalidArgument) as error:
+            validation.profile(*args)
+        assert str(error.value).startswith(message), str(error.value)
+

@@ -106,9 +106,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
     async def RecordRating(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)
         movie_id = validation.positive_id("movie_id", request.movie_id)
-        if not 1 <= request.rating <= 5:
-            raise validation.InvalidArgument("rating", f"must be between 1 and 5, "
-                                             f"got {request.rating}")
-        stored = await self.store.record_rating(user_id, movie_id, request.rating,
+        stars = validation.rating("rating", request.rating)
+        stored = await self.store.record_rating(user_id, movie_id, stars,
                                                 self._timeout(context))
         return catalog_pb2.RecordRatingResponse(rating=rating_pb(stored))

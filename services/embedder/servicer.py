@@ -71,8 +71,11 @@ def history_of(request: pb.EmbedHistoryRequest) -> History:
         raise InvalidArgument("history", "give one rating and one timestamp per movie id")
     if not ((history.movie_ids > 0) & (history.movie_ids <= limits.MAX_ID)).all():
         raise InvalidArgument("history.movie_ids", f"must be between 1 and {limits.MAX_ID}")
-    if not ((history.ratings >= 1) & (history.ratings <= 5)).all():
-        raise InvalidArgument("history.ratings", "must be 1-5")
+    bad = ~((history.ratings >= validation.MIN_RATING)
+            & (history.ratings <= validation.MAX_RATING))
+    if bad.any():
+        raise InvalidArgument("history.ratings",
+                              validation.rating_problem(history.ratings[bad][0]))
     return history
 
 
