@@ -2,7 +2,8 @@
 
 The CLI (``movierec serve NAME``), the local runtime (``movierec up``), every service's
 settings defaults, the deploy tests and the manifest checks read it; adding a service is
-one entry here plus its folder. Pure data: modules are named, never imported, so this
+one entry here plus its folder. :data:`SERVICES` are the stack; :data:`TOOLS` (the echo
+benchmark server) are served on request only. Pure data: modules are named, never imported, so this
 shared module stays below the services and apps it describes.
 """
 
@@ -73,9 +74,16 @@ WEB = Service("web", "movierec.apps.web.server", "WebSettings", "WEB", 8080, 946
 #: The image that runs ``movierec train`` and the load jobs (the services' images do not).
 TRAINER_IMAGE = "movierec/trainer"
 
+#: The bare echo server: the floor of one Python gRPC hop in the benchmarks.
+ECHO = Service("echo", "movierec.server.echo", "EchoSettings", "ECHO", 50060, -1,
+               "movierec.echo.v1.Echo", "movierec/server")
+
 #: In start order: each one's dependencies come before it.
 SERVICES: tuple[Service, ...] = (CATALOG, RETRIEVER, EMBEDDER, GATEWAY, WEB)
 BY_NAME = {s.name: s for s in SERVICES}
+#: Processes ``movierec serve NAME`` runs on request only: never started by ``movierec
+#: up``, without image or Kubernetes manifest.
+TOOLS: tuple[Service, ...] = (ECHO,)
 
 
 def get(name: str) -> Service:

@@ -456,3 +456,43 @@ def test_one_profile_rule() -> None:
             validation.profile(*args)
         assert str(error.value).startswith(message), str(error.value)
 
+
+# --- 8. the echo server is a registry tool ---------------------------------------------
+
+
+def test_echo_is_a_registry_tool_that_up_does_not_start() -> None:
+    from movierec.stack import up
+
+    assert registry.ECHO in registry.TOOLS and registry.ECHO not in registry.SERVICES
+    assert "echo" not in registry.BY_NAME
+    assert registry.ECHO not in up.GRPC_SERVICES
+    assert set(registry.SERVICES).isdisjoint(registry.TOOLS)
+
+
+def test_serve_echo_runs_the_registry_entry(monkeypatch) -> None:
+    from movierec import cli
+
+    assert cli.COMMANDS["serve"][1]["echo"] == registry.ECHO.entry == "movierec.server.echo:main"
+    resolved: list[str] = []
+
+    def resolve(spec):
+        resolved.append(spec)
+        return lambda rest: 0
+    monkeypatch.setattr(cli, "resolve", resolve)
+    assert cli.main(["serve", "echo", "--port", "0"]) == 0
+    assert resolved == [registry.ECHO.entry]
+
+
+@pytest.mark.parametrize("tool", registry.TOOLS, ids=lambda s: s.name)
+def test_tool_entries_are_real(tool: registry.Service) -> None:
+    import importlib
+
+    module = importlib.import_module(tool.module)
+    assert callable(module.main) and callable(module.create_server)
+    config = getattr(module, tool.settings_class)
+    fields = {f.metadata["env"]: f.default for f in config.__dataclass_fields__.values()}
+    assert fields == {tool.port_env: tool.port, tool.metrics_env: tool.metrics_port}
+    assert (Path(__file__).resolve().parent.parent / tool.folder / "__init__.py").is_file()
+    package, _, name = tool.health.rpartition(".")
+    pb2 = importlib.import_module(f"{package}.{name.lower()}_pb2")
+    assert pb2.DESCRIPTOR.services_by_name[name].full_name == tool.health == module.SERVICE

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from movierec import settings
 from movierec.echo.v1 import echo_pb2, echo_pb2_grpc
+from movierec.registry import ECHO
 from movierec.server.factory import ManagedServer, ServiceSpec, build_server
 from movierec.server.runner import serve_main
 
@@ -19,9 +20,10 @@ SERVICE = echo_pb2.DESCRIPTOR.services_by_name["Echo"].full_name
 
 @dataclass(frozen=True)
 class EchoSettings:
-    port: int = settings.setting("ECHO_PORT", 50060, minimum=0, maximum=65535,
+    port: int = settings.setting(ECHO.port_env, ECHO.port, minimum=0, maximum=65535,
                                  doc="echo benchmark server port")
-    metrics_port: int = settings.setting("ECHO_METRICS_PORT", -1, minimum=-1, maximum=65535,
+    metrics_port: int = settings.setting(ECHO.metrics_env, ECHO.metrics_port, minimum=-1,
+                                         maximum=65535,
                                          doc="echo metrics port (-1 off, 0 free port)")
 
 
@@ -33,10 +35,10 @@ class EchoServicer(echo_pb2_grpc.EchoServicer):
 async def create_server(config: EchoSettings | None = None,
                         port: int = 0) -> tuple[ManagedServer, int]:
     spec = ServiceSpec(SERVICE, EchoServicer(), echo_pb2_grpc.add_EchoServicer_to_server)
-    server, bound = await build_server("echo", [spec], port, settings.server_settings())
+    server, bound = await build_server(ECHO.name, [spec], port, settings.server_settings())
     await server.readiness.set_serving(True)
     return server, bound
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return serve_main("echo", EchoSettings, create_server, argv or [])
+    return serve_main(ECHO.name, EchoSettings, create_server, argv or [])
