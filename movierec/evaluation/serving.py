@@ -11,7 +11,7 @@ without an exported vector are never retrieved. Exact search stands in for Milvu
 * ``profile_user``: the same with the user id (a user unknown to the model gets the
   model's unknown-id slot, as served).
 * ``liked``: the user's history movie ids with weight 1 each; liked ids excluded.
-* ``user_id``: what ``EmbedUser`` does with the user's catalog history (newest
+* ``user_id``: what ``EmbedHistory`` does with the user's catalog history (newest
   ``history_limit``, the artifact's rating weights), seen movies excluded; a user
   without history gets the profile vector with id, else the most popular movies.
 
