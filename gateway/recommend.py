@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from movierec import limits
 from movierec.apps.gateway import kinds
@@ -88,9 +88,10 @@ class Recommender:
     async def similar(self, s: Similar, deadline: Deadline) -> Ranking:
         """Movies closest to ``s.movie_id`` in ``s.model``'s space, explained by it."""
         hits = await self.down.search(SearchCall(
-            s.model, s.top_k + self.extra, like_movie_id=s.movie_id, genres=s.genres,
-            liked=(s.movie_id,)), deadline)
-        return Ranking(s.model, hits.version, hits.items, (s.movie_id,), phrase="similar to")
+            s.model, s.top_k + self.extra, like_movie_id=s.movie_id, genres=s.genres),
+            deadline)
+        return Ranking(s.model, hits.version, [replace(h, reason=s.movie_id) for h in hits.items],
+                       (s.movie_id,), phrase="similar to")
 
     async def explain(self, ranking: Ranking, page_start: int, top_k: int,
                       deadline: Deadline) -> tuple[list[pb.RecommendedMovie], bool]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,6 +21,8 @@ from movierec.common.v1 import common_pb2
 from movierec.data.source import load_dataset
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.models import reasons
+from movierec.models.artifact import latest, read_item_vectors
 
 PROFILE = common_pb2.Profile(age=25, gender="F", occupation=4)
 
@@ -47,13 +50,33 @@ def test_profile_query(stack: Stack) -> None:
     # shown is the rating it predicts, so it need not fall with the rank
 
 
+def _served_reasons(stack: Stack, liked: list[int]) -> dict[int, int]:
+    """Per movie, the liked movie its artifact's co-liked row names first (0: none)."""
+    path = latest("pinsage", Path(stack.env["MOVIEREC_ARTIFACTS"]))
+    ids, _ = read_item_vectors(path)
+    table = reasons.load(path)
+    return {int(m): reasons.pick_reason(row, set(liked)) for m, row in zip(ids, table,
+                                                                           strict=True)}
+
+
 def test_liked_query_excludes_liked_and_explains(stack: Stack) -> None:
+    """Each item names the liked movie co-rating ties it to, else a genre or taste."""
     liked = [1, 2, 3]
     reply = call(stack, "Recommend", pb.RecommendRequest(
         liked=common_pb2.LikedMovies(movie_ids=liked), top_k=8))
     assert len(reply.items) == 8 and reply.model_version.startswith("pinsage@")
     assert not {i.movie_id for i in reply.items} & set(liked)
-    assert all(i.reason.startswith("because you liked ") for i in reply.items)
+    movies = load_dataset(DATASET).movies
+    titles = {int(m): f"{t} ({int(y)})" for m, t, y in zip(movies["movie_id"], movies["title"],
+                                                           movies["year"], strict=True)}
+    expected = _served_reasons(stack, liked)
+    for item in reply.items:
+        named = expected[item.movie_id]
+        if named:
+            assert item.reason == f"because you liked {titles[named]}"
+        else:
+            assert item.reason.startswith(("because you like ", "close to your taste"))
+    assert any(expected[i.movie_id] for i in reply.items)
 
 
 def test_user_queries_known_and_unknown(stack: Stack) -> None:
@@ -113,6 +136,31 @@ def test_record_rating_invalidates_and_seen_movies_stay_hidden(stack: Stack) -> 
     assert (stored.movie_id, stored.rating) == (target, 5)
     after = call(stack, "Recommend", request)
     assert not after.cached and target not in {i.movie_id for i in after.items}
+
+
+def test_liked_answers_need_no_catalog_call(stack: Stack) -> None:
+    """Titles come from the gateway's snapshot: with the catalog down a liked-ids answer
+    is still served, whole."""
+    stack.stop("catalog")
+    try:
+        reply = call(stack, "Recommend", pb.RecommendRequest(
+            liked=common_pb2.LikedMovies(movie_ids=[21, 22]), top_k=4))
+    finally:
+        stack.restart("catalog")
+        _until_ok(lambda: call(stack, "ListGenres", pb.ListGenresRequest()))
+    assert len(reply.items) == 4 and all(i.title and i.year for i in reply.items)
+
+
+def _until_ok(attempt, seconds: float = 5.0):
+    """``attempt()`` once the gateway has reconnected (its backoff is <= 1 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return attempt()
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_similar_and_search(stack: Stack) -> None:
@@ -220,10 +268,12 @@ def test_redis_down_never_fails_a_request(stack: Stack) -> None:
 
 @pytest.mark.parametrize("service", ["catalog", "retriever"])
 def test_downstream_loss_is_unavailable_then_recovers(stack: Stack, service: str) -> None:
-    request = pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[11, 12]), top_k=3,
-                                  genres=[service])  # a fresh cache key per service
-    request.genres[:] = []
-    request.exclude_movie_ids.append(100 + len(service))
+    """A request that needs the lost service fails UNAVAILABLE within its deadline (a
+    user id needs the catalog; a liked list does not: its titles come from the gateway's
+    movie snapshot), then succeeds once the service is back."""
+    request = (pb.RecommendRequest(user_id=5, top_k=3) if service == "catalog" else
+               pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[11, 12]), top_k=3))
+    request.exclude_movie_ids.append(100 + len(service))   # a fresh cache key per service
     stack.stop(service)
     try:
         start = time.monotonic()
@@ -232,12 +282,4 @@ def test_downstream_loss_is_unavailable_then_recovers(stack: Stack, service: str
         assert time.monotonic() - start < 3.2
     finally:
         stack.restart(service)
-    deadline = time.monotonic() + 5  # the gateway reconnects within its backoff (<= 1 s)
-    while True:
-        try:
-            assert call(stack, "Recommend", request).items
-            break
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    assert _until_ok(lambda: call(stack, "Recommend", request)).items

@@ -20,7 +20,8 @@ MODELS = registry.NAMES
 #: what each action can take, and the module that does it
 TARGETS = {"train": {m.name: m.commands for m in registry.MODELS},
            "evaluate": {**{m.name: m.commands for m in registry.MODELS},
-                        "serving": "movierec.evaluation.commands"}}
+                        "serving": "movierec.evaluation.commands",
+                        "reasons": "movierec.evaluation.explanations"}}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

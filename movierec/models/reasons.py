@@ -92,8 +92,8 @@ def _row(index: int, cosine: np.ndarray, series: np.ndarray, movie_ids: np.ndarr
     if count == 0:
         return out
     best = np.argpartition(-cosine, count - 1)[:count]
-    best = best[np.lexsort((-cosine[best], series[best] != series[index] if series[index] >= 0
-                            else np.ones(count, bool)))]
+    other = series[best] != series[index] if series[index] >= 0 else np.ones(count, bool)
+    best = best[np.lexsort((movie_ids[best], -cosine[best], other))]   # ties: smaller id
     out[:count] = movie_ids[best]
     return out
 
