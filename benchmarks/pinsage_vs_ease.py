@@ -1,7 +1,7 @@
 """Is PinSage's served user-id path different from EASE on recbole test? A paired bootstrap.
 
 Per test user, NDCG@10 and Recall@10 of PinSage (the artifact's rating-weighted whole
-history, what ``EmbedUser`` serves and ``movierec evaluate pinsage`` reports) and of
+history, what ``EmbedHistory`` serves and ``movierec evaluate pinsage`` reports) and of
 EASE (``--lam``, the value tuned on valid), ranked by the evaluation's own
 :func:`~movierec.evaluation.ranking.rank`; then the mean per-user difference and its
 95 % bootstrap interval (users resampled with replacement).

@@ -5,14 +5,14 @@ terms (a user's ratings, a query vector, hits, movies); :class:`Backends` implem
 it over gRPC with one channel per service, and tests pass a fake. Reads are idempotent
 and retried on UNAVAILABLE within the deadline; writes are never retried. Every call's
 deadline is the smaller of the configured per-call timeout and what is left of the
-incoming request's deadline.
+incoming request's deadline (:class:`movierec.server.budget.Deadline`, the one deadline
+rule every service uses).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,27 +24,9 @@ from movierec.common.v1 import common_pb2
 from movierec.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc
 from movierec.server import client
+from movierec.server.budget import Deadline
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Deadline:
-    """What is left of one request's time budget."""
-
-    end: float
-    per_call: float
-
-    @classmethod
-    def start(cls, remaining: float | None, per_call: float) -> Deadline:
-        budget = per_call * 4 if remaining is None else remaining
-        return cls(time.monotonic() + budget, per_call)
-
-    def timeout(self) -> float:
-        return max(0.001, min(self.per_call, self.end - time.monotonic()))
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from movierec import limits, validation
 from movierec.common.v1 import common_pb2
 from movierec.data.movielens import (
     AGE_BUCKETS,
-    NUM_OCCUPATIONS,
     OCCUPATIONS,
     age_bucket,
     bucket_years,
@@ -79,17 +78,9 @@ class Kind:
 
 
 def check_profile(profile: common_pb2.Profile) -> None:
-    """The profile rules, in the messages every path uses."""
-    if not limits.MIN_AGE <= profile.age <= limits.MAX_AGE:
-        raise InvalidArgument("profile.age", f"must be {limits.MIN_AGE}-{limits.MAX_AGE} years, "
-                                             f"got {profile.age}")
-    if profile.gender not in ("M", "F"):
-        raise InvalidArgument("profile.gender", "must be 'M' or 'F'")
-    if not 0 <= profile.occupation < NUM_OCCUPATIONS:
-        raise InvalidArgument("profile.occupation",
-                              f"must be 0-{NUM_OCCUPATIONS - 1}, got {profile.occupation}")
-    if profile.HasField("user_id"):
-        validation.positive_id("profile.user_id", profile.user_id)
+    """The profile rules every path shares (:func:`movierec.validation.profile`)."""
+    validation.profile("profile", profile.age, profile.gender, profile.occupation,
+                       profile.user_id if profile.HasField("user_id") else None)
 
 
 def describe_profile(profile: common_pb2.Profile) -> str:

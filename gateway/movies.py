@@ -19,8 +19,9 @@ from collections.abc import Iterable
 import prometheus_client
 
 from movierec import limits
-from movierec.apps.gateway.backends import Deadline, Downstream
+from movierec.apps.gateway.backends import Downstream
 from movierec.common.v1 import common_pb2
+from movierec.server.budget import Deadline
 
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = prometheus_client.Gauge(

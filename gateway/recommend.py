@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from movierec import limits
 from movierec.apps.gateway import kinds
-from movierec.apps.gateway.backends import Deadline, Downstream, Found, SearchCall
+from movierec.apps.gateway.backends import Downstream, Found, SearchCall
 from movierec.apps.gateway.local import LocalCache
 from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.query import Query, Similar
@@ -31,6 +31,7 @@ from movierec.common.v1 import common_pb2
 from movierec.data.movielens import age_bucket
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.models import registry
+from movierec.server.budget import Deadline
 
 POPULAR = "popular"
 

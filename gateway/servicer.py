@@ -14,16 +14,16 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from movierec import limits, paging, validation
-from movierec.apps.gateway.backends import Deadline, Downstream, ModelVersions
+from movierec.apps.gateway.backends import Downstream, ModelVersions
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache, cache_key
 from movierec.apps.gateway.flight import SingleFlight
 from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.query import genre_filter, recommend_query, similar_query
 from movierec.apps.gateway.recommend import Recommender
 from movierec.catalog.v1 import catalog_pb2
-from movierec.errors import InvalidArgument
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.server.budget import Deadline
 from movierec.server.factory import registrar
 
 MAX_LIST_POPULAR = limits.MAX_TOP_K
@@ -124,10 +124,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def RecordRating(self, request, context):  # noqa: N802
         user_id = validation.positive_id("user_id", request.user_id)
         movie_id = validation.positive_id("movie_id", request.movie_id)
-        if not 1 <= request.rating <= 5:
-            raise InvalidArgument("rating", f"must be between 1 and 5, got {request.rating}")
-        r = await self.b.record_rating(user_id, movie_id, request.rating,
-                                       self._deadline(context))
+        rating = validation.rating("rating", request.rating)
+        r = await self.b.record_rating(user_id, movie_id, rating, self._deadline(context))
         await self.cache.invalidate_user(user_id)
         return pb.RecordRatingResponse(user_id=r.user_id, movie_id=r.movie_id, rating=r.rating,
                                        timestamp=r.timestamp)

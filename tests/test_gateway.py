@@ -11,7 +11,6 @@ from gateway_fakes import MOVIES, FakeDownstream, recommender  # noqa: F401
 
 from movierec import limits
 from movierec.apps.gateway import breaker as breaker_module
-from movierec.apps.gateway.backends import Deadline
 from movierec.apps.gateway.breaker import Breaker
 from movierec.apps.gateway.cache import CACHE_EVENTS, Cache
 from movierec.apps.gateway.flight import SingleFlight
@@ -19,6 +18,7 @@ from movierec.apps.gateway.query import recommend_query, similar_query
 from movierec.common.v1 import common_pb2
 from movierec.errors import DeadlineExceeded, InvalidArgument, NotFound
 from movierec.gateway.v1 import gateway_pb2 as pb
+from movierec.server.budget import Deadline
 
 
 def answer(request: pb.RecommendRequest, down: FakeDownstream | None = None):

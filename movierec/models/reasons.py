@@ -21,10 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from scipy import sparse
+
+if TYPE_CHECKING:  # building a table needs pandas and scipy; serving one needs neither
+    import pandas as pd
+    from scipy import sparse
 
 FILE = "neighbours.npy"
 LIKED = 4
@@ -51,13 +54,18 @@ def series_key(title: str) -> str:
 def series_of(titles: Sequence[str]) -> np.ndarray:
     """Per title, a series number shared by every title with the same key (-1: alone)."""
     keys = [series_key(t) for t in titles]
-    counts = pd.Series(keys).value_counts()
-    numbers = {key: n for n, key in enumerate(counts.index[counts >= 2])}
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    numbers = {key: n for n, key in enumerate(k for k, c in counts.items() if c >= 2)}
     return np.asarray([numbers.get(k, -1) for k in keys], dtype=np.int64)
 
 
 def liked_matrix(ratings: pd.DataFrame, movie_ids: np.ndarray) -> sparse.csr_matrix:
     """Movies x users, 1 where the user rated the movie >= 4 (movies in ``movie_ids`` order)."""
+    import pandas as pd
+    from scipy import sparse
+
     liked = ratings[ratings["rating"] >= LIKED]
     rows = pd.Index(movie_ids).get_indexer(liked["movie_id"])
     keep = rows >= 0

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from movierec.data.movielens import NUM_OCCUPATIONS, age_bucket
-from movierec.errors import DataError, InvalidArgument
-from movierec.limits import MAX_AGE, MIN_AGE
+from movierec import validation
+from movierec.data.movielens import age_bucket
+from movierec.errors import DataError
 from movierec.models.artifact import latest, read_metadata
 from movierec.models.fusion.features import (
     CELLS,
@@ -48,23 +48,9 @@ class Profile:
     user_id: int | None = None
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
 def validate(profile: Profile) -> None:
-    """Raise InvalidArgument naming the first bad field of ``profile``."""
-    if not _is_int(profile.age) or not MIN_AGE <= profile.age <= MAX_AGE:
-        raise InvalidArgument("age", f"must be an integer number of years in "
-                                     f"{MIN_AGE}-{MAX_AGE}, got {profile.age!r}")
-    if profile.gender not in ("M", "F"):
-        raise InvalidArgument("gender", f'must be "M" or "F", got {profile.gender!r}')
-    if not _is_int(profile.occupation) or not 0 <= profile.occupation < NUM_OCCUPATIONS:
-        raise InvalidArgument("occupation", f"must be an occupation id 0-{NUM_OCCUPATIONS - 1}, "
-                                            f"got {profile.occupation!r}")
-    if profile.user_id is not None and (not _is_int(profile.user_id) or profile.user_id <= 0):
-        raise InvalidArgument("user_id", f"must be a positive integer or absent, "
-                                         f"got {profile.user_id!r}")
+    """Raise InvalidArgument naming the first bad field of ``profile`` (the shared rules)."""
+    validation.profile("", profile.age, profile.gender, profile.occupation, profile.user_id)
 
 
 def resolve(path: Path | None, root: Path | None = None) -> Path:
