@@ -85,7 +85,7 @@ def table(reply) -> str:
 
 async def ask(address: str, method: str, request, timeout: float, token: str = ""):
     """One call to the gateway, over TLS when MOVIEREC_TLS_* say so."""
-    credentials = tls.channel_credentials(settings.load(settings.ServerSettings))
+    credentials = tls.channel_credentials(settings.server_settings())
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     async with client.channel(address, credentials=credentials) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)

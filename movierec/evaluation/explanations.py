@@ -36,7 +36,7 @@ from movierec.data.source import load_dataset
 from movierec.data.splits import training_ratings
 from movierec.evaluation import artifacts, protocols
 from movierec.evaluation.serving import ItemSpace, PathScorers, ServedModels
-from movierec.models import reasons
+from movierec.models import reasons, registry
 from movierec.models.artifact import read_item_vectors
 
 OLD_ANCHORS = 50
@@ -137,8 +137,7 @@ def evaluate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_dir)
     split_name = protocols.split_for(args.protocol)
-    paths = {m: artifacts.resolve(getattr(args, m), m, args.artifacts)
-             for m in ("fusion", "pinsage")}
+    paths = {m: artifacts.resolve(getattr(args, m), m, args.artifacts) for m in registry.NAMES}
     metas = [artifacts.check(p, data, split_name, f"movierec train {m}")
              for m, p in paths.items()]
     built = protocols.build(data, args.protocol, artifacts.common_seed(metas))
