@@ -10,8 +10,23 @@ scenario of distinct requests never has the same request in flight twice; reques
 counts every call and the latency figures use successful calls only. Bounded by
 ``total`` and ``duration``; loopback targets only.
 
+Closed loop (no ``rps``): ``concurrency`` workers, each sending its next request when
+the previous one answered; a call's latency runs from its send to its answer.
+
+Open loop (``"rps": R``, ghz's key, or ``--rps``): request n is due at a scheduled time
+fixed before the run, whatever the answers do: gaps drawn from an exponential
+distribution of mean 1/R (``"arrival": "poisson"``, the default, seeded by ``"seed"``,
+default 0) or all equal to 1/R (``"constant"``), until ``total`` requests or
+``duration``, whichever ends first. ``concurrency`` then only caps the calls in flight
+(0 or absent: no cap); a request held back by the cap waits its turn in order. **A
+call's latency runs from its scheduled time** to its answer, so time spent queued in
+the client (behind the cap, or behind a late driver) counts: no coordinated omission.
+The report adds ``rpsTarget`` and ``latenessP99``: how late (ms) the driver itself
+started requests after their scheduled time, the sign of a saturated driver. (ghz's
+own ``--rps`` paces at constant gaps and times each call from when a worker sends it.)
+
     movierec loadtest loadtest/ghz/recommend_profile.json [--host 127.0.0.1:50050]
-        [--total N] [--concurrency C] [--duration 10s] [--json]
+        [--total N] [--concurrency C] [--duration 10s] [--rps R] [--json]
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ import pkgutil
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +65,8 @@ class Result:
     codes: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     elapsed: float = 0.0
+    rps_target: float | None = None  # open loop only
+    lateness: list[float] = field(default_factory=list)  # open loop: issue - schedule (s)
 
     @property
     def count(self) -> int:
@@ -106,6 +123,85 @@ async def _worker(stub, next_request, metadata, timeout, result) -> None:
         result.codes["OK"] += 1
 
 
+def schedule(rps: float, total: int, arrival: str = "poisson", seed: int = 0,
+             duration: float | None = None) -> np.ndarray:
+    """Offsets (s from the start) at which an open-loop run sends its requests: the first
+    at 0, then gaps of 1/``rps`` (``constant``) or exponential gaps of mean 1/``rps``
+    from ``numpy.random.default_rng(seed)`` (``poisson``); at most ``total`` of them, and
+    only those before ``duration`` when one is given."""
+    if rps <= 0:
+        raise ValueError(f"rps must be positive, got {rps}")
+    if arrival == "constant":
+        gaps = np.full(max(total - 1, 0), 1.0 / rps)
+    elif arrival == "poisson":
+        gaps = np.random.default_rng(seed).exponential(1.0 / rps, max(total - 1, 0))
+    else:
+        raise ValueError(f"arrival must be 'poisson' or 'constant', got {arrival!r}")
+    offsets = np.concatenate([[0.0], np.cumsum(gaps)])[:max(total, 0)]
+    return offsets if duration is None else offsets[offsets < duration]
+
+
+class _Cap:
+    """At most ``limit`` holders; waiters are served first come, first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self.waiters: deque[asyncio.Future] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        await waiter  # the releasing holder hands its slot over
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+async def _open_loop(stubs, requests, offsets: np.ndarray, metadata, timeout,
+                     cap: int, result: Result) -> None:
+    """Send request n at ``start + offsets[n]`` (or as soon as the cap allows); latency
+    from that scheduled time."""
+    limit = _Cap(cap) if cap > 0 else None
+    pending: set[asyncio.Task] = set()
+
+    async def call(n: int, due: float) -> None:
+        if limit is not None:
+            await limit.acquire()
+        try:
+            await stubs[n % len(stubs)](requests[n % len(requests)], timeout=timeout,
+                                        metadata=metadata)
+            done = time.perf_counter()
+        except grpc.aio.AioRpcError as exc:
+            result.codes[exc.code().name] += 1
+            result.errors[f"rpc error: code = {exc.code().name} desc = {exc.details()}"] += 1
+            return
+        finally:
+            if limit is not None:
+                limit.release()
+        result.latencies.append(done - due)
+        result.codes["OK"] += 1
+
+    start = time.perf_counter()
+    for n, offset in enumerate(offsets.tolist()):
+        due = start + offset
+        while (wait := due - time.perf_counter()) > 0:  # timers may wake early (uvloop: ms)
+            await asyncio.sleep(wait)
+        result.lateness.append(max(0.0, time.perf_counter() - due))
+        task = asyncio.get_running_loop().create_task(call(n, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    while pending:
+        await asyncio.gather(*list(pending))
+
+
 async def run(config: dict) -> Result:
     path, request_cls, response_cls = resolve_method(config["call"])
     data = config.get("data") or {}
@@ -115,11 +211,22 @@ async def run(config: dict) -> Result:
     duration = min(parse_duration(config.get("duration")) or MAX_SECONDS, MAX_SECONDS)
     timeout = parse_duration(config.get("timeout")) or 20.0
     metadata = tuple((config.get("metadata") or {}).items())
-    concurrency = max(1, int(config.get("concurrency") or 50))
     channels = [grpc.aio.insecure_channel(config["host"])
                 for _ in range(max(1, int(config.get("connections") or 1)))]
     stubs = [c.unary_unary(path, request_serializer=request_cls.SerializeToString,
                            response_deserializer=response_cls.FromString) for c in channels]
+    if config.get("rps"):
+        rps = float(config["rps"])
+        offsets = schedule(rps, total, config.get("arrival") or "poisson",
+                           int(config.get("seed") or 0), duration)
+        result = Result(rps_target=rps)
+        start = time.perf_counter()
+        await _open_loop(stubs, requests, offsets, metadata, timeout,
+                         max(0, int(config.get("concurrency") or 0)), result)
+        result.elapsed = time.perf_counter() - start
+        await asyncio.gather(*(c.close() for c in channels))
+        return result
+    concurrency = max(1, int(config.get("concurrency") or 50))
     result, issued = Result(), [0]
     deadline = time.perf_counter() + duration
 
@@ -142,7 +249,7 @@ def summary(result: Result) -> dict:
     """ghz's JSON report fields (durations in nanoseconds, as ghz writes them)."""
     lat = np.asarray(result.latencies) * 1e9
     pct = np.percentile(lat, PERCENTILES) if len(lat) else [0] * len(PERCENTILES)
-    return {
+    report = {
         "count": result.count, "total": int(result.elapsed * 1e9),
         "average": int(lat.mean()) if len(lat) else 0,
         "fastest": int(lat.min()) if len(lat) else 0,
@@ -153,6 +260,11 @@ def summary(result: Result) -> dict:
         "statusCodeDistribution": dict(result.codes),
         "errorDistribution": dict(result.errors),
     }
+    if result.rps_target is not None:  # open loop: what was asked, and the driver's delay
+        report["rpsTarget"] = result.rps_target
+        report["latenessP99"] = (float(np.percentile(result.lateness, 99)) * 1e3
+                                 if result.lateness else 0.0)
+    return report
 
 
 def render(report: dict) -> str:
@@ -161,7 +273,11 @@ def render(report: dict) -> str:
     lines = ["", "Summary:", f"  Count:\t{report['count']}",
              f"  Total:\t{report['total'] / 1e6:.2f} ms", f"  Slowest:\t{ms(report['slowest'])}",
              f"  Fastest:\t{ms(report['fastest'])}", f"  Average:\t{ms(report['average'])}",
-             f"  Requests/sec:\t{report['rps']:.2f}", "", "Latency distribution:"]
+             f"  Requests/sec:\t{report['rps']:.2f}"]
+    if "rpsTarget" in report:
+        lines += [f"  Target rps:\t{report['rpsTarget']:.2f} (open loop, latency from the "
+                  "scheduled time)", f"  Lateness p99:\t{report['latenessP99']:.2f} ms"]
+    lines += ["", "Latency distribution:"]
     lines += [f"  {d['percentage']} % in {ms(d['latency'])} "
               for d in report["latencyDistribution"]]
     lines += ["", "Status code distribution:"]
@@ -179,10 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--total", "-n", type=int)
     parser.add_argument("--concurrency", "-c", type=int)
     parser.add_argument("--duration", "-z")
+    parser.add_argument("--rps", type=float, help="open loop: requests per second on a "
+                        "fixed schedule (the config's arrival, default poisson); latency "
+                        "from each request's scheduled time")
     parser.add_argument("--json", action="store_true", help="print ghz's JSON report")
     args = parser.parse_args(argv)
     config = json.loads(args.config.read_text())
-    for key in ("host", "total", "concurrency", "duration"):
+    for key in ("host", "total", "concurrency", "duration", "rps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config.setdefault("host", "127.0.0.1:50050")

@@ -4,7 +4,9 @@ Each config drives one RPC with an array of realistic requests, which ghz sends 
 round-robin: profiles over every age bucket, gender and occupation; liked lists and
 ratings of real ml-1m users (these few dozen requests repeat: after the first round they
 are cache hits); ``*_miss`` configs of 2,000 requests with pairwise distinct cache keys,
-each sent once (``total`` = their number), for honest cache misses; user ids across
+each sent once (``total`` = their number), for honest cache misses, and their open-loop
+variants in ``open_loop/`` (``rps`` set, ``total`` = rps × 20 s distinct requests, made
+by the same builders); user ids across
 1..6040; the most-rated movies for SimilarMovies and their title words for
 SearchMovies; and, for the retriever's Search, the PinSage vectors of those movies (so
 the query dimension is the model's).
@@ -239,6 +241,35 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# Open-loop miss runs (loadtest/ghz/open_loop/): kind -> (requests/s, builder). The rates
+# are half of each miss kind's capacity at 8 in flight in docs/benchmarks.md (2026-12-02
+# 12:55 UTC run: 292 / 211 / 173 req/s, rounded down to 5); give the rate measured on
+# your stack with `--rps` (benchmarks/open_loop.py prints it).
+OPEN_LOOP_SECONDS = 20
+OPEN_LOOP_IN_FLIGHT = 50  # ghz's workers; a cap on calls in flight for `movierec loadtest`
+OPEN_LOOP: dict[str, tuple[int, Callable[..., list[Request]]]] = {
+    "profile": (145, profile_miss_requests),
+    "liked": (105, liked_miss_requests),
+    "user": (85, user_miss_requests),
+}
+
+
+def build_open_loop(data: MovieLens) -> dict[str, dict]:
+    """The open-loop miss configs, keyed by file stem (written to ``open_loop/``): ``rps``
+    and ``rps`` × OPEN_LOOP_SECONDS pairwise distinct requests, ``total`` their number
+    (no ``duration``: ghz would then ignore ``total`` and send the data round again)."""
+    configs = {}
+    for kind, (rps, requests) in OPEN_LOOP.items():
+        stem = f"gateway_recommend_{kind}_open"
+        total = rps * OPEN_LOOP_SECONDS
+        config = base_config(stem, f"{GATEWAY}.Recommend", 50050, total, OPEN_LOOP_IN_FLIGHT)
+        config["rps"] = rps
+        config["data"] = requests(data, total)
+        assert len(config["data"]) == total, (stem, len(config["data"]))
+        configs[stem] = config
+    return configs
+
+
 def build(data: MovieLens) -> dict[str, dict]:
     """The gateway configs, keyed by file stem."""
     configs = {}
@@ -281,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     for stem, config in configs.items():
         (args.out / f"{stem}.json").write_text(render(config))
         print(args.out / f"{stem}.json")
+    (args.out / "open_loop").mkdir(exist_ok=True)
+    for stem, config in build_open_loop(data).items():
+        (args.out / "open_loop" / f"{stem}.json").write_text(render(config))
+        print(args.out / "open_loop" / f"{stem}.json")
     return 0
 
 
