@@ -20,6 +20,7 @@ from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
 from movierec.services.retriever.batcher import BatchedSearch
 from movierec.services.retriever.loader import IndexSpec, ItemBatch, publish
+from movierec.services.retriever.memory import MEMORY_SEARCHES
 from movierec.services.retriever.milvus import Filters, MilvusVectors
 from movierec.services.retriever.records import ModelCollection, alias_name
 from movierec.services.retriever.server import RetrieverSettings, create_server
@@ -53,9 +54,11 @@ def loaded(milvus_any: str) -> tuple[str, ItemBatch]:
 
 
 def run(uri: str, scenario, **overrides):
+    """``scenario(stub)`` against a retriever over ``uri``; searches go to Milvus unless
+    ``memory_below`` is given (tests/test_retriever.py's memory tests)."""
     async def main():
         config = RetrieverSettings(milvus_uri=uri, metrics_port=-1, health_interval=0.2,
-                                   **overrides)
+                                   **{"memory_below": 0, **overrides})
         server, port = await create_server(config, 0)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         try:
@@ -408,3 +411,76 @@ def test_a_failed_batch_fails_each_search_and_a_caller_may_give_up(loaded) -> No
     assert all(isinstance(f, Exception) for f in failed) and len(failed) == 3
     assert cancelled
     assert [i for i, _ in patient] == _brute(batch, batch.vectors[2], 5, (3,))
+
+
+async def _from_memory(stub, request: pb.SearchRequest) -> pb.SearchResponse:
+    """The answer once the collection is held in memory (the first search starts the load)."""
+    before = MEMORY_SEARCHES._value.get()
+    deadline = time.monotonic() + 20
+    while True:
+        reply = await stub.Search(request, timeout=5)
+        if MEMORY_SEARCHES._value.get() > before or time.monotonic() > deadline:
+            assert MEMORY_SEARCHES._value.get() > before, "never answered from memory"
+            return reply
+        await asyncio.sleep(0.1)
+
+
+def test_small_collections_are_searched_in_memory_with_milvus_answers(explained) -> None:
+    """The copy in memory answers what Milvus' exact search answers: order, filters,
+    exclusions, reasons, readings, a movie's own vector, stored vectors."""
+    uri, batch = explained
+    query = batch.vectors[40]
+    weights = np.linspace(1, -1, DIM).astype(np.float32)
+    requests = [
+        pb.SearchRequest(model="explained", vector=query.tolist(), top_k=15),
+        pb.SearchRequest(model="explained", vector=query.tolist(), top_k=12,
+                         exclude_ids=list(range(2, 120, 3)), genres=["Comedy", "Drama"],
+                         years=common_pb2.YearRange(min_year=1955, max_year=1990),
+                         liked_ids=list(range(1, N, 4)),
+                         reading=common_pb2.Reading(vector=weights.tolist(), offset=2.5,
+                                                    low=1, high=5)),
+        pb.SearchRequest(model="explained", like_movie_id=9, top_k=6),
+        pb.SearchRequest(model="explained", vector=query.tolist(), top_k=5,
+                         genres=["Western"]),   # no movie of the test collection
+    ]
+
+    def answers(reply: pb.SearchResponse) -> list[tuple]:
+        return [(h.movie_id, round(h.score, 4), h.reason_movie_id,
+                 round(h.reading, 4) if h.HasField("reading") else None) for h in reply.hits]
+
+    async def milvus(stub):
+        return [answers(await stub.Search(r, timeout=5)) for r in requests]
+
+    async def memory(stub):
+        await _from_memory(stub, requests[0])
+        vectors = await stub.GetVectors(pb.GetVectorsRequest(model="explained",
+                                                             movie_ids=[3, N + 5]), timeout=5)
+        return [answers(await stub.Search(r, timeout=5)) for r in requests], vectors
+    expected = run(uri, milvus)
+    got, vectors = run(uri, memory, memory_below=10_000)
+    assert got == expected
+    assert expected[1] and expected[3] == []          # the filters left something, or nothing
+    assert [v.movie_id for v in vectors.vectors] == [3] and list(vectors.missing_ids) == [N + 5]
+    assert np.allclose(vectors.vectors[0].vector, batch.vectors[2], atol=1e-6)
+
+
+def test_a_new_version_is_searched_in_memory_once_loaded(milvus_any: str) -> None:
+    first, second = items(21), items(22)
+    load(milvus_any, "swapped", "s1", first)
+
+    async def scenario(stub):
+        request = pb.SearchRequest(model="swapped", vector=first.vectors[0].tolist(), top_k=3)
+        before = await _from_memory(stub, request)
+        await asyncio.to_thread(load, milvus_any, "swapped", "s2", second)
+        deadline = time.monotonic() + 20
+        while (await stub.Search(request, timeout=5)).model_version != "s2":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        return before, await _from_memory(stub, request)
+    before, after = run(milvus_any, scenario, memory_below=10_000, registry_ttl=0.1)
+    query = first.vectors[0]
+    assert [h.movie_id for h in before.hits] == (np.argsort(-(first.vectors @ query))[:3]
+                                                 + 1).tolist()
+    assert after.model_version == "s2"
+    assert [h.movie_id for h in after.hits] == (np.argsort(-(second.vectors @ query))[:3]
+                                                + 1).tolist()

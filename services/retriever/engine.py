@@ -25,6 +25,7 @@ from movierec.errors import FailedPrecondition, NotFound, Unavailable
 from movierec.services.retriever.batcher import BatchedSearch, Hits
 from movierec.services.retriever.facts import Explained, HitFacts, Reading, explain
 from movierec.services.retriever.failures import reraise
+from movierec.services.retriever.memory import MemoryCollections
 from movierec.services.retriever.milvus import Filters, MilvusVectors
 from movierec.services.retriever.records import ModelCollection
 
@@ -37,10 +38,11 @@ class SearchEngine:
     """Searches one Milvus deployment on behalf of the gRPC servicer."""
 
     def __init__(self, store: MilvusVectors, registry_ttl: float = 1.0,
-                 searcher: BatchedSearch | None = None) -> None:
+                 searcher: BatchedSearch | None = None, memory_below: int = 0) -> None:
         self.store = store
         self.searcher = searcher or BatchedSearch(store, max_batch=1)
         self.facts = HitFacts(store)
+        self.memory = MemoryCollections(store, memory_below)
         self.registry_ttl = registry_ttl
         self._cache: dict[str, tuple[float, ModelCollection]] = {}
 
@@ -108,8 +110,14 @@ class SearchEngine:
     async def search(self, model: str, vector: Sequence[float], top_k: int,
                      filters: Filters, timeout: float,
                      check: Check | None = None) -> tuple[Hits, ModelCollection]:
-        """The ``top_k`` hits of one query vector (batched with concurrent searches of
-        the same collection where :class:`BatchedSearch` can)."""
+        """The ``top_k`` hits of one query vector: from the collection's copy in memory
+        when it is held there (:mod:`.memory`), else from Milvus (batched with concurrent
+        searches of the same collection where :class:`BatchedSearch` can)."""
+        live = await self._checked(model, timeout, check)
+        copy = self.memory.get(live)
+        if copy is not None:
+            return copy.search(vector, top_k, filters), live
+
         def search(col: ModelCollection, t: float):
             return self.searcher.search(col, vector, top_k, filters, t)
         return await self._with_refresh(model, timeout, search, check)
@@ -119,12 +127,19 @@ class SearchEngine:
         """``hits`` with their reasons among ``liked`` and their readings (when asked)."""
         if not liked and reading is None:
             return [Explained(movie_id, score) for movie_id, score in hits]
-        facts = await self._await(self.facts.get(live, [i for i, _ in hits], timeout),
-                                  "facts", timeout)
+        copy = self.memory.loaded.get(live.collection)
+        ids = [i for i, _ in hits]
+        facts = copy.facts(ids) if copy is not None else await self._await(
+            self.facts.get(live, ids, timeout), "facts", timeout)
         return explain(hits, facts, liked, reading)
 
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:
+        live = await self.live(model, timeout)
+        copy = self.memory.loaded.get(live.collection)
+        if copy is not None:
+            return copy.stored_vectors(ids), live
+
         def vectors(col: ModelCollection, t: float):
             return self.store.vectors(col, ids, t)
         return await self._with_refresh(model, timeout, vectors)

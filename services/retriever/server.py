@@ -57,6 +57,10 @@ class RetrieverSettings:
         "RETRIEVER_EXACT_BELOW", 100_000, minimum=0, maximum=10**9,
         doc="collections with fewer vectors get exact FLAT search, for loads (0: never)")
 
+    memory_below: int = settings.setting(
+        "RETRIEVER_MEMORY_BELOW", 100_000, minimum=0, maximum=10**7,
+        doc="live collections with at most this many vectors are also held in memory and "
+            "searched there exactly, as FLAT search in Milvus would (0: always Milvus)")
     batch_max: int = settings.setting(
         "RETRIEVER_BATCH_MAX", 16, minimum=1, maximum=256,
         doc="query vectors per Milvus search when concurrent searches are batched (1: off)")
@@ -78,7 +82,8 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
     store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout,
                           search_ef=config.hnsw_ef)
     engine = SearchEngine(store, config.registry_ttl,
-                          BatchedSearch(store, config.batch_max, config.batch_exclude))
+                          BatchedSearch(store, config.batch_max, config.batch_exclude),
+                          config.memory_below)
     spec = ServiceSpec(SERVICE, RetrieverServicer(engine, config.call_timeout),
                        retriever_pb2_grpc.add_RetrieverServicer_to_server)
     server, bound = await build_server("retriever", [spec], port,
@@ -88,6 +93,7 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
                                      config.health_interval, "milvus"))
 
     server.on_stop(store.aclose)
+    server.on_stop(engine.memory.close)
     return server, bound
 
 
