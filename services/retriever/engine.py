@@ -14,6 +14,7 @@ FAILED_PRECONDITION. Failures are translated by :mod:`movierec.services.retrieve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -146,6 +147,16 @@ class SearchEngine:
 
     async def describe(self, model: str, timeout: float) -> ModelCollection:
         return await self.live(model, timeout, fresh=True)
+
+    async def keep_warm(self, models: Sequence[str], interval: float, timeout: float) -> None:
+        """Forever: look up each model's live collection, so that a small one is read into
+        memory before searches ask for it (at start, and after a version swap)."""
+        while True:
+            for model in models:
+                # not loaded yet, or Milvus away: the next round tries again
+                with contextlib.suppress(Exception):
+                    self.memory.get(await self.live(model, timeout))
+            await asyncio.sleep(interval)
 
     async def ready(self, timeout: float) -> bool:
         """Whether Milvus answers (on Lite: and the registry exists, created if missing).

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from movierec import limits, settings
+from movierec.models import registry as models
 from movierec.registry import RETRIEVER
 from movierec.retriever.v1 import retriever_pb2, retriever_pb2_grpc
 from movierec.server.factory import (
@@ -91,6 +92,9 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
     probe_timeout = max(config.health_interval, config.call_timeout)
     start_task(server, follow_health(server, lambda: engine.ready(probe_timeout),
                                      config.health_interval, "milvus"))
+    if config.memory_below:
+        start_task(server, engine.keep_warm(models.NAMES, config.health_interval,
+                                            probe_timeout))
 
     server.on_stop(store.aclose)
     server.on_stop(engine.memory.close)
