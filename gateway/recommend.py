@@ -100,7 +100,8 @@ class Recommender:
         page = ranking.hits[page_start:page_start + top_k + self.extra]
         named = {hit.reason for hit in page if hit.reason}
         meta = await self.movies.get([h.movie_id for h in page] + sorted(named), deadline)
-        tastes = _tastes(ranking, meta, self.movies)
+        unexplained = any(not hit.reason and hit.reading is None for hit in page)
+        tastes = _tastes(ranking, meta, self.movies) if unexplained else Counter()
         items = []
         for hit in page:
             if hit.movie_id not in meta or len(items) == top_k:
