@@ -15,6 +15,7 @@ the real Milvus server::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -127,15 +128,36 @@ def one_run(binary: Path, workdir: Path, rng: random.Random, max_delay: float,
     return Outcome(delay, [s.name for s in sent], seconds, survivors)
 
 
+@contextlib.contextmanager
+def signals_not_ignored():
+    """SIGINT and SIGTERM handled, not ignored, in this process while supervisors start.
+
+    A process inherits the signals its starter ignores: a shell runs background commands
+    with SIGINT ignored, and a SIGINT that reaches a supervisor started from there before
+    its Python code installs a handler is dropped by the kernel. ``movierec up`` handles
+    both signals (its children start with the defaults); the stress starts them the same
+    way whatever shell started it."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if previous[signal.SIGTERM] == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def stress(binary: Path, workdir: Path, runs: int, max_delay: float, grace: float,
            seed: int = 0, say=lambda _: None) -> list[Outcome]:
     rng = random.Random(seed)
     outcomes = []
-    for index in range(runs):
-        outcome = one_run(binary, workdir, rng, max_delay, grace)
-        say(f"{index:3d} after {outcome.delay:6.2f}s {'+'.join(outcome.signals):23s} "
-            f"gone in {outcome.seconds_to_gone:5.2f}s survivors {outcome.survivors}")
-        outcomes.append(outcome)
+    with signals_not_ignored():
+        for index in range(runs):
+            outcome = one_run(binary, workdir, rng, max_delay, grace)
+            say(f"{index:3d} after {outcome.delay:6.2f}s {'+'.join(outcome.signals):23s} "
+                f"gone in {outcome.seconds_to_gone:5.2f}s survivors {outcome.survivors}")
+            outcomes.append(outcome)
     return outcomes
 
 

@@ -157,9 +157,12 @@ def stop_milvus(proc: subprocess.Popen, grace: float, etcd_port: int) -> int:
     return proc.returncode
 
 
-def supervise(args: argparse.Namespace, env: dict[str, str], poll: float = 0.05) -> int:
-    """Run Milvus until a stop signal or its exit; 0 when stopped by a signal."""
-    shutdown = Shutdown().install()
+def supervise(args: argparse.Namespace, env: dict[str, str], shutdown: Shutdown,
+              poll: float = 0.05) -> int:
+    """Run Milvus until a stop signal or its exit; 0 when stopped by a signal (one that
+    came before Milvus was started starts nothing)."""
+    if shutdown.requested:
+        return 0
     proc = start_milvus(args.binary, args.workdir, env)
     listener = socket.socket(fileno=args.listen_fd)
     threading.Thread(target=forward, args=(listener, args.proxy_port), daemon=True).start()
@@ -170,6 +173,11 @@ def supervise(args: argparse.Namespace, env: dict[str, str], poll: float = 0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Set up the namespace and supervise Milvus. Stop signals are recorded from the first
+    line on; one that reached the process before Python ran this line acted as the
+    starter left it (``up`` and the tests leave SIGINT and SIGTERM at their defaults:
+    a starter that ignores SIGINT passes that on, and such a signal is lost)."""
+    shutdown = Shutdown().install()
     parser = argparse.ArgumentParser(prog="milvus_netns", description=__doc__.splitlines()[0])
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--proxy-port", type=int, required=True)
@@ -187,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loopback_up()
     private_run_dir(args.run_dir)
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
-    return supervise(args, env)
+    return supervise(args, env, shutdown)
 
 
 if __name__ == "__main__":
