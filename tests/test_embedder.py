@@ -27,3 +27,40 @@ def test_a_broken_newer_artifact_keeps_the_loaded_model(stack: Stack, tmp_path: 
     assert models.reload() == []
     assert {n: loaded.version for n, loaded in models.current.items()} == before
     assert models.ready
+
+
+def test_a_new_movie_gets_a_vector_in_every_models_space(stack: Stack) -> None:
+    """EmbedMovies applies each loaded artifact's content map (movierec/models/content.py)
+    to a movie no model trained on; a movie without a title is INVALID_ARGUMENT."""
+    import asyncio
+
+    import grpc
+    import numpy as np
+
+    from movierec.common.v1 import common_pb2
+    from movierec.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+    from movierec.models.artifact import latest
+    from movierec.models.content import ContentMap
+
+    movie = common_pb2.Movie(movie_id=9001, title="Moon Harbor 2", year=1999,
+                             genres=["Comedy", "Drama"])
+
+    async def ask():
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.env['EMBEDDER_PORT']}") as c:
+            stub = embedder_pb2_grpc.EmbedderStub(c)
+            reply = await stub.EmbedMovies(embedder_pb2.EmbedMoviesRequest(movies=[movie]),
+                                           timeout=5)
+            try:
+                await stub.EmbedMovies(embedder_pb2.EmbedMoviesRequest(
+                    movies=[common_pb2.Movie(movie_id=9002, title=" ")]), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                return reply, exc.code()
+            return reply, None
+    reply, bad = asyncio.run(ask())
+    assert bad == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(e.model for e in reply.embeddings) == ["fusion", "pinsage"]
+    for embedding in reply.embeddings:
+        path = latest(embedding.model, Path(stack.env["MOVIEREC_ARTIFACTS"]))
+        assert embedding.model_version == path.name and embedding.movie_id == 9001
+        expected = ContentMap.load(path).vectors([("Moon Harbor 2", 1999, ("Comedy", "Drama"))])
+        assert np.allclose(embedding.vector, expected[0], atol=1e-5)

@@ -484,3 +484,37 @@ def test_a_new_version_is_searched_in_memory_once_loaded(milvus_any: str) -> Non
     assert after.model_version == "s2"
     assert [h.movie_id for h in after.hits] == (np.argsort(-(second.vectors @ query))[:3]
                                                 + 1).tolist()
+
+
+@pytest.mark.parametrize("memory_below", [0, 10_000])
+def test_an_added_movie_is_searchable_at_once(milvus_any: str, memory_below: int) -> None:
+    """UpsertVectors writes into the live collection (and its copy in memory): the next
+    search can return the movie, with its genre; a stale version or width is refused."""
+    batch = items(31)
+    batch = ItemBatch(batch.ids, batch.vectors, batch.years, batch.genres, reasons_table(N))
+    model = f"grown{memory_below}"
+    load(milvus_any, model, "g1", batch)
+    new_vector = normalize(batch.vectors[:1] * -1.0 + 0.01)[0]
+
+    async def scenario(stub):
+        if memory_below:
+            await _from_memory(stub, pb.SearchRequest(model=model, vector=[0.1] * DIM))
+        added = await stub.UpsertVectors(pb.UpsertVectorsRequest(
+            model=model, model_version="g1", rows=[pb.MovieRow(
+                movie_id=N + 7, vector=new_vector.tolist(), year=2020, genres=["Western"])]),
+            timeout=10)
+        found = await stub.Search(pb.SearchRequest(model=model, vector=new_vector.tolist(),
+                                                   top_k=1, genres=["Western"],
+                                                   liked_ids=[1, 2]), timeout=5)
+        stale = await _error(stub.UpsertVectors(pb.UpsertVectorsRequest(
+            model=model, model_version="g0", rows=[pb.MovieRow(movie_id=N + 8,
+                                                               vector=[0.1] * DIM)]), timeout=5))
+        narrow = await _error(stub.UpsertVectors(pb.UpsertVectorsRequest(
+            model=model, model_version="g1", rows=[pb.MovieRow(movie_id=N + 8,
+                                                               vector=[0.1] * 3)]), timeout=5))
+        return added, found, stale, narrow
+    added, found, stale, narrow = run(milvus_any, scenario, memory_below=memory_below)
+    assert (added.model_version, added.count) == ("g1", 1)
+    assert [h.movie_id for h in found.hits] == [N + 7]
+    assert found.hits[0].reason_movie_id == 0          # nothing is co-liked with it yet
+    assert stale[0].name == "FAILED_PRECONDITION" and narrow[0].name == "FAILED_PRECONDITION"

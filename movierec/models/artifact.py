@@ -62,12 +62,13 @@ class ArtifactWriter:
 
     def finish(self, metadata: dict[str, Any], item_ids: np.ndarray,
                item_vectors: np.ndarray, *, unit: bool = True,
-               reasons: np.ndarray | None = None) -> Path:
+               reasons: np.ndarray | None = None, content=None) -> Path:
         """Write vectors and metadata, move the version into place, point LATEST at it.
 
         ``unit`` rows are L2-normalized here; otherwise they are stored as given (a model
         whose score is an inner product with extra terms folded into the vectors).
-        ``reasons`` (:mod:`movierec.models.reasons`, one row per movie) explain them.
+        ``reasons`` (:mod:`movierec.models.reasons`, one row per movie) explain them;
+        ``content`` (:class:`movierec.models.content.ContentMap`) embeds new movies.
         """
         ids = np.asarray(item_ids, dtype=np.int64)
         vectors = normalize(item_vectors) if unit else np.asarray(item_vectors, np.float32)
@@ -79,6 +80,8 @@ class ArtifactWriter:
             if len(reasons) != len(ids):
                 raise DataError("the reasons table must have one row per movie")
             metadata = {**metadata, "reasons": reasons_file.save(self.path, reasons)}
+        if content is not None:
+            metadata = {**metadata, "content_map": content.save(self.path)}
         meta = {"format": FORMAT_VERSION, "model": self.model, "version": self.version,
                 "dim": int(vectors.shape[1]), "num_items": int(len(ids)), "normalized": unit,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **metadata}

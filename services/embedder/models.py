@@ -16,6 +16,7 @@ from pathlib import Path
 from movierec.errors import DataError, FailedPrecondition
 from movierec.models import registry
 from movierec.models.artifact import artifacts_root, latest, read_metadata
+from movierec.models.content import ContentMap
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Loaded:
     dim: int
     path: Path
     encoder: object
+    content: ContentMap | None = None   # embeds movies the model did not train on
 
 
 @dataclass
@@ -47,7 +49,7 @@ class ModelSet:
     def _load(self, model: str, path: Path) -> Loaded:
         meta = read_metadata(path)
         return Loaded(model, str(meta["version"]), int(meta["dim"]), path,
-                      encoder_class(model).load(path))
+                      encoder_class(model).load(path), ContentMap.load(path))
 
     def reload(self) -> list[str]:
         """Load every model whose LATEST version is new; return what changed."""

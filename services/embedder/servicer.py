@@ -79,6 +79,17 @@ def history_of(request: pb.EmbedHistoryRequest) -> History:
     return history
 
 
+def movies_of(request: pb.EmbedMoviesRequest) -> list:
+    """The request's movies; INVALID_ARGUMENT for a missing id or title, or too many."""
+    movies = list(request.movies)
+    if not movies or len(movies) > limits.MAX_BATCH_IDS:
+        raise InvalidArgument("movies", f"give 1-{limits.MAX_BATCH_IDS} movies")
+    for i, movie in enumerate(movies):
+        validation.positive_id(f"movies[{i}].movie_id", movie.movie_id)
+        validation.text(f"movies[{i}].title", movie.title, required=True)
+    return movies
+
+
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Profiles, liked lists and rated histories to query vectors; no other service."""
 
@@ -108,6 +119,19 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                           history.timestamps[known])
         vector, used = embed_user_history(model.encoder, history, self.history_limit)
         return pb.EmbedHistoryResponse(embedding=embedding(model, vector), used_movie_ids=used)
+
+    async def EmbedMovies(self, request, context):  # noqa: N802
+        movies = movies_of(request)
+        out = []
+        for loaded in self.models.current.values():
+            if loaded.content is None:
+                continue
+            vectors = loaded.content.vectors([(m.title, m.year or None, tuple(m.genres))
+                                              for m in movies])
+            out += [pb.MovieEmbedding(model=loaded.model, model_version=loaded.version,
+                                      movie_id=m.movie_id, vector=v.tolist())
+                    for m, v in zip(movies, vectors, strict=True)]
+        return pb.EmbedMoviesResponse(embeddings=out)
 
     async def GetModelInfo(self, request, context):  # noqa: N802
         return pb.GetModelInfoResponse(models=[

@@ -145,6 +145,23 @@ class SearchEngine:
             return self.store.vectors(col, ids, t)
         return await self._with_refresh(model, timeout, vectors)
 
+    async def upsert(self, model: str, version: str, rows: list[dict],
+                     timeout: float) -> ModelCollection:
+        """Write ``rows`` (id, vector, year, genres) into ``model``'s live collection when
+        it is ``version``, then into its copy in memory: searches see them at once."""
+        live = await self.live(model, timeout, fresh=True)
+        if version != live.version:
+            raise FailedPrecondition(f"model {model!r}: the rows are for version {version} "
+                                     f"but version {live.version} is live")
+        if any(len(r["vector"]) != live.dim for r in rows):
+            raise FailedPrecondition(f"model {model!r}: vectors must have {live.dim} numbers")
+        if live.reasons:
+            rows = [{**r, "reasons": []} for r in rows]   # nothing is co-liked with it yet
+        await self._run(self.store.upsert, live, rows, timeout=timeout)
+        self.memory.upsert(live.collection, rows)
+        self.facts.forget(live.collection, [r["id"] for r in rows])
+        return live
+
     async def describe(self, model: str, timeout: float) -> ModelCollection:
         return await self.live(model, timeout, fresh=True)
 

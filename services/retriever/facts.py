@@ -78,6 +78,11 @@ class HitFacts:
                 found[movie_id] = fact
         return found
 
+    def forget(self, collection: str, ids: Sequence[int]) -> None:
+        """Drop what is kept of ``ids`` (their rows were replaced)."""
+        for movie_id in ids:
+            self._rows.pop((collection, movie_id), None)
+
     def _remember(self, key: tuple[str, int], fact: Fact) -> None:
         self._rows[key] = fact
         while len(self._rows) > self.max_entries:

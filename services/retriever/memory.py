@@ -90,6 +90,18 @@ class MemoryCollection:
         MEMORY_SEARCHES.inc()
         return list(zip(self.ids[best].tolist(), scores[best].tolist(), strict=True))
 
+    def rows_as_stored(self) -> list[dict]:
+        return [{"id": int(m), "vector": self.vectors[i], "year": int(self.years[i]),
+                 "genres": [g for g, on in zip(self.genre_names, self.genres[i], strict=True)
+                            if on], "reasons": self.reasons[i]}
+                for i, m in enumerate(self.ids.tolist())]
+
+    def updated(self, rows: Sequence[dict]) -> MemoryCollection:
+        """A copy with ``rows`` added, or replacing the rows of their ids."""
+        new = {int(r["id"]) for r in rows}
+        kept = [r for r in self.rows_as_stored() if r["id"] not in new]
+        return MemoryCollection.of(self.collection, kept + list(rows))
+
     def facts(self, ids: Sequence[int]) -> dict[int, Fact]:
         return {i: Fact(self.vectors[self.rows[i]], self.reasons[self.rows[i]])
                 for i in ids if i in self.rows}
@@ -140,7 +152,7 @@ class MemoryCollections:
         try:
             rows = await asyncio.to_thread(self._read, live)
             copy = await asyncio.to_thread(MemoryCollection.of, live.collection, rows)
-            if len(copy.ids) != live.count:
+            if len(copy.ids) < live.count:   # movies may have been added since the load
                 raise ValueError(f"read {len(copy.ids)} rows of {live.count}")
         except Exception as exc:  # noqa: BLE001 - Milvus keeps answering; retried later
             log.warning("could not hold %s in memory (%s); searching it in Milvus",
@@ -157,6 +169,12 @@ class MemoryCollections:
         log.info("collection held in memory", extra={
             "collection": live.collection, "rows": len(copy.ids),
             "seconds": round(time.perf_counter() - started, 2)})
+
+    def upsert(self, collection: str, rows: Sequence[dict]) -> None:
+        """Apply rows just written to Milvus to the copy of ``collection``, if held."""
+        copy = self.loaded.get(collection)
+        if copy is not None:
+            self.loaded[collection] = copy.updated(rows)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

@@ -48,6 +48,12 @@ KEEPALIVE = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_timeout_ms": 20_
              "grpc.keepalive_permit_without_calls": False}
 
 
+#: Reads see this process' own writes (a movie the retriever just inserted) and are not
+#: held back otherwise: Milvus' "Session" level (the collections' default, "Bounded",
+#: may leave a write unseen for seconds).
+CONSISTENCY = "Session"
+
+
 @dataclass(frozen=True)
 class Filters:
     exclude_ids: tuple[int, ...] = ()
@@ -171,7 +177,8 @@ class MilvusVectors:
         params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
         results = await self.async_client.search(
             live.collection, data=[list(v) for v in vectors], filter=filters.expression(),
-            limit=top_k, search_params=params, timeout=timeout)
+            limit=top_k, search_params=params, timeout=timeout,
+            consistency_level=CONSISTENCY)
         return [list(zip(map(int, hits.ids), map(float, hits.distances), strict=True))
                 for hits in results]
 
@@ -182,6 +189,10 @@ class MilvusVectors:
             return {"nprobe": 32}
         return {}
 
+    def upsert(self, live: ModelCollection, rows: Sequence[dict]) -> None:
+        """Add or replace rows of the live collection (blocking)."""
+        self.client.upsert(live.collection, list(rows), timeout=self.timeout)
+
     async def rows(self, live: ModelCollection, ids: Sequence[int], fields: Sequence[str],
                    timeout: float) -> dict[int, dict]:
         """The stored ``fields`` of ``ids``, by id (none asked: none read; pymilvus would
@@ -189,7 +200,8 @@ class MilvusVectors:
         if not ids:
             return {}
         rows = await self.async_client.query(live.collection, ids=list(ids),
-                                             output_fields=list(fields), timeout=timeout)
+                                             output_fields=list(fields), timeout=timeout,
+                                             consistency_level=CONSISTENCY)
         return {int(r["id"]): r for r in rows}
 
     async def vectors(self, live: ModelCollection, ids: Sequence[int],

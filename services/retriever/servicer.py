@@ -107,6 +107,19 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
             missing_ids=[i for i in dict.fromkeys(ids) if i not in found],
             model_version=live.version)
 
+    async def UpsertVectors(self, request, context):  # noqa: N802
+        model = check_model(request.model)
+        if not request.rows or len(request.rows) > limits.MAX_BATCH_IDS:
+            raise InvalidArgument("rows", f"give 1-{limits.MAX_BATCH_IDS} rows")
+        rows = [{"id": validation.positive_id(f"rows[{i}].movie_id", row.movie_id),
+                 "vector": validation.finite_vector(f"rows[{i}].vector", row.vector),
+                 "year": row.year, "genres": list(validation.genres(f"rows[{i}].genres",
+                                                                    row.genres))}
+                for i, row in enumerate(request.rows)]
+        version = validation.text("model_version", request.model_version, 64, required=True)
+        live = await self.engine.upsert(model, version, rows, self._timeout(context))
+        return pb.UpsertVectorsResponse(model_version=live.version, count=len(rows))
+
     async def DescribeModel(self, request, context):  # noqa: N802
         live = await self.engine.describe(check_model(request.model), self._timeout(context))
         return pb.DescribeModelResponse(model=live.model, version=live.version, dim=live.dim,

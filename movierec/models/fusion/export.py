@@ -29,6 +29,7 @@ import numpy as np
 
 from movierec.compat.paddle import paddle
 from movierec.data.movielens import MovieLens
+from movierec.models import content
 from movierec.models.artifact import ArtifactWriter, normalize
 from movierec.models.fusion.data import Tables, build_tables
 from movierec.models.fusion.features import CELLS, Vocab
@@ -88,8 +89,11 @@ def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
         np.savez(writer.path / "user_tower.npz", **user_tower_arrays(model))
         meta = {"dataset": data.name, "data_checksum": data.checksum,
                 "score": score_map(model), "params": cfg.to_dict(), **metadata}
-        return writer.finish(meta, tables.movie_ids, movie_vectors(model, tables),
-                             unit=False, reasons=reasons)
+        vectors = movie_vectors(model, tables)
+        trained = np.isin(tables.movie_ids, np.asarray(vocab.movie_ids, dtype=np.int64))
+        return writer.finish(meta, tables.movie_ids, vectors, unit=False, reasons=reasons,
+                             content=content.for_movies(data.movies, tables.movie_ids, vectors,
+                                                        trained, vocab.genres))
     except BaseException:
         writer.abort()
         raise

@@ -159,7 +159,7 @@ def train(args: argparse.Namespace) -> int:
             "split_seed": args.seed, "metrics": {"test": test_metrics},
             "wall_seconds": round(time.perf_counter() - started, 1)}
     path = export(result, graph, config, info, args.artifacts, calibration,
-                  reasons.for_movies(data.movies, training_ratings(data, split)))
+                  reasons.for_movies(data.movies, training_ratings(data, split)), data.movies)
     print(f"pinsage: best epoch {result.best_epoch}, {result.seconds:.0f} s training, "
           f"test recall@10 {test_metrics['recall@10']:.4f} ndcg@10 {test_metrics['ndcg@10']:.4f}"
           f"\nartifact: {path}")

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from movierec.compat.dgl import import_dgl
+from movierec.models import content
 from movierec.models.artifact import ArtifactWriter
 from movierec.models.pinsage.calibration import Calibrations
 from movierec.models.pinsage.encoder import MODEL, write_tower
@@ -33,10 +35,11 @@ from movierec.models.pinsage.train import TrainConfig, TrainResult, served_array
 def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
            info: dict[str, Any], root: Path | None = None,
            calibration: Calibrations | None = None,
-           reasons: np.ndarray | None = None) -> Path:
+           reasons: np.ndarray | None = None, movies: pd.DataFrame | None = None) -> Path:
     """Write the artifact; ``info`` adds dataset, split, checksum and metrics to metadata;
     ``calibration`` (fitted on validation) sets the served bias weight; ``reasons``:
-    :func:`movierec.models.reasons.for_movies` of the training ratings."""
+    :func:`movierec.models.reasons.for_movies` of the training ratings; ``movies`` (the
+    data set's frame) fit the content map that embeds movies added later."""
     writer = ArtifactWriter(MODEL, root)
     try:
         torch.save(result.model.state_dict(), writer.path / "model.pt")
@@ -56,8 +59,10 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         if calibration is not None:
             metadata["bias_calibration"] = calibration.metadata()
         metadata["vector_norm"] = "l2" if shared else "none"
+        mapped = None if movies is None else content.for_movies(
+            movies, data.movie_ids, served.item_vectors, data.features.has_edges, data.genres)
         return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared,
-                             reasons=reasons)
+                             reasons=reasons, content=mapped)
     except BaseException:
         writer.abort()
         raise
