@@ -27,3 +27,6 @@ MAX_POPULAR = MAX_RANK      # popular movies per call
 MAX_OFFSET = 10_000         # largest page offset a page token may carry
 
 MIN_AGE, MAX_AGE = 1, 120   # years of a profile's age (mapped to the ml-1m bucket)
+
+MAX_TITLE = 200             # characters of a movie title (catalog writes)
+MAX_UPSERT_MOVIES = 1000    # movies per UpsertMovies request (one transaction)

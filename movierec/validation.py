@@ -11,13 +11,23 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from movierec.data.movielens import GENRES, NUM_OCCUPATIONS
+from movierec.data.movielens import GENRES, NUM_OCCUPATIONS, age_bucket
 from movierec.errors import InvalidArgument
-from movierec.limits import MAX_AGE, MAX_GENRES, MAX_ID, MAX_LABEL, MAX_TEXT, MIN_AGE
+from movierec.limits import (
+    MAX_AGE,
+    MAX_GENRES,
+    MAX_ID,
+    MAX_LABEL,
+    MAX_TEXT,
+    MAX_TITLE,
+    MAX_UPSERT_MOVIES,
+    MIN_AGE,
+)
 
 KNOWN_GENRES = frozenset((*GENRES, "unknown"))
 MIN_RATING, MAX_RATING = 1, 5   # stars of a MovieLens rating
 GENDERS = ("M", "F")
+MIN_YEAR, MAX_YEAR = 1800, 2200  # a movie's year (the catalog schema's CHECK)
 
 
 def limit(field: str, value: int, default: int, maximum: int) -> int:
@@ -145,3 +155,49 @@ def finite_vector(field: str, values: Sequence[float], dim: int | None = None) -
     if not all(math.isfinite(v) for v in vector):
         raise InvalidArgument(field, "must contain only finite numbers")
     return vector
+
+
+def count(field: str, size: int, maximum: int) -> int:
+    """A list's length: 1..maximum, else InvalidArgument."""
+    if size == 0:
+        raise InvalidArgument(field, "must not be empty")
+    if size > maximum:
+        raise InvalidArgument(field, f"at most {maximum} values, got {size}")
+    return size
+
+
+def year(field: str, value: int) -> int | None:
+    """A movie's year: None for 0 (unknown), else MIN_YEAR..MAX_YEAR."""
+    if value == 0:
+        return None
+    if not MIN_YEAR <= value <= MAX_YEAR:
+        raise InvalidArgument(field, f"must be 0 (unknown) or {MIN_YEAR}-{MAX_YEAR}, got {value}")
+    return value
+
+
+def movie(field: str, movie_id: int, title: str, year_: int, genre_names: Sequence[str]
+          ) -> tuple[int | None, str, int | None, tuple[str, ...]]:
+    """A movie to write, ``(id or None, title, year or None, genres)``: id 0 means none
+    (the catalog matches or assigns it), the title is required, the year 0 or
+    MIN_YEAR-MAX_YEAR and the genres known genre names (:func:`genres`)."""
+    return ((positive_id(f"{field}.movie_id", movie_id) if movie_id else None),
+            text(f"{field}.title", title, MAX_TITLE, required=True),
+            year(f"{field}.year", year_), genres(f"{field}.genres", genre_names))
+
+
+def movies(field: str, items: Sequence[Any], maximum: int = MAX_UPSERT_MOVIES
+           ) -> list[tuple[int | None, str, int | None, tuple[str, ...]]]:
+    """A batch of movies to write (1..maximum of them, each :func:`movie`'s rules, named
+    ``field[i]``); the first bad value is InvalidArgument, so nothing is written."""
+    count(field, len(items), maximum)
+    return [movie(f"{field}[{i}]", m.movie_id, m.title, m.year, m.genres)
+            for i, m in enumerate(items)]
+
+
+def user_profile(user_id: int, age: Any, gender: Any, occupation: Any
+                 ) -> tuple[int | None, int, str, int]:
+    """A profile to write, ``(user id or None, age bucket code, gender, occupation)``:
+    :func:`profile`'s rules, the id 0 meaning none (a sign-up), the age in years stored as
+    its ml-1m bucket code."""
+    profile("", age, gender, occupation, user_id or None)
+    return (user_id or None), age_bucket(age), gender, occupation

@@ -110,3 +110,21 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         stored = await self.store.record_rating(user_id, movie_id, stars,
                                                 self._timeout(context))
         return catalog_pb2.RecordRatingResponse(rating=rating_pb(stored))
+
+    async def UpsertMovies(self, request, context):  # noqa: N802
+        movies = [Movie(movie_id or 0, title, year, genres) for movie_id, title, year, genres
+                  in validation.movies("movies", request.movies)]
+        stored = await self.store.upsert_movies(movies, self._timeout(context))
+        return catalog_pb2.UpsertMoviesResponse(movies=[movie_pb(m) for m in stored])
+
+    async def UpsertUser(self, request, context):  # noqa: N802
+        user_id, age, gender, occupation = validation.user_profile(
+            request.user_id, request.age, request.gender, request.occupation)
+        user, created = await self.store.upsert_user(user_id, age, gender, occupation,
+                                                     self._timeout(context))
+        return catalog_pb2.UpsertUserResponse(user=user_pb(user), created=created)
+
+    async def DeleteUser(self, request, context):  # noqa: N802
+        user_id = validation.positive_id("user_id", request.user_id)
+        deleted = await self.store.delete_user(user_id, self._timeout(context))
+        return catalog_pb2.DeleteUserResponse(user_id=user_id, ratings_deleted=deleted)

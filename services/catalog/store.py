@@ -14,14 +14,19 @@ import contextlib
 import datetime as dt
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from movierec.errors import DeadlineExceeded, NotFound, Unavailable
+from movierec.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from movierec.limits import MAX_ID
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,109 @@ WHERE u.user_id = %(user)s
 GROUP BY u.user_id"""
 
 
+#: Catalog writes. A write that assigns ids (or matches titles) locks its table against
+#: other writers (readers go on) for its transaction, so two writers never pick one id.
+_LOCK_MOVIES = "LOCK TABLE movies IN SHARE ROW EXCLUSIVE MODE"
+_LOCK_USERS = "LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"
+_MAX_MOVIE_ID = "SELECT coalesce(max(movie_id), 0) FROM movies"
+_MAX_USER_ID = "SELECT coalesce(max(user_id), 0) FROM users"
+#: The request's titles as PostgreSQL lowers them (the one case-folding rule), in order.
+_LOWER_TITLES = """
+SELECT coalesce(array_agg(lower(t) ORDER BY n), '{}')
+FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, n)"""
+#: The rows a batch can touch: those it names by id, and those an id-less movie matches
+#: on (lower(title), year) (0 standing for an unknown year).
+_MOVIE_CANDIDATES = f"""
+SELECT {_MOVIE_COLS}, lower(m.title) FROM movies m
+WHERE m.movie_id = ANY(%(ids)s::int[])
+   OR (lower(m.title), coalesce(m.year, 0)) IN (
+       SELECT lower(t), y FROM unnest(%(titles)s::text[], %(years)s::int[]) AS k(t, y))"""
+#: One statement for every changed movie (so catalog_version moves once).
+_WRITE_MOVIES = """
+INSERT INTO movies (movie_id, title, year, genres)
+SELECT m.movie_id, m.title, m.year, ARRAY(SELECT jsonb_array_elements_text(m.genres))
+FROM jsonb_to_recordset(%s) AS m(movie_id int, title text, year int, genres jsonb)
+ON CONFLICT (movie_id) DO UPDATE
+SET title = excluded.title, year = excluded.year, genres = excluded.genres"""
+_USER_COLS = "user_id, gender, age, occupation, zip"
+_UPSERT_USER = f"""
+WITH before AS (SELECT 1 FROM users WHERE user_id = %(user)s)
+INSERT INTO users (user_id, gender, age, occupation)
+VALUES (%(user)s, %(gender)s, %(age)s, %(occupation)s)
+ON CONFLICT (user_id) DO UPDATE
+SET gender = excluded.gender, age = excluded.age, occupation = excluded.occupation
+RETURNING {_USER_COLS}, NOT EXISTS (SELECT 1 FROM before)"""
+#: A sign-up's row, under the users lock (no ON CONFLICT: it never merges into a user).
+_SIGN_UP = f"""
+INSERT INTO users (user_id, gender, age, occupation)
+VALUES (%(user)s, %(gender)s, %(age)s, %(occupation)s)
+RETURNING {_USER_COLS}"""
+#: The ratings cascade (schema); the count is read in the statement's snapshot (before).
+_DELETE_USER = """
+WITH gone AS (DELETE FROM users WHERE user_id = %(user)s RETURNING user_id)
+SELECT user_id, (SELECT count(*) FROM ratings WHERE user_id = %(user)s) FROM gone"""
+
+
 #: Advisory lock key of the popularity refresh (any constant shared by the replicas).
 POPULARITY_LOCK = 0x6D6F7669  # "movi"
 
 
 def _movie(row: Sequence) -> Movie:
     return Movie(int(row[0]), row[1], row[2], tuple(row[3] or ()))
+
+
+async def _one(conn: psycopg.AsyncConnection, sql: str, params: dict | tuple = ()) -> tuple:
+    cursor = await conn.execute(sql, params)
+    return await cursor.fetchone()
+
+
+async def _next_id(conn: psycopg.AsyncConnection, sql: str, what: str) -> int:
+    """The id above the largest one (``sql`` reads it); FailedPrecondition when none is
+    left below MAX_ID."""
+    top = int((await _one(conn, sql))[0])
+    if top >= MAX_ID:
+        raise FailedPrecondition(f"no {what} id is left above {top}")
+    return top + 1
+
+
+class _MovieBatch:
+    """A batch of movie upserts applied, in request order, to the rows it can touch, as
+    one statement per movie would: a movie with an id replaces that row; one without
+    takes the smallest id with its (lowered title, year), else the id above the largest.
+    """
+
+    def __init__(self, before: dict[int, Movie], lowered: dict[int, str], top: int) -> None:
+        self.before = before
+        self.rows = dict(before)
+        self.top = top
+        self.ids_by_key: dict[tuple[str, int], set[int]] = {}
+        self.key_of: dict[int, tuple[str, int]] = {}
+        for movie_id, movie in before.items():
+            self._index(movie_id, lowered[movie_id], movie.year)
+
+    def _index(self, movie_id: int, lowered: str, year: int | None) -> None:
+        old = self.key_of.get(movie_id)
+        if old is not None:
+            self.ids_by_key[old].discard(movie_id)
+        key = self.key_of[movie_id] = (lowered, year or 0)
+        self.ids_by_key.setdefault(key, set()).add(movie_id)
+
+    def _new_id(self) -> int:
+        if self.top >= MAX_ID:
+            raise FailedPrecondition(f"no movie id is left above {self.top}")
+        return self.top + 1
+
+    def apply(self, movie: Movie, lowered: str) -> Movie:
+        matches = self.ids_by_key.get((lowered, movie.year or 0))
+        movie_id = movie.movie_id or (min(matches) if matches else self._new_id())
+        stored = Movie(movie_id, movie.title, movie.year, movie.genres)
+        self.rows[movie_id] = stored
+        self._index(movie_id, lowered, movie.year)
+        self.top = max(self.top, movie_id)
+        return stored
+
+    def changed(self) -> list[Movie]:
+        return [m for movie_id, m in self.rows.items() if self.before.get(movie_id) != m]
 
 
 class CatalogStore:
@@ -168,19 +270,29 @@ class CatalogStore:
         except psycopg.OperationalError as exc:
             raise Unavailable("catalog database unavailable") from exc
 
-    async def _fetch(self, sql: str, params: dict | tuple, timeout: float) -> list[tuple]:
-        """Run one statement; a connection broken by a server restart is replaced once.
+    async def _fetch(self, sql: str, params: dict | tuple, timeout: float, *,
+                     retry: bool = True) -> list[tuple]:
+        """Run one statement; a connection broken by a server restart is replaced once
+        (``retry``: for statements safe to repeat, reads and idempotent upserts)."""
+        async def statement(conn: psycopg.AsyncConnection) -> list[tuple]:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+        return await self._run(statement, timeout, retry=retry, transaction=False)
 
-        Every statement here is safe to repeat (reads, and an idempotent upsert).
-        """
+    async def _run(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]],
+                   timeout: float, *, retry: bool, transaction: bool = True) -> T:
+        """``work(conn)``, in one transaction unless ``transaction`` is false; retried once
+        on a fresh connection when ``retry`` and the first one was broken."""
         deadline = time.monotonic() + timeout
         for attempt in (1, 2):
             try:
                 async with self.connection(max(0.01, deadline - time.monotonic())) as conn:
-                    cursor = await conn.execute(sql, params)
-                    return await cursor.fetchall()
+                    if not transaction:
+                        return await work(conn)
+                    async with conn.transaction():
+                        return await work(conn)
             except Unavailable:
-                if attempt == 2 or deadline - time.monotonic() < 0.05:
+                if not retry or attempt == 2 or deadline - time.monotonic() < 0.05:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -265,6 +377,59 @@ class CatalogStore:
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"movie {movie_id} not found") from None
         return Rating(*rows[0])
+
+    async def upsert_movies(self, movies: Sequence[Movie], timeout: float) -> list[Movie]:
+        """Add or update ``movies`` (``movie_id`` 0: match on title and year, else a new id)
+        in one transaction; the stored movies in request order. Rows that would not change
+        are not written, so the same batch twice changes nothing (nor the catalog
+        version) the second time; idempotent, hence retried after a broken connection."""
+        async def work(conn: psycopg.AsyncConnection) -> list[Movie]:
+            await conn.execute(_LOCK_MOVIES)
+            lowered = (await _one(conn, _LOWER_TITLES, ([m.title for m in movies],)))[0]
+            batch = await self._movie_batch(conn, movies, lowered)
+            stored = [batch.apply(m, low) for m, low in zip(movies, lowered, strict=True)]
+            changed = batch.changed()
+            if changed:
+                await conn.execute(_WRITE_MOVIES, (Jsonb([
+                    {"movie_id": m.movie_id, "title": m.title, "year": m.year,
+                     "genres": list(m.genres)} for m in changed]),))
+            return stored
+        return await self._run(work, timeout, retry=True)
+
+    @staticmethod
+    async def _movie_batch(conn: psycopg.AsyncConnection, movies: Sequence[Movie],
+                           lowered: Sequence[str]) -> _MovieBatch:
+        keyless = [(m.title, m.year or 0) for m in movies if not m.movie_id]
+        cursor = await conn.execute(_MOVIE_CANDIDATES, {
+            "ids": [m.movie_id for m in movies if m.movie_id],
+            "titles": [t for t, _ in keyless], "years": [y for _, y in keyless]})
+        rows = await cursor.fetchall()
+        top = int((await _one(conn, _MAX_MOVIE_ID))[0])
+        return _MovieBatch({int(r[0]): _movie(r) for r in rows},
+                           {int(r[0]): r[4] for r in rows}, top)
+
+    async def upsert_user(self, user_id: int | None, age: int, gender: str, occupation: int,
+                          timeout: float) -> tuple[User, bool]:
+        """Set a user's profile (``age``: the bucket code), creating the user if needed; no
+        id: a sign-up with the id above the largest. (stored user, created)."""
+        params = {"user": user_id, "gender": gender, "age": age, "occupation": occupation}
+        if user_id is not None:
+            row = (await self._fetch(_UPSERT_USER, params, timeout))[0]
+            return User(*row[:5]), bool(row[5])
+
+        async def sign_up(conn: psycopg.AsyncConnection) -> tuple[User, bool]:
+            await conn.execute(_LOCK_USERS)
+            params["user"] = await _next_id(conn, _MAX_USER_ID, "user")
+            return User(*await _one(conn, _SIGN_UP, params)), True
+        return await self._run(sign_up, timeout, retry=False)
+
+    async def delete_user(self, user_id: int, timeout: float) -> int:
+        """Delete a user and (the schema cascades) their ratings; the number of ratings
+        deleted. NotFound for an unknown user. Not retried: a second try would say so."""
+        rows = await self._fetch(_DELETE_USER, {"user": user_id}, timeout, retry=False)
+        if not rows:
+            raise NotFound(f"user {user_id} not found")
+        return int(rows[0][1])
 
     async def refresh_popularity(self, timeout: float = 60.0) -> bool:
         """Recompute ListPopular's counts unless another replica is doing it right now
