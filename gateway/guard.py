@@ -13,16 +13,19 @@ request, before the servicer does.
    is one of ``GATEWAY_TRUSTED_PROXIES`` (the web facade, an ingress), the right-most
    address of ``x-forwarded-for`` that is not itself a trusted proxy.
 3. **Authorization**, by :data:`POLICY`: the requests that act as a user (write their
-   ratings, read their history) need a token whose subject is that user id:
-   UNAUTHENTICATED without one, PERMISSION_DENIED for another user's id. Everything
-   else (profiles without a user id, liked ids, similar movies, search, lists) stays
-   anonymous.
+   ratings, read their history) need a token whose subject is that user id; the writes
+   (movies, users' profiles, deleting a user) need an admin token (the ``role`` claim,
+   :mod:`movierec.security.tokens`) or, where the request names a user, that user's own
+   token. UNAUTHENTICATED without a token, PERMISSION_DENIED with one that does not
+   cover the request. Everything else (profiles without a user id, liked ids, similar
+   movies, search, lists) stays anonymous. With auth off, everything is open.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -31,7 +34,7 @@ from movierec.apps.gateway import kinds
 from movierec.apps.gateway.ratelimit import RateLimiter
 from movierec.errors import PermissionDenied, Unauthenticated
 from movierec.gateway.v1 import gateway_pb2
-from movierec.security.tokens import Verifier
+from movierec.security.tokens import Identity, Verifier
 from movierec.server.metadata import first
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
@@ -46,11 +49,50 @@ def _recommend_user(request: gateway_pb2.RecommendRequest) -> int | None:
     return kind.owner(request) if kind is not None else None
 
 
-#: Method -> the user id a request acts as (None: anonymous). The one policy.
-POLICY: dict[str, Callable[[Any], int | None]] = {
-    "Recommend": _recommend_user,                      # per query kind
-    "RecordRating": lambda request: request.user_id,
+def _named_user(request: Any) -> int | None:
+    """The user a write names (its ``user_id``; None for 0: a sign-up names nobody)."""
+    return request.user_id or None
+
+
+def _nobody(request: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one method. ``user(request)``: the user id the request acts as, whose
+    own token it needs (None: nobody's). ``admin``: an admin token may call it, and some
+    token always must: an admin's, or the named user's own."""
+
+    user: Callable[[Any], int | None] = _nobody
+    admin: bool = False
+
+
+#: Method -> its rule; a method not listed is anonymous. The one policy.
+POLICY: dict[str, Rule] = {
+    "Recommend": Rule(_recommend_user),                # per query kind
+    "RecordRating": Rule(lambda request: request.user_id),
+    "UpsertMovies": Rule(admin=True),                  # admins only
+    "UpsertUser": Rule(_named_user, admin=True),       # admin, or the user themself
+    "DeleteUser": Rule(_named_user, admin=True),       # admin, or the user themself
 }
+
+
+def authorize(name: str, rule: Rule, request: Any, identity: Identity | None) -> None:
+    """Raise unless ``identity`` (None: no token) may make ``request`` under ``rule``."""
+    owner = rule.user(request)
+    if owner is None and not rule.admin:
+        return
+    if identity is None:
+        needs = ("needs an admin token" if owner is None else
+                 "for a user id needs an admin token or that user's token" if rule.admin
+                 else "for a user id needs that user's token")
+        raise Unauthenticated(f"{name} {needs} (authorization: Bearer <token>)")
+    if (rule.admin and identity.admin) or (owner is not None and identity.subject == str(owner)):
+        return
+    if owner is None:
+        raise PermissionDenied(f"{name} needs an admin token")
+    raise PermissionDenied(f"the token is for user {identity.subject}, not user {owner}")
 
 
 def networks(text: str) -> tuple[Network, ...]:
@@ -98,8 +140,8 @@ class Guard:
         self.limiter = limiter
         self.trusted = tuple(trusted_proxies)
 
-    def _authenticate(self, context) -> tuple[str | None, Unauthenticated | None]:
-        """(valid token's subject, or the problem with the token that was sent)."""
+    def _authenticate(self, context) -> tuple[Identity | None, Unauthenticated | None]:
+        """(valid token's identity, or the problem with the token that was sent)."""
         header = first(context.invocation_metadata(), AUTHORIZATION)
         if self.verifier is None or not header:
             return None, None
@@ -107,7 +149,7 @@ class Guard:
         if scheme.lower() != "bearer" or not token.strip():
             return None, Unauthenticated("authorization must be 'Bearer <token>'")
         try:
-            return self.verifier.subject(token.strip()), None
+            return self.verifier.identity(token.strip()), None
         except Unauthenticated as problem:
             return None, problem
 
@@ -116,19 +158,14 @@ class Guard:
         service, _, name = method.strip("/").rpartition("/")
         if service != SERVICE:
             return
-        subject, problem = self._authenticate(context)
+        identity, problem = self._authenticate(context)
         if self.limiter is not None:
-            who = (f"user:{subject}" if subject is not None else "addr:" + client_address(
-                context.peer(), first(context.invocation_metadata(), FORWARDED_FOR),
-                self.trusted))
+            who = (f"user:{identity.subject}" if identity is not None else "addr:" +
+                   client_address(context.peer(),
+                                  first(context.invocation_metadata(), FORWARDED_FOR),
+                                  self.trusted))
             await self.limiter.take(who)
         if problem is not None:
             raise problem
-        owner = POLICY[name](request) if name in POLICY else None
-        if owner is None or self.verifier is None:
-            return
-        if subject is None:
-            raise Unauthenticated(f"{name} for a user id needs that user's token "
-                                  "(authorization: Bearer <token>)")
-        if subject != str(owner):
-            raise PermissionDenied(f"the token is for user {subject}, not user {owner}")
+        if name in POLICY and self.verifier is not None:
+            authorize(name, POLICY[name], request, identity)

@@ -3,6 +3,7 @@
     movierec token --new-key > jwks.json       # a fresh HMAC key set (kid = today's date)
     export GATEWAY_AUTH_KEYS=$PWD/jwks.json GATEWAY_AUTH_REQUIRED=true
     movierec token --user 42 --ttl 2h          # prints the token
+    movierec token --user 1 --admin            # an admin token (catalog and user writes)
     movierec recommend --user 42 --token "$(movierec token --user 42)"
 
 Reads ``GATEWAY_AUTH_KEYS`` (or ``--keys``), ``GATEWAY_AUTH_AUDIENCE`` and
@@ -41,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     kind.add_argument("--user", type=int, help="the user id the token acts as (its sub)")
     kind.add_argument("--new-key", action="store_true",
                       help="print a new HMAC key set (JWKS) for GATEWAY_AUTH_KEYS")
+    p.add_argument("--admin", action="store_true",
+                   help="add the admin role (catalog writes, any user's profile)")
     p.add_argument("--ttl", type=duration, default=3600, help="lifetime (3600, 15m, 2h, 7d)")
     p.add_argument("--kid", help="key id to sign with (default: the first key)")
     p.add_argument("--keys", help="JWKS, inline or a file (default: GATEWAY_AUTH_KEYS)")
@@ -48,7 +51,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.admin and args.new_key:
+        p.error("--admin goes with --user")
     if args.new_key:
         kid = args.kid or time.strftime("%Y-%m-%d")
         print(json.dumps(tokens.new_hmac_jwks(kid), indent=2))
@@ -65,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         token = tokens.issue(keys[kid], str(args.user), args.ttl, config.auth_audience,
-                             config.auth_issuer)
+                             config.auth_issuer, role=tokens.ADMIN if args.admin else None)
     except (TypeError, ValueError) as exc:
         print(f"movierec token: key {kid!r} cannot sign (a public key?): {exc}",
               file=sys.stderr)

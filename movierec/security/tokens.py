@@ -8,8 +8,11 @@ RS256, ``EC``: ES256, ``OKP``: EdDSA), and a token signed with any other is refu
 a public RSA key can never be used as an HMAC secret.
 
 A valid token carries ``sub`` (the user id), ``aud``, ``iss`` and ``exp``; audience and
-issuer must match the configured ones. Every failure is :class:`Unauthenticated` with a
-message that says what was wrong without echoing the token.
+issuer must match the configured ones. An optional ``role`` claim grants more than acting
+as ``sub``: ``"admin"`` (catalog writes, any user's profile; gateway/guard.py); a role
+that is not one of :data:`ROLES` makes the token invalid. Every failure is
+:class:`Unauthenticated` with a message that says what was wrong without echoing the
+token.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ from movierec.errors import Unauthenticated
 ALGORITHMS = {"oct": "HS256", "RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 LEEWAY_SECONDS = 30          # clock skew tolerated on exp / nbf / iat
 REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
+ADMIN = "admin"
+ROLES = (ADMIN,)             # the values a token's optional ``role`` claim may take
 _FAILURES: list[tuple[type[Exception], str]] = [
     (jwt.ExpiredSignatureError, "token expired"),
     (jwt.InvalidAudienceError, "token audience is not accepted"),
@@ -70,6 +76,18 @@ def _verifying_key(key: jwt.PyJWK) -> Any:
     return public() if callable(public) else key.key
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid token speaks for: its subject (a user id) and its role (None: none)."""
+
+    subject: str
+    role: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN
+
+
 class Verifier:
     """Checks tokens against a key set, audience and issuer."""
 
@@ -80,6 +98,11 @@ class Verifier:
 
     def subject(self, token: str) -> str:
         """The token's ``sub``; :class:`Unauthenticated` when it is not valid."""
+        return self.identity(token).subject
+
+    def identity(self, token: str) -> Identity:
+        """The token's ``sub`` and ``role``; :class:`Unauthenticated` when it is not valid
+        (a ``role`` outside :data:`ROLES` included)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -98,15 +121,21 @@ class Verifier:
             message = next((text for kind, text in _FAILURES if isinstance(exc, kind)),
                            "token is invalid")
             raise Unauthenticated(message) from None
-        return str(claims["sub"])
+        role = claims.get("role")
+        if role is not None and role not in ROLES:
+            raise Unauthenticated("token role is not accepted")
+        return Identity(str(claims["sub"]), role)
 
 
 def issue(key: jwt.PyJWK, subject: str, ttl: float, audience: str, issuer: str,
-          now: float | None = None) -> str:
-    """A token for ``subject`` valid ``ttl`` seconds, signed with ``key`` (its kid set)."""
+          now: float | None = None, role: str | None = None) -> str:
+    """A token for ``subject`` valid ``ttl`` seconds, signed with ``key`` (its kid set),
+    with the ``role`` claim when one is given (one of :data:`ROLES`)."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
     issued = int(time.time() if now is None else now)
     claims = {"sub": subject, "aud": audience, "iss": issuer, "iat": issued,
-              "exp": issued + int(ttl)}
+              "exp": issued + int(ttl), **({"role": role} if role else {})}
     return jwt.encode(claims, key.key, algorithm=key.algorithm_name,
                       headers={"kid": key.key_id})
 
