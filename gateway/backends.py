@@ -99,6 +99,14 @@ class Downstream(Protocol):
     async def record_rating(self, user_id: int, movie_id: int, rating: int,
                             deadline: Deadline) -> catalog_pb2.Rating: ...
 
+    async def upsert_movies(self, movies: Sequence[common_pb2.Movie],
+                            deadline: Deadline) -> list[common_pb2.Movie]: ...
+
+    async def upsert_user(self, request: catalog_pb2.UpsertUserRequest,
+                          deadline: Deadline) -> catalog_pb2.UpsertUserResponse: ...
+
+    async def delete_user(self, user_id: int, deadline: Deadline) -> int: ...
+
 
 def _missing(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() == grpc.StatusCode.NOT_FOUND
@@ -198,6 +206,19 @@ class Backends:
         reply = await self.write(self.catalog.RecordRating, catalog_pb2.RecordRatingRequest(
             user_id=user_id, movie_id=movie_id, rating=rating), deadline, "catalog")
         return reply.rating
+
+    async def upsert_movies(self, movies, deadline):
+        reply = await self.write(self.catalog.UpsertMovies, catalog_pb2.UpsertMoviesRequest(
+            movies=movies), deadline, "catalog")
+        return list(reply.movies)
+
+    async def upsert_user(self, request, deadline):
+        return await self.write(self.catalog.UpsertUser, request, deadline, "catalog")
+
+    async def delete_user(self, user_id, deadline):
+        reply = await self.write(self.catalog.DeleteUser, catalog_pb2.DeleteUserRequest(
+            user_id=user_id), deadline, "catalog")
+        return reply.ratings_deleted
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels))

@@ -3,8 +3,9 @@
 Translates requests into :class:`~movierec.apps.gateway.query.Query` objects, serves
 ``Recommend``/``SimilarMovies`` from the Redis cache when it can (single flight on
 misses), runs the pipeline otherwise, passes ``SearchMovies``, ``ListPopular`` and
-``ListGenres`` through to the catalog and writes ``RecordRating`` through it, then
-drops that user's cached answers.
+``ListGenres`` through to the catalog and writes ``RecordRating``, ``UpsertUser`` and
+``DeleteUser`` through it, then drops that user's cached answers; ``UpsertMovies`` goes
+to the catalog too (the movie snapshot follows the catalog's version).
 """
 
 from __future__ import annotations
@@ -129,3 +130,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         await self.cache.invalidate_user(user_id)
         return pb.RecordRatingResponse(user_id=r.user_id, movie_id=r.movie_id, rating=r.rating,
                                        timestamp=r.timestamp)
+
+    async def UpsertMovies(self, request, context):  # noqa: N802
+        validation.movies("movies", request.movies)
+        stored = await self.b.upsert_movies(request.movies, self._deadline(context))
+        return pb.UpsertMoviesResponse(movies=stored)
+
+    async def UpsertUser(self, request, context):  # noqa: N802
+        validation.user_profile(request.user_id, request.age, request.gender,
+                                request.occupation)
+        reply = await self.b.upsert_user(catalog_pb2.UpsertUserRequest(
+            user_id=request.user_id, age=request.age, gender=request.gender,
+            occupation=request.occupation), self._deadline(context))
+        await self.cache.invalidate_user(reply.user.user_id)
+        u = reply.user
+        return pb.UpsertUserResponse(user_id=u.user_id, age_bucket=u.age, gender=u.gender,
+                                     occupation=u.occupation, created=reply.created)
+
+    async def DeleteUser(self, request, context):  # noqa: N802
+        user_id = validation.positive_id("user_id", request.user_id)
+        deleted = await self.b.delete_user(user_id, self._deadline(context))
+        await self.cache.invalidate_user(user_id)
+        return pb.DeleteUserResponse(user_id=user_id, ratings_deleted=deleted)
