@@ -58,6 +58,17 @@ class Backend:
         # a write: never retried (a retry could apply it twice with another timestamp)
         return await self._call(self.gateway.RecordRating, request, "gateway", idempotent=False)
 
+    # writes: never retried, like ratings (a retried sign-up would create a second user)
+    async def upsert_movies(self, request: pb.UpsertMoviesRequest) -> pb.UpsertMoviesResponse:
+        return await self._call(self.gateway.UpsertMovies, request, "gateway", idempotent=False)
+
+    async def upsert_user(self, request: pb.UpsertUserRequest) -> pb.UpsertUserResponse:
+        return await self._call(self.gateway.UpsertUser, request, "gateway", idempotent=False)
+
+    async def delete_user(self, user_id: int) -> pb.DeleteUserResponse:
+        return await self._call(self.gateway.DeleteUser, pb.DeleteUserRequest(user_id=user_id),
+                                "gateway", idempotent=False)
+
     async def popular(self, genres: list[str], limit: int) -> pb.ListPopularResponse:
         return await self._call(self.gateway.ListPopular, pb.ListPopularRequest(
             genres=genres, limit=limit), "gateway")

@@ -24,14 +24,16 @@ ERRORS = {code: {"description": text, "content": {"application/json": {"example"
     (400, "INVALID_ARGUMENT", "a field is invalid; the message names it"),
     (401, "UNAUTHENTICATED", "a user's request without a valid token (Authorization: "
                              "Bearer <token>), when the server requires tokens"),
-    (403, "PERMISSION_DENIED", "the token is another user's"),
-    (404, "NOT_FOUND", "the movie does not exist or has no vector"),
+    (403, "PERMISSION_DENIED", "the token is another user's (or, for catalog and user "
+                               "writes, not an admin's)"),
+    (404, "NOT_FOUND", "the movie or user does not exist, or the movie has no vector"),
     (413, "REQUEST_ENTITY_TOO_LARGE", "the request body is over the limit"),
     (429, "RESOURCE_EXHAUSTED", "over the rate limit; Retry-After says when to retry"),
     (503, "UNAVAILABLE", "the gateway or a service behind it is down, too slow or not "
                          "ready"))}
 Genre = Annotated[str | None, Query(max_length=50, description="keep movies of this genre")]
 Limit = Annotated[int, Query(ge=1, le=100)]
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def backend(request: Request) -> Backend:
@@ -101,3 +103,32 @@ async def rate(b: Client, body: schemas.RatingIn) -> schemas.RatingOut:
     reply = await b.rate(body.to_proto())
     return schemas.RatingOut(user_id=reply.user_id, movie_id=reply.movie_id,
                              rating=reply.rating, timestamp=reply.timestamp)
+
+
+@router.post("/movies", response_model=schemas.MovieList, responses=ERRORS)
+async def upsert_movies(b: Client, body: schemas.MoviesIn) -> schemas.MovieList:
+    """Add or update movies, all or none (an admin's token when tokens are required); a
+    movie without an id is matched on (title, year) or gets a new one. Idempotent."""
+    reply = await b.upsert_movies(body.to_proto())
+    return schemas.MovieList(movies=[schemas.movie(m) for m in reply.movies])
+
+
+@router.post("/users", response_model=schemas.UserOut, status_code=201, responses=ERRORS)
+async def sign_up(b: Client, body: schemas.UserIn) -> schemas.UserOut:
+    """Sign a user up with a new id (an admin's token when tokens are required)."""
+    return schemas.user(await b.upsert_user(body.to_proto()))
+
+
+@router.put("/users/{user_id}", response_model=schemas.UserOut, responses=ERRORS)
+async def set_profile(b: Client, user_id: UserId, body: schemas.UserIn) -> schemas.UserOut:
+    """Set a user's profile, creating the user if needed (that user's or an admin's
+    token when tokens are required); their cached recommendations are dropped."""
+    return schemas.user(await b.upsert_user(body.to_proto(user_id)))
+
+
+@router.delete("/users/{user_id}", response_model=schemas.UserDeleted, responses=ERRORS)
+async def delete_user(b: Client, user_id: UserId) -> schemas.UserDeleted:
+    """Delete a user's profile and ratings (that user's or an admin's token when tokens
+    are required); recommendations for that id are 404 from then on."""
+    reply = await b.delete_user(user_id)
+    return schemas.UserDeleted(user_id=reply.user_id, ratings_deleted=reply.ratings_deleted)

@@ -111,6 +111,47 @@ class RatingOut(BaseModel):
     timestamp: int = Field(description="unix seconds")
 
 
+class MovieIn(_Strict):
+    """A movie to add or update; the gateway checks the title, year and genres."""
+
+    movie_id: Int64 = Field(0, description="0: matched on (title, year), else a new id")
+    title: str
+    year: Int32 = Field(0, description="0 when unknown, else 1800-2200")
+    genres: list[str] = Field([], description="MovieLens genre names (GET /api/genres)")
+
+
+class MoviesIn(_Strict):
+    movies: list[MovieIn] = Field(description="added or updated together, or none is")
+
+    def to_proto(self) -> pb.UpsertMoviesRequest:
+        return pb.UpsertMoviesRequest(movies=[common_pb2.Movie(**m.model_dump())
+                                              for m in self.movies])
+
+
+class UserIn(_Strict):
+    """A user's profile, as the gateway's ``UpsertUser`` takes it."""
+
+    age: Int32 = Field(description="years, 1-120 (stored as the ml-1m age bucket)")
+    gender: str = Field(max_length=8, description="'M' or 'F'")
+    occupation: Int32 = Field(description="ml-1m occupation id, 0-20")
+
+    def to_proto(self, user_id: int = 0) -> pb.UpsertUserRequest:
+        return pb.UpsertUserRequest(user_id=user_id, **self.model_dump())
+
+
+class UserOut(BaseModel):
+    user_id: int
+    age_bucket: int = Field(description="the ml-1m age bucket code the age was stored as")
+    gender: str
+    occupation: int
+    created: bool = Field(description="a new user (false: an existing profile was set)")
+
+
+class UserDeleted(BaseModel):
+    user_id: int
+    ratings_deleted: int
+
+
 class Genres(BaseModel):
     genres: list[str]
 
@@ -123,6 +164,11 @@ def movie(message) -> Movie:
     """A ``common.v1.Movie`` (or anything with its fields) as JSON."""
     return Movie(movie_id=message.movie_id, title=message.title, year=message.year or None,
                  genres=list(message.genres))
+
+
+def user(reply: pb.UpsertUserResponse) -> UserOut:
+    return UserOut(user_id=reply.user_id, age_bucket=reply.age_bucket, gender=reply.gender,
+                   occupation=reply.occupation, created=reply.created)
 
 
 def recommendations(reply) -> Recommendations:
