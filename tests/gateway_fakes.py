@@ -9,7 +9,9 @@ from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.recommend import Recommender
 from movierec.catalog.v1 import catalog_pb2
 from movierec.common.v1 import common_pb2
+from movierec.data.movielens import age_bucket
 from movierec.embedder.v1 import embedder_pb2
+from movierec.errors import NotFound
 
 MOVIES = {i: common_pb2.Movie(movie_id=i, title=f"Movie {i}", year=1990) for i in range(1, 40)}
 HISTORY = {7: [(3, 5), (4, 4), (5, 3)], 8: [], 9: []}
@@ -84,6 +86,27 @@ class FakeDownstream:
     async def record_rating(self, user_id, movie_id, rating, deadline):
         self.calls.append(("record_rating", user_id, movie_id))
         return catalog_pb2.Rating(user_id=user_id, movie_id=movie_id, rating=rating)
+
+    async def upsert_movies(self, movies, deadline):
+        """Stored as given; an id-less movie gets an id above MOVIES (nothing is kept)."""
+        self.calls.append(("upsert_movies", tuple(m.movie_id for m in movies)))
+        fresh = iter(range(max(MOVIES) + 1, max(MOVIES) + 1 + len(movies)))
+        return [common_pb2.Movie(movie_id=m.movie_id or next(fresh), title=m.title.strip(),
+                                 year=m.year, genres=sorted(set(m.genres))) for m in movies]
+
+    async def upsert_user(self, request, deadline):
+        """A sign-up gets id 1000; a known id is updated, another one created."""
+        self.calls.append(("upsert_user", request.user_id))
+        user = catalog_pb2.User(user_id=request.user_id or 1000, age=age_bucket(request.age),
+                                gender=request.gender, occupation=request.occupation)
+        return catalog_pb2.UpsertUserResponse(user=user, created=user.user_id not in USERS)
+
+    async def delete_user(self, user_id, deadline):
+        """The number of ratings a known user had (USERS is left as it is)."""
+        self.calls.append(("delete_user", user_id))
+        if user_id not in USERS:
+            raise NotFound(f"user {user_id} not found")
+        return len(HISTORY[user_id])
 
 
 def recommender(down: FakeDownstream, **kwargs) -> Recommender:
