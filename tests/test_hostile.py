@@ -6,15 +6,22 @@ page tokens, every oneof branch) and sends them to the running stack; each answe
 code must be one documented for that RPC (:data:`DOCUMENTED`). Every input that ever
 failed is kept in ``tests/corpus/`` and replayed first; a new failure is appended there
 automatically, so it stays a regression test once fixed.
+
+The write RPCs (UpsertMovies, UpsertUser, DeleteUser) change the session's shared stack
+(they rename movies and delete users): the catalog's tables are saved before this module
+and put back after it, and the answer cache is emptied, for the tests that follow.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
+import redis
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from proto_strategies import build, message
@@ -43,9 +50,18 @@ DOCUMENTED: dict[str, set[C]] = {
     "Retriever.GetVectors": {C.NOT_FOUND, C.FAILED_PRECONDITION},
     "Retriever.DescribeModel": {C.NOT_FOUND, C.FAILED_PRECONDITION},
     "Embedder.EmbedHistory": {C.NOT_FOUND},                  # no known movie rated
+    # writes: an unknown user to delete; no id left above the largest (never in practice)
+    "Gateway.UpsertMovies": {C.FAILED_PRECONDITION},
+    "Gateway.UpsertUser": {C.FAILED_PRECONDITION},
+    "Gateway.DeleteUser": {C.NOT_FOUND},
+    "Catalog.UpsertMovies": {C.FAILED_PRECONDITION},
+    "Catalog.UpsertUser": {C.FAILED_PRECONDITION},
+    "Catalog.DeleteUser": {C.NOT_FOUND},
 }
-#: With GATEWAY_AUTH_REQUIRED: the requests that act as a user (gateway/guard.py POLICY).
-AUTH = {"Gateway.Recommend", "Gateway.RecordRating"}
+#: With GATEWAY_AUTH_REQUIRED: the requests that act as a user or write
+#: (gateway/guard.py POLICY).
+AUTH = {"Gateway.Recommend", "Gateway.RecordRating", "Gateway.UpsertMovies",
+        "Gateway.UpsertUser", "Gateway.DeleteUser"}
 AUTH_CODES = {C.UNAUTHENTICATED, C.PERMISSION_DENIED}
 MODULES = {"gateway": gateway_pb2, "catalog": catalog_pb2, "retriever": retriever_pb2,
            "embedder": embedder_pb2}
@@ -101,6 +117,33 @@ def _keep_failures():
         if not path.exists() or line not in path.read_text().splitlines():
             with path.open("a") as out:
                 out.write(line + "\n")
+
+
+#: The catalog's tables, parents first, and the columns a restore writes back.
+TABLES = {"movies": "movie_id, title, year, genres",
+          "users": "user_id, gender, age, occupation, zip",
+          "ratings": "user_id, movie_id, rating, rated_at"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_catalog(stack: Stack):
+    """Save the stack's catalog, and put it back (one transaction) after this module."""
+    url = stack.env["DATABASE_URL"]
+    with psycopg.connect(url) as conn:
+        saved = {table: conn.execute(f"SELECT {columns} FROM {table}").fetchall()
+                 for table, columns in TABLES.items()}
+    yield
+    with psycopg.connect(url) as conn, conn.transaction():
+        for table in reversed(TABLES):
+            conn.execute(f"DELETE FROM {table}")
+        for table, columns in TABLES.items():
+            with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in saved[table]:
+                    copy.write_row(row)
+        conn.execute("REFRESH MATERIALIZED VIEW movie_popularity")
+    with redis.Redis.from_url(stack.env["REDIS_URL"]) as cache:
+        cache.flushdb()
+    time.sleep(2.0)   # the gateway's movie snapshot follows the catalog version (1 s)
 
 
 def _corpus() -> list[tuple[str, object, dict]]:
