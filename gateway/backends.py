@@ -107,6 +107,13 @@ class Downstream(Protocol):
 
     async def delete_user(self, user_id: int, deadline: Deadline) -> int: ...
 
+    async def embed_movies(self, movies: Sequence[common_pb2.Movie], deadline: Deadline
+                           ) -> list[embedder_pb2.MovieEmbedding]: ...
+
+    async def upsert_vectors(self, model: str, version: str,
+                             rows: Sequence[retriever_pb2.MovieRow],
+                             deadline: Deadline) -> None: ...
+
 
 def _missing(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() == grpc.StatusCode.NOT_FOUND
@@ -219,6 +226,16 @@ class Backends:
         reply = await self.write(self.catalog.DeleteUser, catalog_pb2.DeleteUserRequest(
             user_id=user_id), deadline, "catalog")
         return reply.ratings_deleted
+
+    async def embed_movies(self, movies, deadline):
+        reply = await self.read(self.embedder.EmbedMovies, embedder_pb2.EmbedMoviesRequest(
+            movies=movies), deadline, "embedder")
+        return list(reply.embeddings)
+
+    async def upsert_vectors(self, model, version, rows, deadline):
+        # an upsert by id: repeating it changes nothing, so it is retried like a read
+        await self.read(self.retriever.UpsertVectors, retriever_pb2.UpsertVectorsRequest(
+            model=model, model_version=version, rows=rows), deadline, "retriever")
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels))

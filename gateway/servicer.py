@@ -10,6 +10,7 @@ to the catalog too (the movie snapshot follows the catalog's version).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -24,6 +25,7 @@ from movierec.apps.gateway.recommend import Recommender
 from movierec.catalog.v1 import catalog_pb2
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
+from movierec.retriever.v1 import retriever_pb2
 from movierec.server.budget import Deadline
 from movierec.server.factory import registrar
 
@@ -37,6 +39,21 @@ CACHED_FLAG = b"\x18\x01"
 #: Registers a GatewayServicer on a server: ``Recommend`` and ``SimilarMovies`` answer
 #: with the bytes they serialized (what the generated registrar would serialize again).
 register = registrar(pb.DESCRIPTOR.services_by_name["Gateway"], ("Recommend", "SimilarMovies"))
+
+
+async def index_new_movies(down: Downstream, movies: list, deadline: Deadline) -> None:
+    """Make stored movies no model trained on searchable: the embedder's content vectors
+    (one per model) go into each model's live collection with the movie's year and genres.
+    The answer waits for it, so a movie is recommendable when UpsertMovies returns; a
+    failure here fails the call, and repeating the call (idempotent) finishes the job."""
+    by_id = {m.movie_id: m for m in movies}
+    groups: dict[tuple[str, str], list[retriever_pb2.MovieRow]] = {}
+    for e in await down.embed_movies(movies, deadline):
+        movie = by_id[e.movie_id]
+        groups.setdefault((e.model, e.model_version), []).append(retriever_pb2.MovieRow(
+            movie_id=e.movie_id, vector=e.vector, year=movie.year, genres=movie.genres))
+    await asyncio.gather(*(down.upsert_vectors(model, version, rows, deadline)
+                           for (model, version), rows in groups.items()))
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -133,7 +150,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def UpsertMovies(self, request, context):  # noqa: N802
         validation.movies("movies", request.movies)
-        stored = await self.b.upsert_movies(request.movies, self._deadline(context))
+        deadline = self._deadline(context)
+        stored = await self.b.upsert_movies(request.movies, deadline)
+        await index_new_movies(self.b, stored, deadline)
         return pb.UpsertMoviesResponse(movies=stored)
 
     async def UpsertUser(self, request, context):  # noqa: N802

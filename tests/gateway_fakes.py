@@ -108,6 +108,17 @@ class FakeDownstream:
             raise NotFound(f"user {user_id} not found")
         return len(HISTORY[user_id])
 
+    async def embed_movies(self, movies, deadline):
+        """A content vector per model for movies the fake models do not know."""
+        self.calls.append(("embed_movies", tuple(m.movie_id for m in movies)))
+        return [embedder_pb2.MovieEmbedding(model=model, model_version=version,
+                                            movie_id=m.movie_id, vector=[float(m.movie_id)])
+                for m in movies if m.movie_id not in MOVIES
+                for model, version in (("fusion", "f1"), ("pinsage", "p1"))]
+
+    async def upsert_vectors(self, model, version, rows, deadline):
+        self.calls.append(("upsert_vectors", model, version, tuple(r.movie_id for r in rows)))
+
 
 def recommender(down: FakeDownstream, **kwargs) -> Recommender:
     """A pipeline over ``down`` with its movie snapshot loaded."""

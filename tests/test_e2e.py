@@ -283,3 +283,23 @@ def test_downstream_loss_is_unavailable_then_recovers(stack: Stack, service: str
     finally:
         stack.restart(service)
     assert _until_ok(lambda: call(stack, "Recommend", request)).items
+
+
+def test_an_added_movie_is_recommendable_when_the_call_returns(stack: Stack) -> None:
+    """UpsertMovies: stored in the catalog, embedded from its features by every model,
+    inserted into both live collections; a genre-filtered Recommend of either model and
+    SimilarMovies find it right away (the only movie of its genre)."""
+    movie = common_pb2.Movie(title="Harbor Lights Returns", year=2001, genres=["unknown"])
+    added = call(stack, "UpsertMovies", pb.UpsertMoviesRequest(movies=[movie])).movies[0]
+    assert added.movie_id > 200 and added.title == movie.title
+    for query in (pb.RecommendRequest(profile=PROFILE, genres=["unknown"], top_k=3),
+                  pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[4, 5]),
+                                      genres=["unknown"], top_k=3)):
+        reply = call(stack, "Recommend", query)
+        assert [(i.movie_id, i.title, i.year) for i in reply.items] == [
+            (added.movie_id, movie.title, 2001)]
+    similar = call(stack, "SimilarMovies", pb.SimilarMoviesRequest(movie_id=added.movie_id,
+                                                                   top_k=4))
+    assert len(similar.items) == 4 and added.movie_id not in {i.movie_id for i in similar.items}
+    again = call(stack, "UpsertMovies", pb.UpsertMoviesRequest(movies=[movie])).movies[0]
+    assert again.movie_id == added.movie_id            # idempotent: the same movie

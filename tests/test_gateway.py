@@ -322,3 +322,22 @@ def test_profile_vectors_are_reused_per_cell_and_model_version() -> None:
         await ask(25)          # a new model version
         return [c for c in down.calls if c[0] == "embed_profile"]
     assert len(asyncio.run(scenario())) == 4
+
+
+def test_added_movies_get_vectors_in_every_models_live_collection() -> None:
+    """UpsertMovies stores the movies, then indexes the ones no model knows: the
+    embedder's content vectors go to each model's collection with year and genres."""
+    from movierec.apps.gateway.servicer import index_new_movies
+
+    down = FakeDownstream()
+    stored = asyncio.run(down.upsert_movies([
+        common_pb2.Movie(title="Brand New", year=2024, genres=["Drama"]),
+        common_pb2.Movie(movie_id=3, title="Movie 3", year=1990)], None))
+
+    async def index():
+        await index_new_movies(down, stored, Deadline.start(1.0, 1.0))
+    asyncio.run(index())
+    new = stored[0].movie_id
+    assert ("embed_movies", (new, 3)) in down.calls
+    assert ("upsert_vectors", "fusion", "f1", (new,)) in down.calls
+    assert ("upsert_vectors", "pinsage", "p1", (new,)) in down.calls

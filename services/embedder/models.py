@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from movierec.errors import DataError, FailedPrecondition
 from movierec.models import registry
 from movierec.models.artifact import artifacts_root, latest, read_metadata
@@ -37,6 +39,7 @@ class Loaded:
     path: Path
     encoder: object
     content: ContentMap | None = None   # embeds movies the model did not train on
+    items: frozenset[int] = frozenset()  # movies the artifact has a vector for
 
 
 @dataclass
@@ -49,7 +52,8 @@ class ModelSet:
     def _load(self, model: str, path: Path) -> Loaded:
         meta = read_metadata(path)
         return Loaded(model, str(meta["version"]), int(meta["dim"]), path,
-                      encoder_class(model).load(path), ContentMap.load(path))
+                      encoder_class(model).load(path), ContentMap.load(path),
+                      frozenset(np.load(path / "item_ids.npy").tolist()))
 
     def reload(self) -> list[str]:
         """Load every model whose LATEST version is new; return what changed."""

@@ -124,13 +124,14 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         movies = movies_of(request)
         out = []
         for loaded in self.models.current.values():
-            if loaded.content is None:
+            new = [m for m in movies if m.movie_id not in loaded.items]   # keep learned ones
+            if loaded.content is None or not new:
                 continue
             vectors = loaded.content.vectors([(m.title, m.year or None, tuple(m.genres))
-                                              for m in movies])
+                                              for m in new])
             out += [pb.MovieEmbedding(model=loaded.model, model_version=loaded.version,
                                       movie_id=m.movie_id, vector=v.tolist())
-                    for m, v in zip(movies, vectors, strict=True)]
+                    for m, v in zip(new, vectors, strict=True)]
         return pb.EmbedMoviesResponse(embeddings=out)
 
     async def GetModelInfo(self, request, context):  # noqa: N802
