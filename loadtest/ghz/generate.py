@@ -193,6 +193,29 @@ def rating_requests(data: MovieLens) -> list[Request]:
             for r in rows.itertuples()]
 
 
+def movie_upsert_requests(data: MovieLens) -> list[Request]:
+    """40 most-rated movies written back as they are (with their ids): idempotent, so the
+    catalog, the cache and the vectors are left unchanged while the write path is timed."""
+    requests = []
+    for movie in popular_movies(data, 40).itertuples():
+        item: Request = {"movieId": int(movie.movie_id), "title": movie.title,
+                         "genres": list(movie.genres)}
+        if movie.year == movie.year and movie.year:   # not NaN, not unknown
+            item["year"] = int(movie.year)
+        requests.append({"movies": [item]})
+    return requests
+
+
+def user_upsert_requests(data: MovieLens) -> list[Request]:
+    """40 real users' own profiles written back (age: the bucket's representative years,
+    which map back to the same bucket): the profiles do not change. DeleteUser has no
+    config: a load test must never delete users (tests/test_gateway_writes.py covers it)."""
+    users = data.users.set_index("user_id").loc[sample_users(data, 40)]
+    years = dict(zip((1, 18, 25, 35, 45, 50, 56), AGES, strict=True))
+    return [{"userId": int(uid), "age": years[int(row.age)], "gender": row.gender,
+             "occupation": int(row.occupation)} for uid, row in users.iterrows()]
+
+
 def popular_list_requests(data: MovieLens) -> list[Request]:
     """The popular list unfiltered at three lengths, then for every genre in turn."""
     genres = sorted({g for gs in data.movies["genres"] for g in gs})
@@ -236,6 +259,8 @@ SCENARIOS: dict[str, Scenario] = {
     "gateway_similar_movies": (f"{GATEWAY}.SimilarMovies", 50050, 2000, 20, similar_requests),
     "gateway_search_movies": (f"{GATEWAY}.SearchMovies", 50050, 2000, 20, search_requests),
     "gateway_record_rating": (f"{GATEWAY}.RecordRating", 50050, 600, 10, rating_requests),
+    "gateway_upsert_movies": (f"{GATEWAY}.UpsertMovies", 50050, 400, 4, movie_upsert_requests),
+    "gateway_upsert_user": (f"{GATEWAY}.UpsertUser", 50050, 400, 4, user_upsert_requests),
     "gateway_list_popular": (f"{GATEWAY}.ListPopular", 50050, 2000, 20, popular_list_requests),
     "gateway_list_genres": (f"{GATEWAY}.ListGenres", 50050, 2000, 20, genre_list_requests),
 }
