@@ -11,6 +11,7 @@ to the catalog too (the movie snapshot follows the catalog's version).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -71,13 +72,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.recommender = Recommender(backends, self.movies, versions=lambda: versions.value)
         self.flights = SingleFlight(lambda event: CACHE_EVENTS.labels(event).inc())
 
+    def answer_version(self) -> str:
+        """What an answer depends on besides the request: the model versions and the
+        catalog's version (a movie added or edited), so no cached answer outlives them."""
+        return f"{self.versions.value}|catalog@{self.movies.version}"
+
     def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
         return Deadline.start(context.time_remaining(), self.call_timeout)
 
     async def _cached(self, kind: str, payload: bytes, user_id: int | None,
                       compute: Callable[[], Awaitable[bytes]], deadline: Deadline) -> bytes:
         """The answer's bytes, from Redis (with the cached flag) or computed once."""
-        key = cache_key(kind, payload, self.versions.value, user_id)
+        key = cache_key(kind, payload, self.answer_version(), user_id)
         hit, generation = await self.cache.get(key, user_id)
         if hit is not None:
             return hit + CACHED_FLAG
@@ -153,6 +159,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         deadline = self._deadline(context)
         stored = await self.b.upsert_movies(request.movies, deadline)
         await index_new_movies(self.b, stored, deadline)
+        with contextlib.suppress(Exception):   # else the background refresh does it (1 s)
+            await self.movies.refresh()       # this replica's snapshot and cache keys move
         return pb.UpsertMoviesResponse(movies=stored)
 
     async def UpsertUser(self, request, context):  # noqa: N802

@@ -290,14 +290,16 @@ def test_an_added_movie_is_recommendable_when_the_call_returns(stack: Stack) -> 
     inserted into both live collections; a genre-filtered Recommend of either model and
     SimilarMovies find it right away (the only movie of its genre)."""
     movie = common_pb2.Movie(title="Harbor Lights Returns", year=2001, genres=["unknown"])
+    before = pb.RecommendRequest(profile=PROFILE, genres=["unknown"], top_k=3)
+    assert call(stack, "Recommend", before).items == []       # now cached, and empty
     added = call(stack, "UpsertMovies", pb.UpsertMoviesRequest(movies=[movie])).movies[0]
     assert added.movie_id > 200 and added.title == movie.title
     for query in (pb.RecommendRequest(profile=PROFILE, genres=["unknown"], top_k=3),
                   pb.RecommendRequest(liked=common_pb2.LikedMovies(movie_ids=[4, 5]),
                                       genres=["unknown"], top_k=3)):
-        reply = call(stack, "Recommend", query)
+        reply = call(stack, "Recommend", query)     # the cached empty answer is gone
         assert [(i.movie_id, i.title, i.year) for i in reply.items] == [
-            (added.movie_id, movie.title, 2001)]
+            (added.movie_id, movie.title, 2001)] and not reply.cached
     similar = call(stack, "SimilarMovies", pb.SimilarMoviesRequest(movie_id=added.movie_id,
                                                                    top_k=4))
     assert len(similar.items) == 4 and added.movie_id not in {i.movie_id for i in similar.items}

@@ -254,6 +254,7 @@ def test_a_deleted_user_is_not_found_at_once_even_after_a_cached_answer(
         cache = Cache(redis_url, ttl=60, timeout=0.5, bump_retry_seconds=0.02)
         down = Writable()
         gateway = GatewayServicer(down, cache, Versions(), call_timeout=1.0)
+        await cache.redis.flushdb()   # answers other tests cached for user 7 (same key)
         try:
             first, second = await _recommend(gateway, 7), await _recommend(gateway, 7)
             gone = await gateway.DeleteUser(pb.DeleteUserRequest(user_id=7), Context())
