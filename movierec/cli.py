@@ -20,8 +20,11 @@ from movierec import registry
 COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "data": ("fetch MovieLens, print statistics and splits, write synthetic data",
              {"": "movierec.data.cli:main"}),
-    "train": ("train a model (fusion, pinsage) and export a versioned artifact",
-              {"": "movierec.models.cli:train_main"}),
+    "train": ("train a model (fusion, pinsage) and export a versioned artifact "
+              "(--from-catalog: from a snapshot of the catalog)",
+              {"": "movierec.stack.jobs:train_main"}),
+    "snapshot": ("write the catalog, read in one transaction, as a data set (catalog-<time>)",
+                 {"": "movierec.stack.jobs:snapshot_main"}),
     "evaluate": ("evaluate a model against baselines on its split",
                  {"": "movierec.models.cli:evaluate_main"}),
     "load": ("load the catalog into PostgreSQL or model vectors into Milvus",

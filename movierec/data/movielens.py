@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,15 @@ class MovieLens:
     @property
     def num_ratings(self) -> int:
         return len(self.ratings)
+
+
+def profiled(data: MovieLens) -> MovieLens:
+    """``data`` with only the ratings of users who have a profile in ``users`` (a catalog
+    snapshot keeps the ratings of users who never gave one: models of profiles skip them)."""
+    keep = data.ratings["user_id"].isin(data.users["user_id"])
+    if keep.all():
+        return data
+    return replace(data, ratings=data.ratings[keep].reset_index(drop=True))
 
 
 def split_title(raw: str) -> tuple[str, int | None]:

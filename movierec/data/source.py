@@ -46,11 +46,19 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+#: Data sets named ``catalog-<time>`` are snapshots of the running catalog (``movierec
+#: snapshot``, what retraining reads) in ml-1m's layout, kept under ``cache_dir()``.
+SNAPSHOT_PREFIX = "catalog-"
+
+
 def spec(name: str) -> DatasetSpec:
+    if name.startswith(SNAPSHOT_PREFIX):
+        return DatasetSpec(name, "", "", "ratings.dat")
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}") from None
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}, "
+                        f"{SNAPSHOT_PREFIX}<time> (snapshots)") from None
 
 
 def home_dir() -> Path:

@@ -1,4 +1,5 @@
-"""``movierec load catalog`` and ``movierec load vectors``: the bulk-load jobs.
+"""``movierec load catalog|vectors``, ``movierec snapshot`` and ``movierec train
+--from-catalog``: the jobs between the stores and the models.
 
 The loading itself lives in the services (:mod:`movierec.services.catalog.loader`,
 :mod:`movierec.services.retriever.loader`); these commands add what only the local
@@ -21,8 +22,10 @@ from movierec import settings
 from movierec.data.source import load_dataset
 from movierec.data.splits import DEFAULT_SEED, SPLITS
 from movierec.errors import MovierecError
+from movierec.models import cli as model_cli
 from movierec.models.artifact import latest, read_metadata
 from movierec.services.catalog import loader as catalog_loader
+from movierec.services.catalog import snapshot as catalog_snapshot
 from movierec.services.retriever import loader as vector_loader
 from movierec.services.retriever.milvus import MilvusVectors
 from movierec.services.retriever.records import INDEX_TYPES
@@ -106,3 +109,38 @@ def load_vectors_main(argv: Sequence[str] | None = None) -> int:
           f"{live.index_type}/IP) live in {live.collection}; seconds: "
           + ", ".join(f"{step[:-2]} {took}" for step, took in timings.items()))
     return 0
+
+
+def take_snapshot() -> catalog_snapshot.Snapshot:
+    """A snapshot of the catalog ``DATABASE_URL`` names (or the local one)."""
+    stores = LocalStores(want=("postgres",))
+    try:
+        return asyncio.run(catalog_snapshot.export(stores.start()["DATABASE_URL"]))
+    finally:
+        stores.stop()
+
+
+def snapshot_main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="movierec snapshot",
+                            description=catalog_snapshot.__doc__).parse_args(argv)
+    try:
+        taken = take_snapshot()
+    except (MovierecError, OSError) as exc:
+        print(f"movierec snapshot: {exc}")
+        return 1
+    print(f"{taken.name}: " + ", ".join(f"{n:,} {t}" for t, n in taken.counts.items())
+          + f" (catalog version {taken.catalog_version}) in {taken.path}")
+    return 0
+
+
+def train_main(argv: Sequence[str]) -> int:
+    """``movierec train MODEL [...]``; with ``--from-catalog`` the model learns from a
+    snapshot of the catalog taken now (``--dataset catalog-<time>``) instead of files."""
+    argv = list(argv)
+    if "--from-catalog" in argv:
+        argv.remove("--from-catalog")
+        taken = take_snapshot()
+        print(f"training on {taken.name}: " + ", ".join(
+            f"{n:,} {t}" for t, n in taken.counts.items()), flush=True)
+        argv += ["--dataset", taken.name]
+    return model_cli.train_main(argv)

@@ -18,6 +18,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from movierec.data.movielens import profiled
 from movierec.data.source import home_dir, load_dataset
 from movierec.data.splits import make_split, training_ratings
 from movierec.models import reasons
@@ -69,7 +70,7 @@ def train(args: argparse.Namespace) -> int:
     started = time.monotonic()
     use_cpu(args.threads)
     cfg = config_from_args(args)
-    data = load_dataset(args.dataset, args.data_dir)
+    data = profiled(load_dataset(args.dataset, args.data_dir))   # the tower needs profiles
     split = make_split(data, args.split, args.seed)
     train_part = training_ratings(data, split)
     result = train_model(data, train_part, cfg, args.seed, _checkpoint_dir(args),
