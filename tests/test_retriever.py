@@ -518,3 +518,28 @@ def test_an_added_movie_is_searchable_at_once(milvus_any: str, memory_below: int
     assert [h.movie_id for h in found.hits] == [N + 7]
     assert found.hits[0].reason_movie_id == 0          # nothing is co-liked with it yet
     assert stale[0].name == "FAILED_PRECONDITION" and narrow[0].name == "FAILED_PRECONDITION"
+
+
+@pytest.mark.parametrize("memory_below", [0, 10_000])
+def test_the_previous_version_answers_its_own_queries_after_a_promotion(
+        milvus_any: str, memory_below: int) -> None:
+    """While the embedders switch to a promoted version, queries made with the previous
+    one are answered from its retained collection (never FAILED_PRECONDITION); a version
+    no longer kept is refused."""
+    model = f"promoted{memory_below}"
+    old, new = items(41), items(42)
+    load(milvus_any, model, "p1", old)
+    load(milvus_any, model, "p2", new)
+    query = old.vectors[3]
+
+    async def scenario(stub):
+        ask = lambda version: stub.Search(pb.SearchRequest(  # noqa: E731
+            model=model, vector=query.tolist(), top_k=4, model_version=version), timeout=5)
+        return await ask("p1"), await ask("p2"), await _error(ask("p0"))
+    previous, live, gone = run(milvus_any, scenario, memory_below=memory_below)
+    assert previous.model_version == "p1" and live.model_version == "p2"
+    assert [h.movie_id for h in previous.hits] == (np.argsort(-(old.vectors @ query))[:4]
+                                                   + 1).tolist()
+    assert [h.movie_id for h in live.hits] == (np.argsort(-(new.vectors @ query))[:4]
+                                               + 1).tolist()
+    assert gone[0].name == "FAILED_PRECONDITION"

@@ -36,11 +36,15 @@ def test_loader_drops_only_the_collections_it_made_for_that_model(milvus_any: st
     load(milvus_any, "dropme_v2", "v1", items(5))
     first = load(milvus_any, "dropme", "v1", items(5))
     second = load(milvus_any, "dropme", "v2", items(6))
+    third = load(milvus_any, "dropme", "v3", items(7))
     names = client.list_collections()
-    assert first.collection not in names and second.collection in names
+    assert first.collection not in names             # older than the previous version
+    assert second.collection in names and third.collection in names   # previous and live
     assert "mr_dropme_manual" in names
     assert collections(milvus_any, "dropme_v2") != []  # `dropme_v2` is not `dropme`
-    assert collections(milvus_any, "dropme") == [second.collection]
+    assert collections(milvus_any, "dropme") == sorted([second.collection, third.collection])
+    fourth = load(milvus_any, "dropme", "v4", items(8), keep_previous=False)
+    assert collections(milvus_any, "dropme") == [fourth.collection]
 
 
 def test_an_older_version_never_replaces_a_newer_one_unless_forced(milvus_any: str) -> None:

@@ -44,6 +44,7 @@ class SearchEngine:
         self.searcher = searcher or BatchedSearch(store, max_batch=1)
         self.facts = HitFacts(store)
         self.memory = MemoryCollections(store, memory_below)
+        self._retained: dict[tuple[str, str], ModelCollection] = {}
         self.registry_ttl = registry_ttl
         self._cache: dict[str, tuple[float, ModelCollection]] = {}
 
@@ -89,8 +90,27 @@ class SearchEngine:
             check(live)
         except FailedPrecondition:  # perhaps a swap the cache has not seen yet
             live = await self.live(model, timeout, fresh=True)
-            check(live)
+            try:
+                check(live)
+            except FailedPrecondition:   # a query of the version before a promotion
+                retained = await self.retained(model, getattr(check, "version", ""), timeout)
+                if retained is None:
+                    raise
+                check(retained)
+                return retained
         return live
+
+    async def retained(self, model: str, version: str, timeout: float) -> ModelCollection | None:
+        """A collection of ``model`` at ``version`` that is kept though not live (the
+        previous version after a promotion, until it is retired); None when there is none."""
+        if not version:
+            return None
+        found = self._retained.get((model, version))
+        if found is None:
+            records = await self._run(self.store.collections_of, model, timeout=timeout)
+            self._retained.update({(model, r.version): r for r in records})
+            found = self._retained.get((model, version))
+        return found
 
     async def _with_refresh(self, model: str, timeout: float,
                             call: Callable[[ModelCollection, float], Awaitable[T]],
@@ -104,6 +124,7 @@ class SearchEngine:
             remaining = deadline - time.monotonic()
             if remaining <= 0.01:
                 raise
+            self._retained.clear()         # a retained collection may have been retired
             live = await self._checked(model, remaining, check, fresh=True)
             remaining = deadline - time.monotonic()
             return await self._await(call(live, remaining), name, remaining), live

@@ -132,8 +132,12 @@ def check_newer(store: MilvusVectors, model: str, version: str, force: bool) -> 
 def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
             index: IndexSpec | None = None, drain_seconds: float = 5.0,
             progress: bool = True, force: bool = False,
-            timings: dict[str, float] | None = None) -> ModelCollection:
-    """Load ``items`` as ``model``'s new live version and retire its other collections.
+            timings: dict[str, float] | None = None,
+            keep_previous: bool = True) -> ModelCollection:
+    """Load ``items`` as ``model``'s new live version and retire its other collections,
+    except (``keep_previous``) the one live until now: queries of that version keep being
+    answered while the embedders switch to the new one, and ``movierec rollback`` can
+    make it live again at once.
 
     ``timings``, when given, receives the seconds each step took (insert, flush, index,
     load)."""
@@ -163,12 +167,22 @@ def publish(store: MilvusVectors, model: str, version: str, items: ItemBatch,
     stored = int(count[0]["count(*)"])
     if stored != len(items.ids):
         raise DataError(f"{name} holds {stored} rows, expected {len(items.ids)}")
+    previous = current(store, model) if keep_previous else None
     store.publish(record)
     time.sleep(drain_seconds)
+    kept = {name, previous.collection if previous is not None else name}
     for other in store.collections_of(model, timeout):
-        if other.collection != name:
+        if other.collection not in kept:
             client.drop_collection(other.collection, timeout=timeout)
     return record
+
+
+def current(store: MilvusVectors, model: str) -> ModelCollection | None:
+    """``model``'s live collection, None when it has none."""
+    try:
+        return store.resolve(model)
+    except NotFound:
+        return None
 
 
 class _Clock:

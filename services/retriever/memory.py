@@ -10,7 +10,8 @@ searched here: the inner product with every vector, the exclusions, genre and ye
 filters applied as Milvus applies them, the ``top_k`` best. That is the exact (FLAT)
 search Milvus runs on such collections, so the answers are the same. Until the copy is
 loaded, and for larger collections, searches go to Milvus. A new live collection (a
-version swap) is a new copy; the old one is dropped when the new one is loaded.
+version swap) is a new copy; the one before it is kept (queries of the previous version
+while the embedders switch over) and older ones are dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MEMORY_SEARCHES = prometheus_client.Counter(
     "movierec_retriever_memory_searches_total",
     "Searches answered from a collection held in memory instead of Milvus")
 RETRY_SECONDS = 30.0
+KEEP = 2   # copies per model: the live version and the previous (a promotion's switch-over)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class MemoryCollections:
         self.max_count = max_count
         self.batch = batch
         self.loaded: dict[str, MemoryCollection] = {}     # collection -> copy
-        self._by_model: dict[str, str] = {}               # model -> collection loaded
+        self._by_model: dict[str, list[str]] = {}         # model -> its copies, newest first
         self._tasks: dict[str, asyncio.Task] = {}
         self._failed: dict[str, float] = {}
 
@@ -161,11 +163,12 @@ class MemoryCollections:
             return
         finally:
             self._tasks.pop(live.collection, None)
-        old = self._by_model.get(live.model)
         self.loaded[live.collection] = copy
-        self._by_model[live.model] = live.collection
-        if old is not None and old != live.collection:
-            self.loaded.pop(old, None)
+        kept = [live.collection, *(c for c in self._by_model.get(live.model, ())
+                                   if c != live.collection)]
+        for retired in kept[KEEP:]:        # the live version and the one before it
+            self.loaded.pop(retired, None)
+        self._by_model[live.model] = kept[:KEEP]
         log.info("collection held in memory", extra={
             "collection": live.collection, "rows": len(copy.ids),
             "seconds": round(time.perf_counter() - started, 2)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -18,21 +19,30 @@ from movierec.services.retriever.milvus import Filters
 from movierec.services.retriever.records import ModelCollection, check_model
 
 
-def consistency(dim: int, version: str):
-    """A check that the live collection is in the query vector's space: the embedder's
-    ``version`` (when given) and the vector's dimension must match it."""
-    def check(live: ModelCollection) -> None:
-        if version and version != live.version:
+@dataclass(frozen=True)
+class Consistency:
+    """A check that a collection is in the query vector's space: the embedder's
+    ``version`` (when given) and the vector's dimension must match it. The engine
+    answers from the live collection, or from a retained one of ``version`` (the
+    previous version, while the embedders switch to a newly promoted one)."""
+
+    dim: int
+    version: str = ""
+
+    def __call__(self, live: ModelCollection) -> None:
+        if self.version and self.version != live.version:
             raise FailedPrecondition(
-                f"model {live.model!r}: the query vector comes from version {version} but "
-                f"the retriever serves version {live.version}; load the embedder's version "
-                "(movierec load vectors) or let the embedder reload")
-        if dim != live.dim:
+                f"model {live.model!r}: the query vector comes from version {self.version} "
+                f"but the retriever serves version {live.version}; load the embedder's "
+                "version (movierec load vectors) or let the embedder reload")
+        if self.dim != live.dim:
             raise FailedPrecondition(
-                f"model {live.model!r}: the query vector has {dim} dimensions but the live "
-                f"version {live.version} has {live.dim}; the embedder and the loaded vectors "
-                "disagree")
-    return check
+                f"model {live.model!r}: the query vector has {self.dim} dimensions but the "
+                f"live version {live.version} has {live.dim}; the embedder and the loaded "
+                "vectors disagree")
+
+
+consistency = Consistency
 
 
 def reading_of(request, dim: int) -> Reading | None:
