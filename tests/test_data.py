@@ -167,3 +167,17 @@ def test_fetch_verifies_checksum_and_unpacks(tmp_path: Path) -> None:
         httpd.shutdown()
     assert len(parse_directory(folder).users) == 10
     assert np.all(parse_directory(folder).ratings.rating.between(1, 5))
+
+
+def test_the_time_split_cuts_all_ratings_at_two_moments() -> None:
+    from movierec.data.splits import make_split
+    from movierec.data.synthetic import generate
+
+    data = generate(60, 80, 12, seed=4)
+    split = make_split(data, "time_80_10_10")
+    parts = (split.train, split.valid, split.test)
+    assert sum(len(p) for p in parts) == len(data.ratings)
+    assert set().union(*(set(p.index) for p in parts)) == set(data.ratings.index)
+    assert len(split.train) == pytest.approx(0.8 * len(data.ratings), abs=2)
+    assert split.train["timestamp"].max() <= split.valid["timestamp"].min()
+    assert split.valid["timestamp"].max() <= split.test["timestamp"].min()

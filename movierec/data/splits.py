@@ -9,6 +9,8 @@
 * ``leave_last_out``: per user, the last interaction by time is the test item and the
   second-last the validation item (ties broken by file order); users with fewer than
   three interactions keep everything in training.
+* ``time_80_10_10``: a global time split: the oldest 80 % of all ratings, the next 10 %,
+  the newest 10 % (the temporal holdout a retrained model is validated on).
 * ``users_80_10_10``: a seeded 80/10/10 split of the *users* (cut with
   :func:`recbole_cuts`); every rating of a user goes to that user's part (user cold
   start: valid and test users are unseen in training).
@@ -26,7 +28,7 @@ import pandas as pd
 
 from movierec.data.movielens import MovieLens
 
-SPLITS = ("random_90_10", "recbole_811", "leave_last_out", "users_80_10_10")
+SPLITS = ("random_90_10", "recbole_811", "leave_last_out", "users_80_10_10", "time_80_10_10")
 DEFAULT_SEED = 2026
 
 
@@ -53,6 +55,8 @@ def make_split(data: MovieLens, name: str, seed: int = DEFAULT_SEED) -> Split:
         return _leave_last_out(data.ratings)
     if name == "users_80_10_10":
         return _users_80_10_10(data.ratings, seed)
+    if name == "time_80_10_10":
+        return _time_80_10_10(data.ratings)
     raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
 
 
@@ -136,3 +140,17 @@ def _users_80_10_10(ratings: pd.DataFrame, seed: int) -> Split:
     owner = ratings["user_id"]
     valid, test = owner.isin(valid_users), owner.isin(test_users)
     return Split("users_80_10_10", ratings[~(valid | test)], ratings[valid], ratings[test])
+
+
+def _time_80_10_10(ratings: pd.DataFrame) -> Split:
+    """A global time split: the oldest 80 % of the ratings train, the next 10 % validate,
+    the newest 10 % test (ties in time by file order), for every user alike: what a
+    model trained up to a day faces after it."""
+    position = np.arange(len(ratings))
+    order = np.lexsort((position, ratings["timestamp"].to_numpy()))
+    train_n, valid_n, _ = recbole_cuts(len(ratings))
+    part = np.empty(len(ratings), dtype=np.int8)
+    part[order[:train_n]] = 0
+    part[order[train_n:train_n + valid_n]] = 1
+    part[order[train_n + valid_n:]] = 2
+    return Split("time_80_10_10", *(ratings[part == k] for k in range(3)))

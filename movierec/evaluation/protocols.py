@@ -11,6 +11,9 @@ the user is known to have seen, and looks for held-out relevant movies:
   by timestamp (ties by file order) are given, with their stars; every later relevant
   rating is a target; the given movies are masked. Users with fewer than
   ``GIVEN + 1`` relevant ratings are skipped. Validation users tune, test users report.
+* ``temporal`` (split ``time_80_10_10``, a global time split): validation ranks what
+  users rated in the next 10 % of time from their training ratings; test ranks the
+  newest 10 % from training plus validation, all of it masked. Ratings >= 3 are relevant.
 * ``leave_last_out`` (split ``leave_last_out``, the DGL PinSage example's): validation
   ranks each user's second-last item from their training history; test ranks the last
   item from the whole history (training plus second-last), all of it masked. Every
@@ -36,9 +39,9 @@ from movierec.evaluation.ranking import RankingTask, Scorer, interactions, make_
 from movierec.models.pinsage.aggregation import aggregate_matrix, history_matrix
 
 PROTOCOL_SPLITS = {"recbole": "recbole_811", "cold_start": "users_80_10_10",
-                   "leave_last_out": "leave_last_out"}
+                   "leave_last_out": "leave_last_out", "temporal": "time_80_10_10"}
 #: smallest rating that counts as relevant, per protocol
-MIN_RATING = {"recbole": 3, "cold_start": 3, "leave_last_out": 1}
+MIN_RATING = {"recbole": 3, "cold_start": 3, "leave_last_out": 1, "temporal": 3}
 GIVEN = 5
 
 
@@ -124,7 +127,8 @@ def from_split(data: MovieLens, split: Split) -> ProtocolData:
                        for part in (split.valid, split.test))
     else:
         valid = make_task(user_ids, movie_ids, [split.train], [split.train], split.valid, pct)
-        history = [split.train, split.valid] if name == "leave_last_out" else [split.train]
+        forward = name in ("leave_last_out", "temporal")   # the test comes after valid
+        history = [split.train, split.valid] if forward else [split.train]
         test = make_task(user_ids, movie_ids, history, [split.train, split.valid], split.test,
                          pct)
     return ProtocolData(name, split, train, demographic_cells(data.users, user_ids),
