@@ -15,7 +15,7 @@ endif
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench eval
+.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench eval retrain
 
 help:
 	@echo "make run      install, get data and models, start every service, show recommendations"
@@ -23,6 +23,7 @@ help:
 	@echo "make e2e      only the end-to-end tests (four services, web page in Chromium)"
 	@echo "make bench    benchmarks (minutes; numbers go to docs/benchmarks.md)"
 	@echo "make eval     train what is missing under EVAL_ROOT, evaluate every served path"
+	@echo "make retrain  snapshot the catalog, train, validate against the serving models, promote"
 	@echo "make lint     ruff"
 	@echo "make protos   regenerate the gRPC code;  make protoset  descriptor set for ghz"
 	@echo "make images   container images with podman;  make kube-smoke  deploy/k8s run locally"
@@ -63,6 +64,10 @@ lint: install
 
 run: install system-deps data
 	$(VENV)/bin/movierec up
+
+# docs/lifecycle.md: against the stores `make run` uses (or DATABASE_URL / MILVUS_URI).
+retrain: install system-deps
+	$(VENV)/bin/movierec retrain $(RETRAIN_ARGS)
 
 lock: $(STAMP)
 	{ sed -n '1,2p' constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^movierec' \

@@ -90,14 +90,15 @@ class ArtifactWriter:
         if final.exists():
             shutil.rmtree(final)
         self.path.rename(final)
-        _write_atomic(self.model_dir / "LATEST", self.version)
+        write_pointer(self.model_dir / "LATEST", self.version)
         return final
 
     def abort(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_pointer(path: Path, text: str) -> None:
+    """Replace the one-line file ``path`` (``LATEST``, ``PREVIOUS``) atomically."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".latest-")
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")

@@ -26,7 +26,7 @@ from movierec.models.fusion.model import FusionConfig
 
 SPLIT = "random_90_10"
 #: splits fusion can train on: ``training_ratings`` of the split (no held-out rating)
-TRAIN_SPLITS = ("random_90_10", "recbole_811", "users_80_10_10")
+TRAIN_SPLITS = ("random_90_10", "recbole_811", "users_80_10_10", "time_80_10_10")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:

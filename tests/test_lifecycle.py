@@ -1,0 +1,97 @@
+"""``movierec retrain`` and ``movierec rollback`` on real stores (PostgreSQL, milvus-lite)
+and synthetic data: a challenger trained on a catalog snapshot is promoted (vectors
+swapped in Milvus with the previous version kept, the artifact made LATEST), a worse one
+is refused and changes nothing, and a rollback serves the previous version again."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stack_fixture import _database
+
+from movierec import cli
+from movierec.data.source import load_dataset
+from movierec.models.artifact import latest, read_metadata
+from movierec.services.catalog import loader
+from movierec.services.retriever.loader import items_from_artifact, publish
+from movierec.services.retriever.milvus import MilvusVectors
+from movierec.stack import retrain as lifecycle
+
+DATASET = "synthetic-120x150x20-s9"
+QUICK = ["--max-epochs", "2", "--no-progress"]
+
+
+def live_versions(uri: str) -> dict[str, str]:
+    store = MilvusVectors(uri, timeout=30)
+    try:
+        return {m: store.resolve(m).version for m in ("fusion", "pinsage")}
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def serving(tmp_path: Path, database_url: str, milvus_lite_uri: str, monkeypatch):
+    """A catalog of DATASET, champions trained on its files and live in Milvus Lite."""
+    url = _database(database_url)
+    data = load_dataset(DATASET)
+    asyncio.run(loader.load(url, data, data.ratings, progress=False))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("MILVUS_URI", milvus_lite_uri)
+    monkeypatch.setenv("MOVIEREC_HOME", str(tmp_path / "home"))
+    root = tmp_path / "artifacts"
+    for model in ("fusion", "pinsage"):
+        assert cli.main(["train", model, "--dataset", DATASET, "--artifacts", str(root),
+                         "--checkpoint-dir", str(tmp_path / f"ckpt-{model}"), *QUICK]) == 0
+        path = latest(model, root)
+        store = MilvusVectors(milvus_lite_uri, timeout=60)
+        publish(store, model, path.name, items_from_artifact(path, DATASET, None),
+                drain_seconds=0, progress=False, force=True)
+        store.close()
+    return root
+
+
+def scrambled(source: Path, target: Path) -> Path:
+    """Copies of ``source``'s latest artifacts with random item vectors, newer versions."""
+    for model in ("fusion", "pinsage"):
+        path = latest(model, source)
+        copy = target / model / (path.name[:-1] + "9Z")
+        shutil.copytree(path, copy)
+        meta = read_metadata(copy)
+        (copy / "metadata.json").write_text((copy / "metadata.json").read_text().replace(
+            meta["version"], copy.name))
+        vectors = np.load(copy / "item_vectors.npy")
+        np.save(copy / "item_vectors.npy",
+                np.random.default_rng(0).normal(size=vectors.shape).astype(np.float32))
+        (target / model / "LATEST").write_text(copy.name + "\n")
+    return target
+
+
+def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
+        serving: Path, milvus_lite_uri: str, tmp_path: Path) -> None:
+    champions = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
+    code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "1",
+                                   "--train-args", " ".join(QUICK)])
+    assert code == 0
+    promoted = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
+    assert promoted != champions and live_versions(milvus_lite_uri) == promoted
+    for model in ("fusion", "pinsage"):
+        meta = read_metadata(latest(model, serving))
+        assert meta["dataset"].startswith("catalog-") and meta["split"] == "time_80_10_10"
+        assert (serving / model / "PREVIOUS").read_text().strip() == champions[model]
+
+    worse = scrambled(serving, tmp_path / "worse")
+    code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "0",
+                                   "--challenger", str(worse),
+                                   "--dataset", read_metadata(latest("pinsage", serving))[
+                                       "dataset"]])
+    assert code == lifecycle.REFUSED
+    assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == promoted
+    assert live_versions(milvus_lite_uri) == promoted
+
+    assert lifecycle.rollback_main(["--artifacts", str(serving)]) == 0
+    assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == champions
+    assert live_versions(milvus_lite_uri) == champions
