@@ -6,6 +6,7 @@ is refused and changes nothing, and a rollback serves the previous version again
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from stack_fixture import _database
 
 from movierec import cli
 from movierec.data.source import load_dataset
-from movierec.models.artifact import latest, read_metadata
+from movierec.models.artifact import latest, read_item_vectors, read_metadata
 from movierec.services.catalog import loader
+from movierec.services.catalog.store import CatalogStore, Movie
 from movierec.services.retriever.loader import items_from_artifact, publish
 from movierec.services.retriever.milvus import MilvusVectors
 from movierec.stack import retrain as lifecycle
+from movierec.stack.jobs import take_snapshot
 
 DATASET = "synthetic-120x150x20-s9"
 QUICK = ["--max-epochs", "2", "--no-progress"]
@@ -70,9 +73,34 @@ def scrambled(source: Path, target: Path) -> Path:
     return target
 
 
+async def _writes(url: str) -> tuple[int, int]:
+    """Through the catalog's store: a user signs up and rates, a movie is added."""
+    store = CatalogStore(url)
+    await store.open()
+    try:
+        user, _ = await store.upsert_user(None, 25, "F", 12, 5)   # age: the bucket code
+        [movie] = await store.upsert_movies([Movie(0, "Quiet Harbor Lights", 2003,
+                                                   ("Drama", "Romance"))], 5)
+        for movie_id, stars in ((movie.movie_id, 5), (1, 4), (2, 5), (3, 2)):
+            await store.record_rating(user.user_id, movie_id, stars, 5)
+        return user.user_id, movie.movie_id
+    finally:
+        await store.close()
+
+
+async def _delete(url: str, user_id: int) -> None:
+    store = CatalogStore(url)
+    await store.open()
+    try:
+        await store.delete_user(user_id, 5)
+    finally:
+        await store.close()
+
+
 def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
         serving: Path, milvus_lite_uri: str, tmp_path: Path) -> None:
     champions = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
+    user, movie = asyncio.run(_writes(os.environ["DATABASE_URL"]))
     code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "1",
                                    "--train-args", " ".join(QUICK)])
     assert code == 0
@@ -82,6 +110,12 @@ def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
         meta = read_metadata(latest(model, serving))
         assert meta["dataset"].startswith("catalog-") and meta["split"] == "time_80_10_10"
         assert (serving / model / "PREVIOUS").read_text().strip() == champions[model]
+        ids, _ = read_item_vectors(latest(model, serving))
+        assert movie in set(ids.tolist())                # the added movie was learned
+    snapshot = load_dataset(read_metadata(latest("pinsage", serving))["dataset"])
+    mine = snapshot.ratings[snapshot.ratings["user_id"] == user]
+    assert sorted(zip(mine["movie_id"], mine["rating"], strict=True)) == [(1, 4), (2, 5), (3, 2),
+                                                             (movie, 5)]
 
     worse = scrambled(serving, tmp_path / "worse")
     code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "0",
@@ -95,3 +129,8 @@ def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
     assert lifecycle.rollback_main(["--artifacts", str(serving)]) == 0
     assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == champions
     assert live_versions(milvus_lite_uri) == champions
+
+    asyncio.run(_delete(os.environ["DATABASE_URL"], user))   # the user deletes themself
+    later = load_dataset(take_snapshot().name)
+    assert user not in set(later.ratings["user_id"]) and user not in set(later.users["user_id"])
+    assert movie in set(later.movies["movie_id"])
