@@ -16,7 +16,12 @@ from stack_fixture import _database
 
 from movierec import cli
 from movierec.data.source import load_dataset
-from movierec.models.artifact import latest, read_item_vectors, read_metadata
+from movierec.models.artifact import (
+    latest,
+    read_item_movies,
+    read_item_vectors,
+    read_metadata,
+)
 from movierec.services.catalog import loader
 from movierec.services.catalog.store import CatalogStore, Movie
 from movierec.services.retriever.loader import items_from_artifact, publish
@@ -112,6 +117,9 @@ def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
         assert (serving / model / "PREVIOUS").read_text().strip() == champions[model]
         ids, _ = read_item_vectors(latest(model, serving))
         assert movie in set(ids.tolist())                # the added movie was learned
+        years, genres = read_item_movies(latest(model, serving))   # published from these
+        row = ids.tolist().index(movie)
+        assert (years[row], genres[row]) == (2003, ["Drama", "Romance"])
     snapshot = load_dataset(read_metadata(latest("pinsage", serving))["dataset"])
     mine = snapshot.ratings[snapshot.ratings["user_id"] == user]
     assert sorted(zip(mine["movie_id"], mine["rating"], strict=True)) == [(1, 4), (2, 5), (3, 2),

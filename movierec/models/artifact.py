@@ -62,13 +62,15 @@ class ArtifactWriter:
 
     def finish(self, metadata: dict[str, Any], item_ids: np.ndarray,
                item_vectors: np.ndarray, *, unit: bool = True,
-               reasons: np.ndarray | None = None, content=None) -> Path:
+               reasons: np.ndarray | None = None, content=None, movies=None) -> Path:
         """Write vectors and metadata, move the version into place, point LATEST at it.
 
         ``unit`` rows are L2-normalized here; otherwise they are stored as given (a model
         whose score is an inner product with extra terms folded into the vectors).
         ``reasons`` (:mod:`movierec.models.reasons`, one row per movie) explain them;
-        ``content`` (:class:`movierec.models.content.ContentMap`) embeds new movies.
+        ``content`` (:class:`movierec.models.content.ContentMap`) embeds new movies;
+        ``movies`` (the data set's frame) gives each item's year and genres
+        (``item_movies.json``), so the artifact can be published without its data set.
         """
         ids = np.asarray(item_ids, dtype=np.int64)
         vectors = normalize(item_vectors) if unit else np.asarray(item_vectors, np.float32)
@@ -82,6 +84,8 @@ class ArtifactWriter:
             metadata = {**metadata, "reasons": reasons_file.save(self.path, reasons)}
         if content is not None:
             metadata = {**metadata, "content_map": content.save(self.path)}
+        if movies is not None:
+            write_item_movies(self.path, ids, movies)
         meta = {"format": FORMAT_VERSION, "model": self.model, "version": self.version,
                 "dim": int(vectors.shape[1]), "num_items": int(len(ids)), "normalized": unit,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **metadata}
@@ -119,6 +123,25 @@ def read_metadata(path: Path) -> dict[str, Any]:
         return json.loads((path / "metadata.json").read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"unreadable artifact metadata in {path}: {exc}") from exc
+
+
+ITEM_MOVIES = "item_movies.json"
+
+
+def write_item_movies(directory: Path, ids: np.ndarray, movies) -> None:
+    """Each item's year (0: unknown) and genres, in ``item_ids`` order."""
+    frame = movies.set_index("movie_id").reindex(ids)
+    years = [0 if y != y else int(y) for y in frame["year"].to_numpy()]
+    genres = [list(g) if isinstance(g, tuple | list) else [] for g in frame["genres"]]
+    (directory / ITEM_MOVIES).write_text(json.dumps({"year": years, "genres": genres}))
+
+
+def read_item_movies(path: Path) -> tuple[np.ndarray, list[list[str]]] | None:
+    """(years, genres) of an artifact's items; None for one written without them."""
+    if not (path / ITEM_MOVIES).is_file():
+        return None
+    found = json.loads((path / ITEM_MOVIES).read_text())
+    return np.asarray(found["year"], dtype=np.int32), found["genres"]
 
 
 def read_item_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -81,12 +81,12 @@ def champions(root: Path) -> dict[str, Path] | None:
         return None
 
 
-def promote(store: MilvusVectors, challenger: Path, root: Path, dataset: str) -> str:
+def promote(store: MilvusVectors, challenger: Path, root: Path) -> str:
     """Publish one model's vectors (the swap), then make its artifact the serving one."""
     meta = read_metadata(challenger)
     model, version = meta["model"], meta["version"]
     index = settings.load(RetrieverSettings).index_spec()
-    live = publish(store, model, version, items_from_artifact(challenger, dataset, None),
+    live = publish(store, model, version, items_from_artifact(challenger, None, None),
                    index, drain_seconds=1.0, progress=False)
     target = root / model / version
     if not target.exists():
@@ -117,8 +117,7 @@ def retrain(args: argparse.Namespace, milvus_uri: str) -> int:
     store = MilvusVectors(milvus_uri, timeout=60)
     try:
         for model in registry.NAMES:
-            print(f"==> promoted {promote(store, challenger[model], root, dataset)}",
-                  flush=True)
+            print(f"==> promoted {promote(store, challenger[model], root)}", flush=True)
     finally:
         store.close()
     return 0

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from movierec.data.source import load_dataset
 from movierec.errors import DataError, FailedPrecondition, NotFound
 from movierec.models import reasons
-from movierec.models.artifact import read_item_vectors, read_metadata
+from movierec.models.artifact import read_item_movies, read_item_vectors, read_metadata
 from movierec.services.retriever.milvus import MilvusVectors
 from movierec.services.retriever.records import (
     IndexSpec,
@@ -200,12 +200,16 @@ class _Clock:
 
 
 def items_from_artifact(path: Path, dataset: str | None, data_dir: Path | None) -> ItemBatch:
-    """The artifact's vectors joined with each movie's year and genres."""
+    """The artifact's vectors joined with each movie's year and genres: from the artifact
+    itself (``item_movies.json``) unless a data set is named, else from its data set."""
     ids, vectors = read_item_vectors(path)
-    meta = read_metadata(path)
-    data = load_dataset(dataset or meta.get("dataset", "ml-1m"), data_dir)
-    movies = data.movies.set_index("movie_id").reindex(ids)
-    years = movies["year"].fillna(0).astype(np.int32).to_numpy()
-    genres = [list(g) if isinstance(g, tuple) else [] for g in movies["genres"]]
+    stored = read_item_movies(path) if dataset is None else None
+    if stored is not None:
+        years, genres = stored
+    else:
+        data = load_dataset(dataset or read_metadata(path).get("dataset", "ml-1m"), data_dir)
+        movies = data.movies.set_index("movie_id").reindex(ids)
+        years = movies["year"].fillna(0).astype(np.int32).to_numpy()
+        genres = [list(g) if isinstance(g, tuple) else [] for g in movies["genres"]]
     return ItemBatch(ids.astype(np.int64), vectors.astype(np.float32), years, genres,
                      reasons.load(path))

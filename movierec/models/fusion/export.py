@@ -93,7 +93,8 @@ def export(model: FusionModel, cfg: FusionConfig, vocab: Vocab, data: MovieLens,
         trained = np.isin(tables.movie_ids, np.asarray(vocab.movie_ids, dtype=np.int64))
         return writer.finish(meta, tables.movie_ids, vectors, unit=False, reasons=reasons,
                              content=content.for_movies(data.movies, tables.movie_ids, vectors,
-                                                        trained, vocab.genres))
+                                                        trained, vocab.genres),
+                             movies=data.movies)
     except BaseException:
         writer.abort()
         raise

@@ -62,7 +62,7 @@ def export(result: TrainResult, data: TrainingGraph, config: TrainConfig,
         mapped = None if movies is None else content.for_movies(
             movies, data.movie_ids, served.item_vectors, data.features.has_edges, data.genres)
         return writer.finish(metadata, data.movie_ids, served.item_vectors, unit=shared,
-                             reasons=reasons, content=mapped)
+                             reasons=reasons, content=mapped, movies=movies)
     except BaseException:
         writer.abort()
         raise
