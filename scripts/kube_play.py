@@ -5,6 +5,8 @@ and nothing else: this module turns what it lacks into what it has, and keeps
 everything else as rendered.
 
 - Jobs become Pods (restartPolicy Never); the smoke test waits for their exit code.
+- A CronJob becomes the Pod of one run of its job template (what ``kubectl create job
+  --from=cronjob/NAME`` starts); the smoke test runs it when it chooses, not on a schedule.
 - Secrets become podman secrets: kube play reads a secret as JSON ``{key: base64}``.
 - Each pod's emptyDir volumes get the pod's name (kube play names them as written,
   so two pods' ``tmp`` would otherwise be one shared volume).
@@ -33,11 +35,18 @@ class Plan:
     claims: list[dict] = field(default_factory=list)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     jobs: dict[str, dict] = field(default_factory=dict)          # app name -> Pod
+    cron_jobs: dict[str, dict] = field(default_factory=dict)     # app name -> Pod (one run)
     deployments: dict[str, dict] = field(default_factory=dict)   # app name -> Deployment
 
 
+def pod_template(workload: dict) -> dict:
+    """The pod template of a Deployment or Job, or of a CronJob's job template."""
+    spec = workload["spec"]
+    return spec["jobTemplate"]["spec"]["template"] if "jobTemplate" in spec else spec["template"]
+
+
 def app_name(workload: dict) -> str:
-    return workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    return pod_template(workload)["metadata"]["labels"]["app.kubernetes.io/name"]
 
 
 def secret_values(secret: dict) -> dict[str, str]:
@@ -88,9 +97,9 @@ def adapted(pod_name: str, spec: dict) -> dict:
 
 
 def job_pod(job: dict) -> dict:
-    """The Pod that one run of ``job`` is."""
+    """The Pod that one run of ``job`` (a Job, or a CronJob's job template) is."""
     name = job["metadata"]["name"]
-    template = job["spec"]["template"]
+    template = pod_template(job)
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": dict(template["metadata"]["labels"])},
             "spec": adapted(name, template["spec"])}
@@ -118,6 +127,8 @@ def plan(docs: list[dict]) -> Plan:
             result.secrets[doc["metadata"]["name"]] = secret_values(doc)
         elif kind == "Job":
             result.jobs[app_name(doc)] = job_pod(doc)
+        elif kind == "CronJob":
+            result.cron_jobs[app_name(doc)] = job_pod(doc)
         elif kind == "Deployment":
             result.deployments[app_name(doc)] = deployment(doc)
         else:

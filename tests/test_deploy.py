@@ -34,8 +34,11 @@ from movierec.server import factory
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
 OVERLAYS = {"dev": "deploy/k8s/overlays/dev", "prod": "deploy/k8s/overlays/prod"}
-ADD_ONS = ("deploy/k8s/jobs", "deploy/k8s/loadtest", "deploy/milvus/networkpolicy",
-           "deploy/k8s/overlays/local")
+ADD_ONS = ("deploy/k8s/jobs", "deploy/k8s/retrain", "deploy/k8s/loadtest",
+           "deploy/milvus/networkpolicy", "deploy/k8s/overlays/local")
+# What runs in an overlay's namespace beside it: the offline jobs, the nightly retrain
+# (a CronJob) and the in-cluster load test.
+WORKLOADS = ("deploy/k8s/jobs", "deploy/k8s/retrain", "deploy/k8s/loadtest")
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 # Secrets that prod creates out of band (deploy/README.md); everything else is rendered.
 EXTERNAL_SECRETS = {"dev": set(), "prod": {"movierec-stores"}}
@@ -45,13 +48,14 @@ SERVICES = {s.name: s for s in registry.SERVICES}
 # Process-level variables a Deployment may set beyond its settings class.
 RUNTIME_ENV = {"embedder": {"OMP_NUM_THREADS", "MKL_NUM_THREADS"}}
 # Who may open whose serving port, inside the namespace (ghz is the load-test job).
+# The retrain CronJob snapshots the catalog (PostgreSQL) and publishes vectors (Milvus).
 CALLERS = {**{name: set(s.callers) for name, s in SERVICES.items()},
-           "postgres": {"catalog", "load-catalog"}, "redis": {"gateway"}}
-MILVUS_CLIENTS = {"retriever", "load-vectors"}
+           "postgres": {"catalog", "load-catalog", "retrain"}, "redis": {"gateway"}}
+MILVUS_CLIENTS = {"retriever", "load-vectors", "retrain"}
 # Egress to addresses outside the cluster: (pod, port) pairs; the managed stores in prod
 # and GroupLens for the MovieLens download.
-EXTERNAL_EGRESS = {("catalog", 5432), ("load-catalog", 5432), ("gateway", 6379),
-                   ("gateway", 6380), ("fetch-movielens", 443)}
+EXTERNAL_EGRESS = {("catalog", 5432), ("load-catalog", 5432), ("retrain", 5432),
+                   ("gateway", 6379), ("gateway", 6380), ("fetch-movielens", 443)}
 PRIVATE = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 
@@ -106,11 +110,18 @@ def find(docs, kind: str, name: str | None = None) -> list[dict]:
             and (name is None or d["metadata"]["name"] == name)]
 
 
+def pod_template(workload: dict) -> dict:
+    """A workload's pod template; a CronJob's is its job template's."""
+    spec = workload["spec"]
+    return spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" \
+        else spec["template"]
+
+
 def pod_specs(docs) -> list[tuple[str, dict]]:
     """``(app name, pod spec)`` of every workload."""
-    return [(d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
-             d["spec"]["template"]["spec"])
-            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    return [(pod_template(d)["metadata"]["labels"]["app.kubernetes.io/name"],
+             pod_template(d)["spec"])
+            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")]
 
 
 def data_of(doc: dict) -> dict[str, str]:
@@ -149,8 +160,8 @@ def images_of(docs) -> list[tuple[str, str]]:
             for c in spec.get("initContainers", []) + spec["containers"]]
 
 
-@pytest.mark.parametrize("directory", [*OVERLAYS.values(), "deploy/k8s/jobs",
-                                       "deploy/k8s/loadtest", "deploy/k8s/overlays/local"])
+@pytest.mark.parametrize("directory", [*OVERLAYS.values(), *WORKLOADS,
+                                       "deploy/k8s/overlays/local"])
 def test_images_are_pinned(directory) -> None:
     """No ``latest``: movierec's images carry the project version, others a release."""
     for app, image in images_of(render(directory)):
@@ -270,8 +281,8 @@ def test_prod_runs_mutual_tls_and_tokens_from_mounted_secrets(service) -> None:
     assert dev["MOVIEREC_TLS_CERT"] == dev["MOVIEREC_TLS_CA"] == ""
 
 
-@pytest.mark.parametrize("directory", [*OVERLAYS.values(), "deploy/k8s/jobs",
-                                       "deploy/k8s/loadtest", "deploy/k8s/overlays/local"])
+@pytest.mark.parametrize("directory", [*OVERLAYS.values(), *WORKLOADS,
+                                       "deploy/k8s/overlays/local"])
 def test_every_pod_is_non_root_read_only_and_bounded(directory) -> None:
     for app, spec in pod_specs(render(directory)):
         assert spec["securityContext"]["runAsNonRoot"] is True, app
@@ -284,6 +295,107 @@ def test_every_pod_is_non_root_read_only_and_bounded(directory) -> None:
             assert context["capabilities"] == {"drop": ["ALL"]}, app
             for bound in ("requests", "limits"):
                 assert set(container["resources"][bound]) == {"cpu", "memory"}, app
+
+
+# --- the nightly retrain (a CronJob) -------------------------------------------------
+
+def retrain_container(directory: str = "deploy/k8s/retrain") -> tuple[dict, dict]:
+    """The retrain CronJob, and its one container."""
+    [cron] = find(render(directory), "CronJob")
+    [container] = pod_template(cron)["spec"]["containers"]
+    return cron, container
+
+
+def retrain_args(container: dict):
+    """The container's ``movierec retrain`` arguments, as that command parses them."""
+    from movierec.stack import retrain
+
+    assert container["args"][0] == "retrain" and "command" not in container
+    return retrain._parser().parse_args(container["args"][1:])
+
+
+def gibibytes(quantity: str) -> float:
+    units = {"Mi": 2**-10, "Gi": 1, "Ti": 2**10}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_retrain_cron_job_runs_one_retrain_at_a_time_and_fails_visibly() -> None:
+    cron, container = retrain_container()
+    spec = cron["spec"]
+    assert len(spec["schedule"].split()) == 5 and spec["timeZone"]
+    assert spec["concurrencyPolicy"] == "Forbid"  # two retrains would race for LATEST
+    assert 0 < spec["startingDeadlineSeconds"] <= 24 * 3600  # a late run is skipped
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    job = spec["jobTemplate"]["spec"]
+    # Exit 3 (refused) fails the Job, and a refused challenger is not trained again.
+    assert job["backoffLimit"] == 0 and job["activeDeadlineSeconds"] > 0
+    assert pod_template(cron)["spec"]["restartPolicy"] == "Never"
+    assert cron["metadata"]["name"] == "retrain"  # `kubectl create job --from=cronjob/retrain`
+    args = retrain_args(container)
+    assert args.artifacts is None and args.challenger is None and args.dataset is None
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(args.threads)
+    # Bounded like the train job: it trains both models, then scores both sides.
+    [train] = find(render("deploy/k8s/jobs"), "Job", "train")
+    [trainer] = train["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == trainer["resources"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retrain_uses_the_serving_artifacts_and_the_stores_secrets(overlay) -> None:
+    """DATABASE_URL and MILVUS_URI come from the Secrets the catalog and the retriever
+    read; the artifacts are the claim the embedder serves from, mounted read-write (the
+    promotion moves LATEST); the snapshot and the challengers go to an emptyDir."""
+    docs = render(OVERLAYS[overlay])
+    external = EXTERNAL_SECRETS[overlay]
+    cron, container = retrain_container()
+    env = environment(container, docs, external)
+    refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"]
+            if "valueFrom" in v}
+    assert refs == {"DATABASE_URL": {"name": "movierec-stores", "key": "DATABASE_URL"},
+                    "MILVUS_URI": {"name": "movierec-milvus", "key": "MILVUS_URI"}}
+    for service, variable in (("catalog", "DATABASE_URL"), ("retriever", "MILVUS_URI")):
+        served_docs, served = service_container(overlay, service)
+        assert environment(served, served_docs, external)[variable] == env[variable], service
+    spec = pod_template(cron)["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False))
+              for m in container["volumeMounts"]}
+    artifacts, read_only = mounts[env["MOVIEREC_ARTIFACTS"]]
+    assert artifacts["persistentVolumeClaim"] == {"claimName": "artifacts"} and not read_only
+    assert find(docs, "PersistentVolumeClaim", "artifacts")
+    [embedder] = find(docs, "Deployment", "embedder")
+    assert {"name": "artifacts", "persistentVolumeClaim": {
+        "claimName": "artifacts", "readOnly": True}} in pod_template(embedder)["spec"]["volumes"]
+    home, _ = mounts[env["MOVIEREC_HOME"]]
+    assert gibibytes(home["emptyDir"]["sizeLimit"]) >= 2  # ml-1m: snapshot, challengers
+    assert "emptyDir" in mounts["/tmp"][0]
+
+
+def test_local_overlay_runs_the_retrain_once_as_a_pod() -> None:
+    """kube play runs no CronJob: the smoke plays one run of its job template as a Pod,
+    like the jobs, with one thread and a tolerance that promotes (the swap under load is
+    what it checks; a refusal is tests/test_lifecycle.py's)."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    kube_play = importlib.import_module("kube_play")
+    plan = kube_play.plan(list(render("deploy/k8s/overlays/local")))
+    pod = plan.cron_jobs["retrain"]
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "movierec-smoke-retrain"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["hostNetwork"] is True
+    [container] = spec["containers"]
+    assert container["imagePullPolicy"] == "Never" and "ports" not in container
+    args = retrain_args(container)
+    assert args.threads == 1 and args.tolerance >= 1 and "--max-epochs" in args.train_args
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert claims == {"movierec-smoke-artifacts"}
+    assert {v["name"] for v in spec["volumes"] if "emptyDir" in v} == {
+        "movierec-smoke-retrain-home", "movierec-smoke-retrain-tmp"}
+    assert {r["valueFrom"]["secretKeyRef"]["name"] for r in container["env"]
+            if "valueFrom" in r} <= set(plan.secrets)
+    assert "retrain" not in plan.jobs  # not one of the jobs that run before serving
 
 
 # --- network policies ----------------------------------------------------------------
@@ -326,7 +438,7 @@ def pods(docs) -> dict[str, tuple[dict, list[dict]]]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_allow_exactly_the_call_graph(overlay) -> None:
-    docs = render(OVERLAYS[overlay]) + render("deploy/k8s/jobs") + render("deploy/k8s/loadtest")
+    docs = render(OVERLAYS[overlay]) + sum((render(w) for w in WORKLOADS), ())
     policies = find(docs, "NetworkPolicy")
     assert {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]} in [
         p["spec"] for p in policies]
@@ -358,8 +470,9 @@ def test_network_policies_allow_exactly_the_call_graph(overlay) -> None:
 def test_egress_is_only_what_each_pod_needs(overlay) -> None:
     """Every egress rule names its peers and ports; outside the cluster only the managed
     stores (private addresses) and, for the MovieLens download, public HTTPS."""
-    docs = render(OVERLAYS[overlay]) + render("deploy/k8s/jobs") + render("deploy/k8s/loadtest")
+    docs = render(OVERLAYS[overlay]) + sum((render(w) for w in WORKLOADS), ())
     apps = {app for app, _ in pod_specs(docs)}
+    outside = set()
     for policy in find(docs, "NetworkPolicy"):
         spec = policy["spec"]
         chosen = {app for app in apps if selects(spec["podSelector"],
@@ -370,12 +483,14 @@ def test_egress_is_only_what_each_pod_needs(overlay) -> None:
             if not blocks:
                 continue
             ports = {p["port"] for p in rule["ports"]}
-            assert {(app, port) for app in chosen for port in ports} <= EXTERNAL_EGRESS
+            outside |= {(app, port) for app in chosen for port in ports}
             for block in blocks:
                 if 443 in ports:  # public addresses only
                     assert block == {"cidr": "0.0.0.0/0", "except": sorted(PRIVATE)}
                 else:
                     assert block["cidr"] in PRIVATE, policy["metadata"]["name"]
+    # ... and every one of them that needs it: dev runs its stores in the namespace.
+    assert outside == (EXTERNAL_EGRESS if overlay == "prod" else {("fetch-movielens", 443)})
 
 
 def in_namespace(peer: dict, namespace: str) -> bool:
@@ -383,7 +498,7 @@ def in_namespace(peer: dict, namespace: str) -> bool:
     return labels.get("kubernetes.io/metadata.name") == namespace
 
 
-def test_milvus_accepts_only_the_retriever_and_the_vector_load() -> None:
+def test_milvus_accepts_only_the_retriever_the_vector_load_and_the_retrain() -> None:
     [clients] = find(render("deploy/milvus/networkpolicy"), "NetworkPolicy", "milvus-clients")
     first = clients["spec"]["ingress"][0]
     [peer] = first["from"]
@@ -400,18 +515,18 @@ def test_milvus_uri_always_names_a_server(overlay) -> None:
     """The retriever scales (HPA max > 1), and milvus-lite is one process with a private
     file: every retriever and the vector load must reach the one Milvus server."""
     docs = render(OVERLAYS[overlay])
-    users = 0
-    for app, spec in pod_specs(docs + render("deploy/k8s/jobs")):
+    users = set()
+    for app, spec in pod_specs(docs + render("deploy/k8s/jobs") + render("deploy/k8s/retrain")):
         for container in spec["containers"]:
             env = environment(container, docs, EXTERNAL_SECRETS[overlay])
             if "MILVUS_URI" not in env:
                 continue
-            users += 1
+            users.add(app)
             uri = urlparse(env["MILVUS_URI"] or "")
             assert uri.scheme in ("http", "https", "tcp", "grpc") and uri.hostname, (app, uri)
             assert not uri.path.endswith(".db"), (app, uri)
             assert uri.hostname == "milvus.milvus.svc.cluster.local" and uri.port == 19530
-    assert users == 2  # the retriever and the load-vectors job
+    assert users == MILVUS_CLIENTS  # the retriever, the load-vectors job, the retrain
     [hpa] = find(docs, "HorizontalPodAutoscaler", "retriever")
     assert hpa["spec"]["maxReplicas"] > 1
 
