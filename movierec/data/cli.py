@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from movierec.data.source import DATASETS, fetch, load_dataset, locate
-from movierec.data.splits import DEFAULT_SEED, SPLITS, make_split
+from movierec.data.splits import DEFAULT_SEED, HELD_OUT, SPLITS, holdout_movies, make_split
 from movierec.data.synthetic import generate, write_ml1m
 from movierec.errors import DataError
 
@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: MOVIELENS_DIR, then the download cache)")
     stats.add_argument("--seed", type=int, default=DEFAULT_SEED)
     stats.add_argument("--json", action="store_true")
+    held = sub.add_parser("holdout-movies", help="write a data set without a seeded share of "
+                          "its movies (the new-movie protocol: movierec evaluate new-movies)")
+    held.add_argument("--dataset", default="ml-1m")
+    held.add_argument("--data-dir", type=Path)
+    held.add_argument("--fraction", type=float, default=0.1)
+    held.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    held.add_argument("--out", type=Path, required=True)
     synth = sub.add_parser("synth", help="write a synthetic data set in ml-1m's format")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--users", type=int, default=300)
@@ -70,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.action == "stats":
             report = stats(args.dataset, args.data_dir, args.seed)
             print(json.dumps(report, indent=2)) if args.json else _print_stats(report)
+        elif args.action == "holdout-movies":
+            kept, held = holdout_movies(load_dataset(args.dataset, args.data_dir),
+                                        args.fraction, args.seed)
+            write_ml1m(kept, args.out)
+            (args.out / HELD_OUT).write_text(json.dumps({"movie_ids": held, "seed": args.seed,
+                                                         "fraction": args.fraction}))
+            print(f"{args.out}: {len(kept.movies):,} movies kept, {len(held):,} held out")
         else:
             data = generate(args.users, args.movies, args.per_user, args.seed)
             print(write_ml1m(data, args.out))

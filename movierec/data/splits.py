@@ -21,7 +21,7 @@ Each frame keeps the ratings columns and the original row index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -154,3 +154,18 @@ def _time_80_10_10(ratings: pd.DataFrame) -> Split:
     part[order[train_n:train_n + valid_n]] = 1
     part[order[train_n + valid_n:]] = 2
     return Split("time_80_10_10", *(ratings[part == k] for k in range(3)))
+
+
+#: the file ``movierec data holdout-movies`` writes beside the data set: the held-out ids
+HELD_OUT = "heldout.json"
+
+
+def holdout_movies(data: MovieLens, fraction: float, seed: int) -> tuple[MovieLens, list[int]]:
+    """``data`` without a seeded ``fraction`` of its rated movies (their ratings and rows),
+    and their ids: the item cold-start protocol (movierec.evaluation.new_movies)."""
+    rated = np.sort(data.ratings["movie_id"].unique())
+    chosen = np.sort(np.random.default_rng(seed).choice(
+        rated, int(round(fraction * len(rated))), replace=False))
+    kept = replace(data, ratings=data.ratings[~data.ratings["movie_id"].isin(chosen)],
+                   movies=data.movies[~data.movies["movie_id"].isin(chosen)], checksum="")
+    return kept, chosen.tolist()

@@ -21,7 +21,8 @@ MODELS = registry.NAMES
 TARGETS = {"train": {m.name: m.commands for m in registry.MODELS},
            "evaluate": {**{m.name: m.commands for m in registry.MODELS},
                         "serving": "movierec.evaluation.commands",
-                        "reasons": "movierec.evaluation.explanations"}}
+                        "reasons": "movierec.evaluation.explanations",
+                        "new-movies": "movierec.evaluation.new_movies"}}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
