@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,16 +104,21 @@ def promote(store: MilvusVectors, challenger: Path, root: Path) -> str:
 
 def retrain(args: argparse.Namespace, milvus_uri: str) -> int:
     root = artifacts_root(args.artifacts)
+    clock = Laps()
     dataset = args.dataset or take_snapshot().name
+    clock.lap("snapshot")
     staging = args.challenger or home_dir() / "challengers" / dataset
     if args.challenger is None:
         train_challengers(dataset, staging, args.threads, args.train_args)
+    clock.lap("train")
     challenger = {m: latest(m, staging) for m in registry.NAMES}
     seed = int(read_metadata(challenger["pinsage"]).get("split_seed", 2026))
     verdict = compare(load_dataset(dataset), champions(root), challenger, seed, args.tolerance)
+    clock.lap("validate")
     print(verdict.table(), flush=True)
     if not verdict.promote:
         print("refused: " + "; ".join(verdict.refused) + " (the serving models stay)")
+        print(clock, flush=True)
         return REFUSED
     store = MilvusVectors(milvus_uri, timeout=60)
     try:
@@ -120,7 +126,23 @@ def retrain(args: argparse.Namespace, milvus_uri: str) -> int:
             print(f"==> promoted {promote(store, challenger[model], root)}", flush=True)
     finally:
         store.close()
+    clock.lap("promote")
+    print(clock, flush=True)
     return 0
+
+
+class Laps:
+    """Seconds each step took, printed as one line."""
+
+    def __init__(self) -> None:
+        self.last, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.last = round(now - self.last, 1), now
+
+    def __str__(self) -> str:
+        return "seconds: " + ", ".join(f"{k} {v}" for k, v in self.laps.items())
 
 
 def retrain_main(argv: Sequence[str] | None = None) -> int:
