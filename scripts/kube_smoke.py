@@ -10,7 +10,13 @@
 5. Recommend through the gateway for a profile, a liked list and a user id (and once
    through the web facade), checked against the data set and the trained artifacts.
 6. A burst of requests while each container's memory and CPU are measured.
-7. Teardown: every pod, container, volume and secret named movierec-smoke-*, and the
+7. One retrain cycle: the retrain CronJob's pod, run once (`movierec retrain` on a
+   snapshot of the catalog, promoted whatever it scores), while a loop keeps calling
+   Recommend through the gateway; then the promoted versions are LATEST (the previous
+   ones PREVIOUS) and live in Milvus, the gateway answers with them (the embedders
+   reload every EMBEDDER_RELOAD_SECONDS, 5 s in the local overlay), every answer of the
+   loop was OK, and the answers pass step 5's checks again.
+8. Teardown: every pod, container, volume and secret named movierec-smoke-*, and the
    stores; the run fails if any is left.
 
 Needs the images (`make images`) and the registry's ports free on 127.0.0.1.
@@ -37,6 +43,7 @@ from movierec import registry
 from movierec.data.source import locate
 from movierec.models import registry as models
 from movierec.models.artifact import latest, read_metadata
+from movierec.services.retriever.milvus import MilvusVectors
 from movierec.stack.process import port_open
 from movierec.stack.stores import LocalStores
 
@@ -46,6 +53,7 @@ JOBS = ("train", "load-catalog", "load-vectors")
 JOB_TIMEOUT = 900
 RUN_AS = 10001  # the pods' runAsUser and fsGroup
 READY_TIMEOUT = 300
+SWITCH_TIMEOUT = 120  # promoted -> served: the embedders' reload period, and some
 
 
 def kubectl() -> str:
@@ -111,7 +119,9 @@ def container(name: str) -> Container | None:
 
 
 def run_job(name: str, plan: kube_play.Plan, work: Path, played: list[Path]) -> dict:
-    pod = plan.jobs[name]
+    """Play one Job's Pod (or one run of a CronJob), wait for its exit (0, else fail)
+    and take it down."""
+    pod = plan.jobs[name] if name in plan.jobs else plan.cron_jobs[name]
     start = time.monotonic()
     play(work / f"job-{name}.yaml", [*plan.config_maps, pod], played)
     [main] = kube_play.container_names(pod)
@@ -194,11 +204,61 @@ def bring_models(plan: kube_play.Plan, artifacts: Path) -> tuple[str, ...]:
     return JOBS[1:]
 
 
-def smoke(work: Path, played: list[Path], report: dict, models: Path | None) -> None:
+def live_versions(milvus_uri: str) -> dict[str, str]:
+    """The version of each model's live collection (what the retriever searches)."""
+    store = MilvusVectors(milvus_uri, timeout=30)
+    try:
+        return {model: store.resolve(model).version for model in models.NAMES}
+    finally:
+        store.close()
+
+
+def retrain_cycle(plan: kube_play.Plan, work: Path, played: list[Path],
+                  dataset, milvus_uri: str) -> dict:
+    """The retrain CronJob's pod, run once under traffic; the promotion checked."""
+    artifacts = volume("artifacts")
+    before = smoke_checks.artifact_versions(artifacts)
+    served = smoke_checks.served_versions(dataset)
+    if served != {m: f"{m}@{v}" for m, v in before.items()}:
+        raise SystemExit(f"kube-smoke: before the retrain the gateway answers {served}, "
+                         f"LATEST is {before}")
+    with smoke_checks.Traffic(dataset) as traffic:
+        job = run_job("retrain", plan, work, played)
+        after = smoke_checks.artifact_versions(artifacts)
+        changed = {m for m in models.NAMES if after[m] != before[m]}
+        if changed != set(models.NAMES):
+            raise SystemExit(f"kube-smoke: retrain promoted nothing new: {before} -> {after}")
+        previous = smoke_checks.artifact_versions(artifacts, "PREVIOUS")
+        if previous != before:
+            raise SystemExit(f"kube-smoke: PREVIOUS is {previous}, not {before}")
+        live = live_versions(milvus_uri)
+        if live != after:
+            raise SystemExit(f"kube-smoke: Milvus' live collections are {live}, not {after}")
+        switch = smoke_checks.wait_for_versions(dataset, after, SWITCH_TIMEOUT)
+        time.sleep(5)  # answers by the new versions, under the loop too
+    calls = traffic.summary()
+    print(f"kube-smoke: retrain promoted {before} -> {after}; served {switch:.1f} s "
+          f"after the job; {calls['calls']} Recommend calls meanwhile, "
+          f"{calls['failures']} failed", flush=True)
+    if traffic.failures:
+        raise SystemExit(f"kube-smoke: {len(traffic.failures)} of {calls['calls']} calls "
+                         f"failed during the retrain, e.g. {traffic.failures[:5]}")
+    seen = set(traffic.first_seen)
+    wanted = {f"{m}@{v}" for versions in (before, after) for m, v in versions.items()}
+    if not wanted <= seen:
+        raise SystemExit(f"kube-smoke: the loop saw {sorted(seen)}, not every one of "
+                         f"{sorted(wanted)}")
+    return {"before": before, "after": after, "switch_s": round(switch, 1),
+            "job": job, "traffic": calls}
+
+
+def smoke(work: Path, played: list[Path], report: dict, models: Path | None,
+          retrain: bool = True) -> None:
     plan = kube_play.plan(render())
     stores = LocalStores(root=work / "stores", durable=False, environ={})
     try:
-        create_secrets(plan, stores.start())
+        addresses = stores.start()
+        create_secrets(plan, addresses)
         play(work / "volumes.yaml", plan.claims, played)
         jobs = bring_models(plan, models) if models else JOBS
         report["jobs"] = {name: run_job(name, plan, work, played) for name in jobs}
@@ -207,6 +267,12 @@ def smoke(work: Path, played: list[Path], report: dict, models: Path | None) -> 
         report["dataset"] = dataset.name
         report["answers"] = smoke_checks.check_answers(dataset, volume("artifacts"))
         report["services"] = smoke_checks.measure(running, dataset)
+        if retrain:
+            report["retrain"] = retrain_cycle(plan, work, played, dataset,
+                                              addresses["MILVUS_URI"])
+            report["jobs"]["retrain"] = report["retrain"].pop("job")
+            report["answers_after_retrain"] = smoke_checks.check_answers(
+                dataset, volume("artifacts"))
     finally:
         teardown(played)
         stores.stop()
@@ -217,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the measurements here (JSON)")
     parser.add_argument("--artifacts", type=Path, help="serve these trained models (an "
                         "artifacts root, e.g. ml-1m ones) instead of running the train job")
+    parser.add_argument("--no-retrain", action="store_true", help="skip the retrain cycle "
+                        "(with ml-1m --artifacts it trains on ml-1m, one thread: long)")
     args = parser.parse_args(argv)
     preflight()
     teardown([])  # what an interrupted earlier run left
     start = time.monotonic()
     report: dict = {}
     with tempfile.TemporaryDirectory(prefix=PREFIX) as tmp:
-        smoke(Path(tmp), [], report, args.artifacts)
+        smoke(Path(tmp), [], report, args.artifacts, not args.no_retrain)
     left = leftovers()
     if left:
         raise SystemExit(f"kube-smoke: left behind: {left}")

@@ -4,12 +4,15 @@ Readiness is the services' own gRPC health status (the probes' source in a clust
 and the web facade's /api/health. Answers are checked against the data set the jobs
 loaded and the artifact versions the train job wrote: real movies with their catalog
 titles, the versions of the trained models, liked and already-rated movies left out,
-and the web facade returning what the gateway returns.
+and the web facade returning what the gateway returns. Through a retrain, a loop of
+calls (``Traffic``) records every answer, and the served versions are polled until they
+are the promoted ones.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +35,8 @@ WEB = f"http://127.0.0.1:{registry.WEB.port}"
 TOP = 5
 BURST = 1200
 CONCURRENCY = 8
+TRAFFIC_TOP = 7      # not the burst's top_k: the loop's answers are not its cached ones
+TRAFFIC_PAUSE = 0.05  # seconds between the loop's calls (the retrain needs the CPU)
 
 
 def dataset_of(load_catalog_pod: dict) -> MovieLens:
@@ -71,8 +76,14 @@ def wait_ready(timeout: float) -> None:
         time.sleep(2)
 
 
-def _versions(artifacts: Path) -> dict[str, str]:
-    return {m: (artifacts / m / "LATEST").read_text().strip() for m in models.NAMES}
+def artifact_versions(artifacts: Path, pointer: str = "LATEST") -> dict[str, str]:
+    """Each model's version that ``artifacts/<model>/<pointer>`` names."""
+    return {m: (artifacts / m / pointer).read_text().strip() for m in models.NAMES}
+
+
+def _known_user(data: MovieLens) -> int:
+    counts = data.ratings["user_id"].value_counts()
+    return int(counts[counts >= 20].index[-1])  # a user with a real but short history
 
 
 def _check(reply, data: MovieLens, model: str, version: str, hidden: set[int]) -> list[int]:
@@ -94,10 +105,9 @@ def _web_recommend(body: dict) -> list[int]:
 
 def check_answers(data: MovieLens, artifacts: Path) -> dict[str, list[int]]:
     """Recommend for a profile, a liked list and a user id; the checks raise on failure."""
-    versions = _versions(artifacts)
+    versions = artifact_versions(artifacts)
     popular = data.ratings["movie_id"].value_counts().index[:3].tolist()
-    counts = data.ratings["user_id"].value_counts()
-    user = int(counts[counts >= 20].index[-1])  # a user with a real but short history
+    user = _known_user(data)
     seen = set(data.ratings.loc[data.ratings["user_id"] == user, "movie_id"].tolist())
     with grpc.insecure_channel(GATEWAY) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -118,7 +128,7 @@ def check_answers(data: MovieLens, artifacts: Path) -> dict[str, list[int]]:
     return answers
 
 
-def _requests(data: MovieLens) -> list[gateway_pb2.RecommendRequest]:
+def _requests(data: MovieLens, top_k: int = 10) -> list[gateway_pb2.RecommendRequest]:
     """Distinct requests (the answer cache must not serve them all)."""
     users = data.users["user_id"].tolist()
     movies = data.movies["movie_id"].tolist()
@@ -133,7 +143,7 @@ def _requests(data: MovieLens) -> list[gateway_pb2.RecommendRequest]:
                 movie_ids=[movies[(i * 7 + k) % len(movies)] for k in range(3)])}
         else:
             query = {"user_id": users[i % len(users)]}
-        out.append(gateway_pb2.RecommendRequest(top_k=10, **query))
+        out.append(gateway_pb2.RecommendRequest(top_k=top_k, **query))
     return out
 
 
@@ -157,6 +167,83 @@ def measure(running: dict[str, Container], data: MovieLens) -> dict[str, dict]:
             for app, c in running.items()}
 
 
+def served_versions(data: MovieLens) -> dict[str, str]:
+    """The ``model_version`` Recommend answers with: a profile (fusion's path) and a
+    known user's id (PinSage's)."""
+    asks = {"fusion": gateway_pb2.RecommendRequest(
+                top_k=TOP, profile=common_pb2.Profile(age=25, gender="F", occupation=4)),
+            "pinsage": gateway_pb2.RecommendRequest(top_k=TOP, user_id=_known_user(data))}
+    with grpc.insecure_channel(GATEWAY) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        return {m: stub.Recommend(r, timeout=10).model_version for m, r in asks.items()}
+
+
+def wait_for_versions(data: MovieLens, wanted: dict[str, str], timeout: float) -> float:
+    """Seconds until both paths answer with ``wanted`` (model -> version)."""
+    start = time.monotonic()
+    expected = {m: f"{m}@{v}" for m, v in wanted.items()}
+    while True:
+        served = served_versions(data)
+        if served == expected:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"kube-smoke: after {timeout:.0f} s the gateway answers with "
+                             f"{served}, not the promoted {expected}")
+        time.sleep(0.5)
+
+
+class Traffic:
+    """Recommend through the gateway, one call after another until stopped (profiles,
+    liked lists and user ids, distinct): counts the answers, keeps every failure (an
+    error, or not ``TRAFFIC_TOP`` distinct movies) and when each model version first
+    answered."""
+
+    def __init__(self, data: MovieLens) -> None:
+        self.requests = _requests(data, TRAFFIC_TOP)
+        self.answers = 0
+        self.failures: list[str] = []
+        self.first_seen: dict[str, float] = {}   # model_version -> seconds into the loop
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        with grpc.insecure_channel(GATEWAY) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            calls = 0
+            while not self._stop.is_set():
+                request = self.requests[calls % len(self.requests)]
+                calls += 1
+                try:
+                    reply = stub.Recommend(request, timeout=10)
+                except grpc.RpcError as exc:
+                    self.failures.append(f"{exc.code().name}: {exc.details()}")
+                else:
+                    ids = {item.movie_id for item in reply.items}
+                    if len(ids) != TRAFFIC_TOP or len(reply.items) != TRAFFIC_TOP:
+                        self.failures.append(f"{len(reply.items)} items for {request}")
+                    else:
+                        self.answers += 1
+                    self.first_seen.setdefault(reply.model_version,
+                                               round(time.monotonic() - start, 1))
+                self._stop.wait(TRAFFIC_PAUSE)
+        self.seconds = time.monotonic() - start
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def summary(self) -> dict:
+        return {"calls": self.answers + len(self.failures), "ok": self.answers,
+                "failures": len(self.failures), "seconds": round(self.seconds, 1),
+                "versions_first_seen_s": dict(self.first_seen)}
+
+
 def print_report(report: dict) -> None:
     print("| job | wall (s) | CPU (s) | peak RSS (MiB) |\n|---|---:|---:|---:|")
     for name, row in report["jobs"].items():
@@ -166,3 +253,9 @@ def print_report(report: dict) -> None:
     for name, row in report["services"].items():
         print(f"| {name} | {row['idle_rss_mib']} | {row['peak_rss_mib']} | "
               f"{row['burst_cpu_cores']} |")
+    if "retrain" in report:
+        row, calls = report["retrain"], report["retrain"]["traffic"]
+        print(f"retrain: {row['before']} -> {row['after']}; the gateway served the "
+              f"promoted versions {row['switch_s']} s after the job ended; "
+              f"{calls['calls']} Recommend calls in {calls['seconds']} s, "
+              f"{calls['failures']} failed")
