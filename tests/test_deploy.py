@@ -670,3 +670,6 @@ def test_docs_cover_images_the_smoke_test_and_load_tests() -> None:
         assert re.search(rf"^\| `{name}:{VERSION}` \| \d+ \|", guide, re.M), name  # sizes
     for path in GHZ_FILES:
         assert f"ghz --config loadtest/ghz/{path.name}" in readme, path.name
+    for text in (readme, guide):  # the nightly retrain: run once now, refused, rolled back
+        assert "create job --from=cronjob/retrain" in text and "movierec rollback" in text
+        assert "exit code 3" in text
