@@ -546,3 +546,49 @@ def test_the_previous_version_answers_its_own_queries_after_a_promotion(
     assert [h.movie_id for h in live.hits] == (np.argsort(-(new.vectors @ query))[:4]
                                                + 1).tolist()
     assert gone[0].name == "FAILED_PRECONDITION"
+
+
+def test_a_row_written_while_the_copy_is_read_is_in_the_copy() -> None:
+    """An UpsertVectors that lands while the retriever reads a collection into memory
+    (the rows may have been read before the write) is applied to the copy."""
+    import threading
+
+    from movierec.services.retriever.memory import MemoryCollections
+
+    release, rows = threading.Event(), [{"id": i, "vector": [float(i), 1.0], "year": 1990,
+                                         "genres": ["Drama"]} for i in (1, 2)]
+
+    class Iterator:
+        def __init__(self) -> None:
+            self.pages = [rows]
+
+        def next(self):
+            release.wait(5)
+            return self.pages.pop() if self.pages else []
+
+        def close(self) -> None:
+            pass
+
+    class Client:
+        def query_iterator(self, *args, **kwargs):
+            return Iterator()
+
+    class Store:
+        client, timeout = Client(), 1.0
+
+    live = ModelCollection("m", "v1", "c1", 2, 2, "FLAT")
+    memory = MemoryCollections(Store(), max_count=10)
+
+    async def scenario():
+        assert memory.get(live) is None                  # the load begins
+        await asyncio.sleep(0.05)
+        memory.upsert("c1", [{"id": 3, "vector": [9.0, 1.0], "year": 2020,
+                              "genres": ["unknown"]}])
+        release.set()
+        for _ in range(100):
+            if memory.get(live) is not None:
+                return memory.get(live)
+            await asyncio.sleep(0.02)
+    copy = asyncio.run(scenario())
+    assert copy is not None and copy.ids.tolist() == [1, 2, 3]
+    assert copy.search([1.0, 0.0], 1, Filters(genres=("unknown",))) == [(3, 9.0)]

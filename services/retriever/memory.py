@@ -123,6 +123,7 @@ class MemoryCollections:
         self._by_model: dict[str, list[str]] = {}         # model -> its copies, newest first
         self._tasks: dict[str, asyncio.Task] = {}
         self._failed: dict[str, float] = {}
+        self._pending: dict[str, list[dict]] = {}   # rows written while a copy loads
 
     def get(self, live: ModelCollection) -> MemoryCollection | None:
         """The copy of ``live`` when loaded; otherwise None, and a load begins (once) for
@@ -154,6 +155,9 @@ class MemoryCollections:
         try:
             rows = await asyncio.to_thread(self._read, live)
             copy = await asyncio.to_thread(MemoryCollection.of, live.collection, rows)
+            written = self._pending.pop(live.collection, [])
+            if written:            # upserted while the rows were read: perhaps not in them
+                copy = copy.updated(written)
             if len(copy.ids) < live.count:   # movies may have been added since the load
                 raise ValueError(f"read {len(copy.ids)} rows of {live.count}")
         except Exception as exc:  # noqa: BLE001 - Milvus keeps answering; retried later
@@ -163,6 +167,7 @@ class MemoryCollections:
             return
         finally:
             self._tasks.pop(live.collection, None)
+            self._pending.pop(live.collection, None)
         self.loaded[live.collection] = copy
         kept = [live.collection, *(c for c in self._by_model.get(live.model, ())
                                    if c != live.collection)]
@@ -174,10 +179,13 @@ class MemoryCollections:
             "seconds": round(time.perf_counter() - started, 2)})
 
     def upsert(self, collection: str, rows: Sequence[dict]) -> None:
-        """Apply rows just written to Milvus to the copy of ``collection``, if held."""
+        """Apply rows just written to Milvus to the copy of ``collection``: the one held,
+        or the one being read now (which may have been read before the write)."""
         copy = self.loaded.get(collection)
         if copy is not None:
             self.loaded[collection] = copy.updated(rows)
+        elif collection in self._tasks:
+            self._pending.setdefault(collection, []).extend(rows)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
