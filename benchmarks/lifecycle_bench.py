@@ -7,9 +7,12 @@ Milvus, the four services) on a copy of ``--artifacts`` as the serving root, the
    ``UpsertMovies`` (each of a genre no other movie has, ``unknown``); for each, the
    seconds from the call until a genre-filtered ``Recommend`` (profile and liked ids) and
    ``SimilarMovies`` return it (polled every 50 ms); p50 / p99 / max (target p99 <= 5 s);
-2. **snapshot**: ``movierec snapshot`` of the catalog (the ml-1m training ratings and the
-   added movies), seconds and counts;
-3. **retrain**: ``movierec retrain`` (subprocess, ``--threads``) against these stores: the
+2. **online ratings**: ``--online`` (20,000) ratings of ml-1m's recbole validation part
+   (never trained on by the serving models) recorded through ``RecordRating``, now: the
+   newest ratings a retrain is judged on;
+3. **snapshot**: ``movierec snapshot`` of the catalog (the ml-1m training ratings, the
+   added movies and the online ratings), seconds and counts;
+4. **retrain**: ``movierec retrain`` (subprocess, ``--threads``) against these stores: the
    seconds of each step (snapshot, train, validate, promote) and its verdict.
 
     MOVIELENS_DIR=../shared/data/ml-1m MOVIEREC_ARTIFACTS=.movierec/eval/artifacts-recbole \\
@@ -35,6 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import Processes, command_line, header  # noqa: E402
 from movierec.common.v1 import common_pb2  # noqa: E402
+from movierec.data.source import load_dataset  # noqa: E402
+from movierec.data.splits import make_split  # noqa: E402
 from movierec.gateway.v1 import gateway_pb2 as pb  # noqa: E402
 from movierec.gateway.v1 import gateway_pb2_grpc  # noqa: E402
 from movierec.models import registry  # noqa: E402
@@ -77,6 +82,31 @@ async def time_new_movies(gateway: str, count: int) -> list[float]:
     return out
 
 
+async def record_online(gateway: str, ratings: list[tuple[int, int, int]],
+                        in_flight: int = 8) -> float:
+    """RecordRating for each (user, movie, stars), ``in_flight`` at a time; seconds."""
+    began, queue = time.perf_counter(), list(ratings)
+    async with grpc.aio.insecure_channel(gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+
+        async def worker() -> None:
+            while queue:
+                user, movie, stars = queue.pop()
+                await stub.RecordRating(pb.RecordRatingRequest(
+                    user_id=user, movie_id=movie, rating=stars), timeout=10)
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return time.perf_counter() - began
+
+
+def online_ratings(count: int) -> list[tuple[int, int, int]]:
+    """``count`` ratings of ml-1m's recbole validation part: what the serving models never
+    trained on, recorded now as users' new ratings."""
+    data = load_dataset("ml-1m")
+    valid = make_split(data, "recbole_811").valid.sample(n=count, random_state=0)
+    return list(zip(valid["user_id"].astype(int), valid["movie_id"].astype(int),
+                    valid["rating"].astype(int), strict=True))
+
+
 def retrain(env: dict[str, str], threads: int) -> dict:
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "movierec.cli", "retrain", "--threads",
@@ -91,6 +121,9 @@ def main() -> int:
     parser.add_argument("--movies", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-retrain", action="store_true")
+    parser.add_argument("--online", type=int, default=20_000,
+                        help="ratings recorded through the gateway before the retrain (the "
+                             "newest, unseen ratings the challenger is judged on)")
     parser.add_argument("--artifacts", type=Path,
                         default=Path(os.environ.get("MOVIEREC_ARTIFACTS", "artifacts")))
     parser.add_argument("--json-out", type=Path, default=None)
@@ -115,6 +148,10 @@ def main() -> int:
                 for name in ("catalog", "retriever", "embedder", "gateway"):
                     procs.start(name)
                 seconds = asyncio.run(time_new_movies(procs.env["GATEWAY_ADDR"], args.movies))
+                if args.online:
+                    took = asyncio.run(record_online(procs.env["GATEWAY_ADDR"],
+                                                     online_ratings(args.online)))
+                    result["online_ratings"] = {"count": args.online, "seconds": round(took, 1)}
             result["new_movie_seconds"] = {
                 "count": len(seconds), "p50": round(float(np.percentile(seconds, 50)), 3),
                 "p99": round(float(np.percentile(seconds, 99)), 3),

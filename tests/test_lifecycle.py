@@ -103,10 +103,17 @@ async def _delete(url: str, user_id: int) -> None:
 
 
 def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
-        serving: Path, milvus_lite_uri: str, tmp_path: Path) -> None:
+        serving: Path, milvus_lite_uri: str, tmp_path: Path, capsys) -> None:
     champions = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
     user, movie = asyncio.run(_writes(os.environ["DATABASE_URL"]))
+    # The champions learned every rating the catalog holds (it was loaded from their
+    # files): nothing is new to judge them on, so a retrain is refused as unjudged...
     code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "1",
+                                   "--train-args", " ".join(QUICK)])
+    assert code == lifecycle.REFUSED and "users rated anything after" in capsys.readouterr().out
+    assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == champions
+    # ... unless the operator says so (the first retrain after a bootstrap)
+    code = lifecycle.retrain_main(["--artifacts", str(serving), "--allow-unjudged",
                                    "--train-args", " ".join(QUICK)])
     assert code == 0
     promoted = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
@@ -125,12 +132,15 @@ def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
     assert sorted(zip(mine["movie_id"], mine["rating"], strict=True)) == [(1, 4), (2, 5), (3, 2),
                                                              (movie, 5)]
 
+    # The promoted models trained on the oldest 80 % of that snapshot: its newest ratings
+    # are unseen by them, so a worse challenger is judged, and refused.
     worse = scrambled(serving, tmp_path / "worse")
     code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "0",
-                                   "--challenger", str(worse),
+                                   "--min-users", "10", "--challenger", str(worse),
                                    "--dataset", read_metadata(latest("pinsage", serving))[
                                        "dataset"]])
-    assert code == lifecycle.REFUSED
+    said = capsys.readouterr().out
+    assert code == lifecycle.REFUSED and "below the serving" in said, said[-600:]
     assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == promoted
     assert live_versions(milvus_lite_uri) == promoted
 

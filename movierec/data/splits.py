@@ -74,6 +74,12 @@ def training_ratings(data: MovieLens, split: Split) -> pd.DataFrame:
     return split.train
 
 
+def trained_through(ratings: pd.DataFrame) -> int:
+    """The time (unix seconds) of the newest rating a model trained on: every rating after
+    it is one the model never saw (what a fair comparison of two versions is judged on)."""
+    return int(ratings["timestamp"].max()) if len(ratings) else 0
+
+
 def holdout(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split ``frame`` randomly into (rest, ``fraction`` of the rows)."""
     order = np.random.default_rng(seed).permutation(len(frame))

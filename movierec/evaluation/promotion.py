@@ -2,27 +2,32 @@
 
 The champion (the serving artifacts) and the challenger (trained on a snapshot's
 ``time_80_10_10`` split) are scored exactly as served (:mod:`movierec.evaluation.serving`)
-on the snapshot's ``temporal`` protocol: each test user's newest ratings are the targets,
-everything before them the history. Each model is judged on the path it serves: fusion
-on profiles, PinSage on known users' histories. The challenger is refused when its
-NDCG@10 on either path falls more than ``tolerance`` below the champion's. The champion
-may have seen some of the holdout in its own training (it was trained earlier, on other
-data): that can only favour it, so a promotion is never the result of a leak.
+on the snapshot's ``temporal`` protocol, limited to what neither has seen: the targets
+are the holdout's ratings newer than the newest rating the champion trained on (its
+artifacts record ``trained_through``), everything before them the history. Each model
+is judged on the path it serves: fusion on profiles, PinSage on known users' histories.
+The challenger is refused when its NDCG@10 on either path falls more than ``tolerance``
+below the champion's, and when too few users have unseen ratings to compare at all
+(``movierec retrain --allow-unjudged`` promotes then, on the challenger's own
+validation).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from movierec.data.movielens import MovieLens, profiled
 from movierec.evaluation import protocols, runner
+from movierec.evaluation.ranking import make_task
 from movierec.evaluation.serving import PathScorers, ServedModels
+from movierec.models.artifact import read_metadata
 
 #: the served path each model is judged on
 JUDGED = {"fusion": "profile", "pinsage": "user_id"}
 METRIC = "ndcg@10"
 PROTOCOL = "temporal"
+MIN_USERS = 50
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Verdict:
 
     rows: dict[str, dict[str, dict]]        # side -> path -> result row
     tolerance: float
+    unjudged: int | None = None             # too few unseen users to compare: their count
     refused: list[str] = field(default_factory=list)   # why not, one line per path
 
     @property
@@ -38,14 +44,31 @@ class Verdict:
         return not self.refused
 
     def table(self) -> str:
+        if self.unjudged is not None:
+            return f"no comparison: {self.unjudged} users with unseen holdout ratings"
+        users = next(iter(self.rows["challenger"].values()))["users"]
         lines = [f"{'path':10s} {'champion':>10s} {'challenger':>11s}   ({METRIC}, "
-                 f"{PROTOCOL} holdout test)"]
+                 f"{PROTOCOL} holdout ratings newer than the champion's data, "
+                 f"{int(users)} users)"]
         for path in JUDGED.values():
             champ = self.rows.get("champion", {}).get(path, {}).get(METRIC)
             chall = self.rows["challenger"][path][METRIC]
             lines.append(f"{path:10s} {'-' if champ is None else f'{champ:.4f}':>10s} "
                          f"{chall:11.4f}")
         return "\n".join(lines)
+
+
+def unseen(built: protocols.ProtocolData, cut: int) -> protocols.ProtocolData:
+    """The protocol with its test targets limited to ratings after ``cut`` (what the
+    champion never saw); the test ratings up to ``cut`` join the users' history."""
+    split = built.split
+    newer = split.test["timestamp"] > cut
+    seen, later = split.test[~newer], split.test[newer]
+    history = [split.train, split.valid, seen]
+    test = make_task(built.user_ids, built.movie_ids, history, history,
+                     protocols.relevant(later, protocols.MIN_RATING[PROTOCOL]),
+                     built.test.percentiles)
+    return replace(built, test=test)
 
 
 def score(data: MovieLens, built: protocols.ProtocolData, paths: dict[str, Path]) -> dict:
@@ -55,18 +78,38 @@ def score(data: MovieLens, built: protocols.ProtocolData, paths: dict[str, Path]
     return {path: runner.measure(factory, built) for path, factory in factories.items()}
 
 
+def champion_cut(champion: dict[str, Path]) -> int | None:
+    """The newest rating time any champion model trained on (None: not recorded, an
+    artifact older than this rule: it may have seen anything)."""
+    times = [read_metadata(path).get("trained_through") for path in champion.values()]
+    return None if any(t is None for t in times) else max(int(t) for t in times)
+
+
 def compare(data: MovieLens, champion: dict[str, Path] | None, challenger: dict[str, Path],
-            seed: int, tolerance: float = 0.005) -> Verdict:
+            seed: int, tolerance: float = 0.005, min_users: int = MIN_USERS) -> Verdict:
     """Score both sides on ``data``'s temporal holdout; no champion: nothing to beat.
-    Users without a profile (a snapshot keeps their ratings) are left out: the profile
-    path could not serve them."""
+
+    Both are judged only on holdout ratings newer than anything the champion trained
+    on: a champion evaluated on its own training ratings would always look better. When
+    fewer than ``min_users`` users have such ratings (a catalog bootstrapped from the very
+    files the champion learned, before users rated anything new) the verdict is
+    *unjudged*. Users without a profile (a snapshot keeps their ratings) are left out:
+    the profile path could not serve them."""
     data = profiled(data)
     built = protocols.build(data, PROTOCOL, seed)
-    rows = {"challenger": score(data, built, challenger)}
-    verdict = Verdict(rows, tolerance)
     if champion is None:
+        return Verdict({"challenger": score(data, built, challenger)}, tolerance)
+    cut = champion_cut(champion)
+    built = unseen(built, int(data.ratings["timestamp"].max()) if cut is None else cut)
+    users = int(built.test.rows.size)
+    if users < min_users:
+        verdict = Verdict({"challenger": {}}, tolerance, unjudged=users)
+        verdict.refused.append(f"only {users} users rated anything after the serving models' "
+                               f"training data (at least {min_users} needed to compare)")
         return verdict
-    rows["champion"] = score(data, built, champion)
+    rows = {"challenger": score(data, built, challenger), "champion": score(data, built,
+                                                                             champion)}
+    verdict = Verdict(rows, tolerance)
     for model, path in JUDGED.items():
         old, new = rows["champion"][path][METRIC], rows["challenger"][path][METRIC]
         if new < old - tolerance:

@@ -7,8 +7,10 @@ promoted without downtime (or refused), and the way back.
 2. train both models on it (split ``time_80_10_10``) into a staging root, not the
    serving one, so nothing serves them yet;
 3. score challenger and champion (the serving ``LATEST``) as served on the snapshot's
-   temporal holdout (:mod:`movierec.evaluation.promotion`); refuse with exit code 3 and
-   the reason when the challenger is worse beyond ``--tolerance``;
+   temporal holdout, on the ratings newer than the champion's training data
+   (:mod:`movierec.evaluation.promotion`); refuse with exit code 3 and the reason when
+   the challenger is worse beyond ``--tolerance``, or when too few users rated anything
+   new to compare (unless ``--allow-unjudged``);
 4. promote each model: its vectors are published to Milvus as a new collection and the
    live pointer swapped atomically (the previous collection is kept: queries made with
    the previous version are still answered while the embedders switch, and a rollback
@@ -37,7 +39,7 @@ from pathlib import Path
 from movierec import settings
 from movierec.data.source import home_dir, load_dataset
 from movierec.errors import DataError, FailedPrecondition, MovierecError
-from movierec.evaluation.promotion import compare
+from movierec.evaluation.promotion import MIN_USERS, compare
 from movierec.models import registry
 from movierec.models.artifact import artifacts_root, latest, read_metadata, write_pointer
 from movierec.services.retriever.loader import items_from_artifact, publish
@@ -59,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-args", default="",
                         help="extra flags for both trainings (e.g. '--max-epochs 3')")
+    parser.add_argument("--min-users", type=int, default=MIN_USERS,
+                        help="users with ratings newer than the serving models' data "
+                             "needed to compare them")
+    parser.add_argument("--allow-unjudged", action="store_true",
+                        help="promote when too few users rated anything after the serving "
+                             "models' data to compare them (a catalog just bootstrapped "
+                             "from the files they learned)")
     parser.add_argument("--challenger", type=Path, default=None,
                         help="an artifacts root holding ready challengers: skip training")
     parser.add_argument("--dataset", default=None,
@@ -113,10 +122,13 @@ def retrain(args: argparse.Namespace, milvus_uri: str) -> int:
     clock.lap("train")
     challenger = {m: latest(m, staging) for m in registry.NAMES}
     seed = int(read_metadata(challenger["pinsage"]).get("split_seed", 2026))
-    verdict = compare(load_dataset(dataset), champions(root), challenger, seed, args.tolerance)
+    verdict = compare(load_dataset(dataset), champions(root), challenger, seed, args.tolerance,
+                      args.min_users)
     clock.lap("validate")
     print(verdict.table(), flush=True)
-    if not verdict.promote:
+    if verdict.unjudged is not None and args.allow_unjudged:
+        print(f"promoting unjudged ({'; '.join(verdict.refused)}): --allow-unjudged")
+    elif not verdict.promote:
         print("refused: " + "; ".join(verdict.refused) + " (the serving models stay)")
         print(clock, flush=True)
         return REFUSED

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from movierec.data.movielens import profiled
 from movierec.data.source import home_dir, load_dataset
-from movierec.data.splits import make_split, training_ratings
+from movierec.data.splits import make_split, trained_through, training_ratings
 from movierec.models import reasons
 from movierec.models.fusion.model import FusionConfig
 
@@ -77,6 +77,7 @@ def train(args: argparse.Namespace) -> int:
                          progress=not args.no_progress, resume=args.resume)
     metrics = {"valid_rmse": result.valid_rmse, **split_metrics(result, split.test, args.split)}
     meta = {"split": args.split, "split_seed": args.seed, "seed": args.seed, "metrics": metrics,
+            "trained_through": trained_through(train_part),
             "label_space": "stars (1-5), squared error", "best_epoch": result.best_epoch,
             "history": result.history, "training_seconds": round(result.seconds, 1),
             "wall_seconds": round(time.monotonic() - started, 1), "threads": args.threads,

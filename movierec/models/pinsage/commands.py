@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from movierec.data.source import home_dir, load_dataset
-from movierec.data.splits import make_split, training_ratings
+from movierec.data.splits import make_split, trained_through, training_ratings
 from movierec.evaluation import artifacts, protocols, report, runner
 from movierec.evaluation.bpr import BprConfig, bpr_row
 from movierec.evaluation.protocols import (
@@ -156,6 +156,7 @@ def train(args: argparse.Namespace) -> int:
     scorer = user_scorer(served.tower, served.item_vectors, test.history, config.aggregation)
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
+            "trained_through": trained_through(training_ratings(data, split)),
             "split_seed": args.seed, "metrics": {"test": test_metrics},
             "wall_seconds": round(time.perf_counter() - started, 1)}
     path = export(result, graph, config, info, args.artifacts, calibration,
