@@ -135,6 +135,19 @@ def test_locate_follows_movielens_dir_to_sibling(monkeypatch, ml100k_dir: Path) 
     assert source.locate("ml-100k") == ml100k_dir.resolve()
 
 
+def test_a_snapshot_is_never_taken_from_movielens_dir(monkeypatch, tmp_path: Path) -> None:
+    """MOVIELENS_DIR pointing straight at ml-1m's files (as ``make test`` sets it) has a
+    snapshot's layout; a ``catalog-<time>`` name must still resolve under the cache only."""
+    movielens = write_ml1m(generate(10, 20, 5), tmp_path / "ml-1m")
+    monkeypatch.setenv("MOVIELENS_DIR", str(movielens))
+    monkeypatch.setenv("MOVIEREC_HOME", str(tmp_path / "home"))
+    name = "catalog-20261207T000000Z"
+    assert source.locate(name) is None
+    snapshot = write_ml1m(generate(4, 6, 3), source.cache_dir() / name)
+    assert source.locate(name) == snapshot.resolve()
+    assert source.locate("ml-1m") == movielens.resolve()
+
+
 def _serve(directory: Path):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

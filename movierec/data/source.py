@@ -75,7 +75,9 @@ def _candidates(name: str, data_dir: Path | None) -> list[Path]:
     if data_dir is not None:
         found += [data_dir, data_dir / name]
     env = os.environ.get("MOVIELENS_DIR")
-    if env:
+    # A snapshot lives only under the cache: MOVIELENS_DIR may point straight at ml-1m's
+    # files, which share a snapshot's layout and would be taken for it.
+    if env and not name.startswith(SNAPSHOT_PREFIX):
         base = Path(env)
         found += [base, base / name, base.parent / name]
     found.append(cache_dir() / name)
