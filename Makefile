@@ -84,14 +84,16 @@ bench: install system-deps
 	$(PY) benchmarks/serving_bench.py
 
 # docs/evaluation.md: models per protocol under EVAL_ROOT/artifacts-<protocol> (trained
-# when missing, one thread), then the served paths and PinSage beside the baselines.
+# when missing, one thread), then the served paths and PinSage beside the baselines, on
+# the per-user split, user cold start and the two temporal protocols.
 EVAL_ROOT ?= .movierec/eval
 EVAL_OUT ?= $(EVAL_ROOT)/report
 EVAL_CLI := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 $(VENV)/bin/movierec
 eval: install data
-	@for pair in recbole:recbole_811 cold_start:users_80_10_10; do \
+	@for pair in recbole:recbole_811 cold_start:users_80_10_10 leave_last_out:leave_last_out \
+	    global_time:time_90; do \
 	  protocol=$${pair%%:*}; split=$${pair##*:}; root=$(EVAL_ROOT)/artifacts-$$protocol; \
-	  for model in pinsage fusion; do \
+	  for model in pinsage fusion sasrec; do \
 	    test -f $$root/$$model/LATEST || $(EVAL_CLI) train $$model --split $$split --threads 1 \
 	      --no-progress --artifacts $$root \
 	      --checkpoint-dir $(EVAL_ROOT)/checkpoints/$$model-$$protocol || exit 1; \

@@ -130,8 +130,9 @@ class LikedKind(Kind):
 
 
 class UserKind(Kind):
-    """A known user id: their whole rated history (PinSage), or their profile (fusion)
-    while they have rated nothing; what they rated is left out unless ``include_seen``."""
+    """A known user id: their rated history (the embedder's history model, SASRec: what
+    they will watch next), or their profile (fusion) while they have rated nothing; what
+    they rated is left out unless ``include_seen``."""
 
     name, case = "user", "user_id"
 

@@ -22,6 +22,7 @@ import psycopg
 
 from movierec import cli, registry
 from movierec.data.source import load_dataset
+from movierec.models import registry as registry_models
 from movierec.models.artifact import latest
 from movierec.services.catalog import loader
 from movierec.services.retriever.loader import items_from_artifact, publish
@@ -61,6 +62,8 @@ def _train(artifacts: Path, root: Path) -> None:
                      "--checkpoint-dir", str(root / "ckpt-f")]) == 0
     assert cli.main(["train", "pinsage", *common, "--dim", "16", "--max-epochs", "3",
                      "--checkpoint-dir", str(root / "ckpt-p")]) == 0
+    assert cli.main(["train", "sasrec", *common, "--dim", "16", "--max-len", "32",
+                     "--max-epochs", "3", "--checkpoint-dir", str(root / "ckpt-s")]) == 0
 
 
 def _database(base_url: str) -> str:
@@ -92,7 +95,7 @@ def _prepare(root: Path, database_url: str, milvus_uri: str) -> tuple[Path, str]
         database = _database(database_url)
         asyncio.run(loader.load(database, data, data.ratings, progress=False))
         store = MilvusVectors(milvus_uri, timeout=30)
-        for model in ("fusion", "pinsage"):
+        for model in registry_models.NAMES:
             path = latest(model, root / "artifacts")
             publish(store, model, path.name, items_from_artifact(path, DATASET, None),
                     drain_seconds=0, progress=False)

@@ -22,6 +22,7 @@ from movierec.data.source import load_dataset
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.gateway.v1 import gateway_pb2_grpc
 from movierec.models import reasons
+from movierec.models import registry as registry_models
 from movierec.models.artifact import latest, read_item_vectors
 
 PROFILE = common_pb2.Profile(age=25, gender="F", occupation=4)
@@ -81,7 +82,8 @@ def test_liked_query_excludes_liked_and_explains(stack: Stack) -> None:
 
 def test_user_queries_known_and_unknown(stack: Stack) -> None:
     known = call(stack, "Recommend", pb.RecommendRequest(user_id=3, top_k=5))
-    assert known.model_version.startswith("pinsage@") and len(known.items) == 5
+    history_model = registry_models.for_input("history").name
+    assert known.model_version.startswith(f"{history_model}@") and len(known.items) == 5
     assert all(i.reason.startswith("because you liked") for i in known.items)
     rated = {r.movie_id for r in load_dataset(DATASET).ratings.itertuples() if r.user_id == 3}
     assert not rated & {i.movie_id for i in known.items}   # seen movies hidden by default
@@ -245,7 +247,8 @@ def test_every_query_kind_through_reflection_alone(stack: Stack) -> None:
             return await call(json_format.ParseDict(body, request_cls()), timeout=5)
     replies = [asyncio.run(ask(b)) for b in bodies]
     assert all(len(r.items) == 3 and r.items[0].title for r in replies)
-    assert [r.model_version.split("@")[0] for r in replies] == ["fusion", "pinsage", "pinsage"]
+    assert [r.model_version.split("@")[0] for r in replies] == [
+        registry_models.for_input(kind).name for kind in ("profile", "liked", "history")]
 
 
 def test_redis_down_never_fails_a_request(stack: Stack) -> None:

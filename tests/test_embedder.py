@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stack_fixture import Stack
 
+from movierec.models import registry
 from movierec.services.embedder.models import ModelSet
 
 
@@ -17,7 +18,7 @@ def test_a_broken_newer_artifact_keeps_the_loaded_model(stack: Stack, tmp_path: 
     models = ModelSet(root)
     assert sorted(models.reload()) and models.ready
     before = {name: loaded.version for name, loaded in models.current.items()}
-    for name in ("fusion", "pinsage"):
+    for name in registry.NAMES:
         broken = root / name / "29990101T000000Z"
         shutil.copytree(models.current[name].path, broken)
         for array in ("item_vectors.npy", "user_tower.npz"):
@@ -58,9 +59,46 @@ def test_a_new_movie_gets_a_vector_in_every_models_space(stack: Stack) -> None:
             return reply, None
     reply, bad = asyncio.run(ask())
     assert bad == grpc.StatusCode.INVALID_ARGUMENT
-    assert sorted(e.model for e in reply.embeddings) == ["fusion", "pinsage"]
+    assert sorted(e.model for e in reply.embeddings) == sorted(registry.NAMES)
     for embedding in reply.embeddings:
         path = latest(embedding.model, Path(stack.env["MOVIEREC_ARTIFACTS"]))
         assert embedding.model_version == path.name and embedding.movie_id == 9001
         expected = ContentMap.load(path).vectors([("Moon Harbor 2", 1999, ("Comedy", "Drama"))])
         assert np.allclose(embedding.vector, expected[0], atol=1e-5)
+
+
+def test_a_history_is_read_in_time_order_by_the_history_model(stack: Stack) -> None:
+    """EmbedHistory: the registry's history model (SASRec) reads the ratings oldest first
+    whatever order they arrive in; the same movies in another time order give another
+    vector; a movie the model never saw is left out of ``used_movie_ids``."""
+    import asyncio
+
+    import grpc
+    import numpy as np
+
+    from movierec.common.v1 import common_pb2
+    from movierec.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+    from movierec.models.artifact import latest
+    from movierec.services.embedder.models import encoder_class
+
+    model = registry.for_input("history").name
+    encoder = encoder_class(model).load(latest(model, Path(stack.env["MOVIEREC_ARTIFACTS"])))
+    movies = [int(m) for m in encoder.movie_ids[:4]]
+
+    def request(times):
+        return embedder_pb2.EmbedHistoryRequest(history=common_pb2.RatedMovies(
+            movie_ids=[*movies, 999_999], ratings=[5, 4, 3, 2, 1], timestamps=[*times, 50]))
+
+    async def ask():
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.env['EMBEDDER_PORT']}") as c:
+            stub = embedder_pb2_grpc.EmbedderStub(c)
+            return [await stub.EmbedHistory(request(t), timeout=5)
+                    for t in ((10, 20, 30, 40), (40, 30, 20, 10))]
+    forward, backward = asyncio.run(ask())
+    assert forward.embedding.model == model
+    assert list(forward.used_movie_ids) == movies[::-1]           # newest first
+    np.testing.assert_allclose(forward.embedding.vector, encoder.embed_sequence(movies),
+                               atol=1e-5)
+    np.testing.assert_allclose(backward.embedding.vector,
+                               encoder.embed_sequence(movies[::-1]), atol=1e-5)
+    assert not np.allclose(forward.embedding.vector, backward.embedding.vector, atol=1e-4)

@@ -20,6 +20,7 @@ from movierec.data.synthetic import generate
 from movierec.errors import DataError
 from movierec.evaluation import baselines, metrics, protocols, runner
 from movierec.evaluation.ranking import RankingTask, evaluate, make_task
+from movierec.models import registry
 from movierec.models.user_input import newest_history
 
 DATASET = "synthetic-300x400-s0"
@@ -197,7 +198,7 @@ def test_newest_history_matches_the_catalog_order() -> None:
 
 def _train(model: str, split: str, root: Path) -> Path:
     from movierec.models.cli import train_main
-    extra = ["--max-epochs", "2", *(["--dim", "16"] if model == "pinsage" else [])]
+    extra = ["--max-epochs", "2", *(["--dim", "16"] if model != "fusion" else [])]
     argv = [model, "--dataset", DATASET, "--split", split, "--artifacts", str(root),
             "--no-progress", "--checkpoint-dir", str(root / f"ckpt-{model}"), *extra]
     assert train_main(argv) == 0
@@ -210,7 +211,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     roots = {}
     for protocol, split in (("recbole", "recbole_811"), ("cold_start", "users_80_10_10")):
         root = tmp_path_factory.mktemp(protocol)
-        for model in ("fusion", "pinsage"):
+        for model in registry.NAMES:
             _train(model, split, root)
         roots[protocol] = root
     return roots
@@ -246,45 +247,51 @@ def test_serving_refuses_artifacts_of_another_split(trained) -> None:
 
 
 def test_served_path_scores_equal_the_encoders(trained) -> None:
+    """Each path is scored by the model the registry routes its input to, through that
+    encoder's public API (what the embedder calls), against its exported item vectors."""
     from movierec.evaluation import artifacts
-    from movierec.evaluation.serving import PathScorers, ServedModels
+    from movierec.evaluation.serving import PathScorers, ServedModels, encoder_class
     from movierec.models.artifact import read_item_vectors
-    from movierec.models.fusion.inference import FusionEncoder, Profile
-    from movierec.models.pinsage.encoder import PinSageEncoder
+    from movierec.models.fusion.inference import Profile
     from movierec.models.user_input import History, embed_user_history
 
     data = load_dataset(DATASET)
     root = trained["recbole"]
-    fusion, pinsage = (artifacts.resolve(root, m) for m in ("fusion", "pinsage"))
+    paths = {m: artifacts.resolve(root, m) for m in registry.NAMES}
     built = protocols.build(data, "recbole", seed=2026)
-    models = ServedModels.load(fusion, pinsage, built.movie_ids, history_limit=7)
+    models = ServedModels.load(paths, built.movie_ids, history_limit=7)
     factories = PathScorers(models, built, data.users).factories()
     task: RankingTask = built.test
-    rows = task.rows[:4]
-    f_ids, f_vec = read_item_vectors(fusion)
-    p_ids, p_vec = read_item_vectors(pinsage)
-    f_cols, p_cols = (_columns(ids, built.movie_ids) for ids in (f_ids, p_ids))
+
+    def served(kind: str):
+        name = registry.for_input(kind).name
+        ids, vectors = read_item_vectors(paths[name])
+        return encoder_class(name).load(paths[name]), vectors, _columns(ids, built.movie_ids)
+
+    (fusion, f_vec, f_cols), (liker, l_vec, l_cols), (historian, h_vec, h_cols) = (
+        served(kind) for kind in ("profile", "liked", "history"))
     users = data.users.set_index("user_id")
-    for r in rows:
+    for r in task.rows[:4]:
         uid = int(task.user_ids[r])
         u = users.loc[uid]
         profile = Profile(AGE_BUCKET_YEARS[int(u.age)], u.gender, int(u.occupation))
-        expected = f_vec @ FusionEncoder.load(fusion).encode([profile])[0]
+        expected = f_vec @ fusion.encode([profile])[0]
         np.testing.assert_allclose(factories["profile"](task)(np.array([r]))[0],
                                    expected[f_cols], rtol=1e-5, atol=1e-6)
         frame = task.history_frame[task.history_frame.user_id == uid]
-        liked = PinSageEncoder.load(pinsage).embed_liked(frame.movie_id.tolist())
+        history = History.from_rows(frame.itertuples(index=False))
+        oldest_first = history.newest(len(frame)).movie_ids[::-1].tolist()
+        liked = liker.embed_liked(oldest_first)
         got = factories["liked"](task)(np.array([r]))[0]
         finite = np.isfinite(got)
         assert not finite[np.searchsorted(built.movie_ids, frame.movie_id)].any()
-        np.testing.assert_allclose(got[finite], (p_vec @ liked)[p_cols][finite], rtol=1e-5,
-                                   atol=1e-6)
-        vector, used = embed_user_history(PinSageEncoder.load(pinsage), History.from_rows(
-            frame.itertuples(index=False)), 7)
+        np.testing.assert_allclose(got[finite], (l_vec @ liked)[l_cols][finite], rtol=1e-5,
+                                   atol=1e-5)
+        vector, used = embed_user_history(historian, history, 7)
         assert len(used) == min(7, len(frame))
         got = factories["user_id"](task)(np.array([r]))[0]
-        np.testing.assert_allclose(got[finite], (p_vec @ vector)[p_cols][finite], rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(got[finite], (h_vec @ vector)[h_cols][finite], rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_leave_last_out_still_ranks_the_last_item(data) -> None:
@@ -294,3 +301,44 @@ def test_leave_last_out_still_ranks_the_last_item(data) -> None:
     assert built.test.history.nnz == len(split.train) + len(split.valid)
     assert built.valid.exclude.nnz == len(split.train)
     assert built.train.nnz == len(split.train)  # every rating is an interaction here
+
+
+def test_time_90_trains_before_t_and_splits_each_later_history_in_time(data) -> None:
+    split = make_split(data, "time_90")
+    ratings = data.ratings
+    assert len(split.train) == round(0.9 * len(ratings))
+    assert split.train["timestamp"].max() <= min(split.valid["timestamp"].min(),
+                                                 split.test["timestamp"].min())
+    for user, later in pd.concat([split.valid, split.test]).groupby("user_id"):
+        valid = split.valid[split.valid.user_id == user]
+        test = split.test[split.test.user_id == user]
+        assert len(valid) == len(later) // 2 and len(test) == len(later) - len(later) // 2
+        if len(valid):
+            assert valid["timestamp"].max() <= test["timestamp"].min()
+
+
+def test_global_time_scores_cold_users_apart(data) -> None:
+    built = protocols.build(data, "global_time", seed=0)
+    split = built.split
+    warm = set(split.train["user_id"])
+    assert _ids(built.test.relevant, built.user_ids) <= warm
+    assert _ids(built.valid.relevant, built.user_ids) <= warm
+    cold = _ids(built.cold.relevant, built.user_ids)
+    assert cold and not cold & warm
+    assert _ids(built.cold.history, built.user_ids) <= cold       # only their own given part
+    row = runner.measure(baselines.most_pop(built.train), built)
+    assert set(row["cold"]) >= {"recall@10", "ndcg@10"} and row["cold"]["users"] == len(
+        cold & _ids(built.cold.relevant, built.user_ids))
+
+
+def test_recent_pop_counts_the_last_days_before_the_newest_training_rating() -> None:
+    day = 86_400
+    frame = pd.DataFrame({"user_id": [1, 2, 3, 4, 5], "movie_id": [10, 10, 10, 20, 30],
+                          "rating": [5] * 5, "timestamp": [0, day, 2 * day, 100 * day,
+                                                           99 * day]})
+    factory = baselines.recent_pop(frame, np.array([10, 20, 30, 40]), days=30)
+    scores = factory(None)(np.array([0, 1]))
+    assert scores.shape == (2, 4)
+    order = np.argsort(-scores[0]).tolist()
+    assert order[:2] == [1, 2] or order[:2] == [2, 1]   # the two recent movies first
+    assert scores[0][0] > scores[0][3]                     # old popularity breaks ties

@@ -16,6 +16,7 @@ from stack_fixture import _database
 
 from movierec import cli
 from movierec.data.source import load_dataset
+from movierec.models import registry
 from movierec.models.artifact import (
     latest,
     read_item_movies,
@@ -36,7 +37,7 @@ QUICK = ["--max-epochs", "2", "--no-progress"]
 def live_versions(uri: str) -> dict[str, str]:
     store = MilvusVectors(uri, timeout=30)
     try:
-        return {m: store.resolve(m).version for m in ("fusion", "pinsage")}
+        return {m: store.resolve(m).version for m in registry.NAMES}
     finally:
         store.close()
 
@@ -51,7 +52,7 @@ def serving(tmp_path: Path, database_url: str, milvus_lite_uri: str, monkeypatch
     monkeypatch.setenv("MILVUS_URI", milvus_lite_uri)
     monkeypatch.setenv("MOVIEREC_HOME", str(tmp_path / "home"))
     root = tmp_path / "artifacts"
-    for model in ("fusion", "pinsage"):
+    for model in registry.NAMES:
         assert cli.main(["train", model, "--dataset", DATASET, "--artifacts", str(root),
                          "--checkpoint-dir", str(tmp_path / f"ckpt-{model}"), *QUICK]) == 0
         path = latest(model, root)
@@ -64,7 +65,7 @@ def serving(tmp_path: Path, database_url: str, milvus_lite_uri: str, monkeypatch
 
 def scrambled(source: Path, target: Path) -> Path:
     """Copies of ``source``'s latest artifacts with random item vectors, newer versions."""
-    for model in ("fusion", "pinsage"):
+    for model in registry.NAMES:
         path = latest(model, source)
         copy = target / model / (path.name[:-1] + "9Z")
         shutil.copytree(path, copy)
@@ -104,21 +105,21 @@ async def _delete(url: str, user_id: int) -> None:
 
 def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
         serving: Path, milvus_lite_uri: str, tmp_path: Path, capsys) -> None:
-    champions = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
+    champions = {m: latest(m, serving).name for m in registry.NAMES}
     user, movie = asyncio.run(_writes(os.environ["DATABASE_URL"]))
     # The champions learned every rating the catalog holds (it was loaded from their
     # files): nothing is new to judge them on, so a retrain is refused as unjudged...
     code = lifecycle.retrain_main(["--artifacts", str(serving), "--tolerance", "1",
                                    "--train-args", " ".join(QUICK)])
     assert code == lifecycle.REFUSED and "users rated anything after" in capsys.readouterr().out
-    assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == champions
+    assert {m: latest(m, serving).name for m in registry.NAMES} == champions
     # ... unless the operator says so (the first retrain after a bootstrap)
     code = lifecycle.retrain_main(["--artifacts", str(serving), "--allow-unjudged",
                                    "--train-args", " ".join(QUICK)])
     assert code == 0
-    promoted = {m: latest(m, serving).name for m in ("fusion", "pinsage")}
+    promoted = {m: latest(m, serving).name for m in registry.NAMES}
     assert promoted != champions and live_versions(milvus_lite_uri) == promoted
-    for model in ("fusion", "pinsage"):
+    for model in registry.NAMES:
         meta = read_metadata(latest(model, serving))
         assert meta["dataset"].startswith("catalog-") and meta["split"] == "time_80_10_10"
         assert (serving / model / "PREVIOUS").read_text().strip() == champions[model]
@@ -141,11 +142,11 @@ def test_retrain_promotes_refuses_a_worse_model_and_rolls_back(
                                        "dataset"]])
     said = capsys.readouterr().out
     assert code == lifecycle.REFUSED and "below the serving" in said, said[-600:]
-    assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == promoted
+    assert {m: latest(m, serving).name for m in registry.NAMES} == promoted
     assert live_versions(milvus_lite_uri) == promoted
 
     assert lifecycle.rollback_main(["--artifacts", str(serving)]) == 0
-    assert {m: latest(m, serving).name for m in ("fusion", "pinsage")} == champions
+    assert {m: latest(m, serving).name for m in registry.NAMES} == champions
     assert live_versions(milvus_lite_uri) == champions
 
     asyncio.run(_delete(os.environ["DATABASE_URL"], user))   # the user deletes themself

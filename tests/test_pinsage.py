@@ -362,7 +362,8 @@ def test_commands_train_then_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert commands.evaluate(eval_args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["rows"]) == {"pinsage", "mostpop", "grouppop", "itemknn", "ease", "bpr"}
+    assert set(report["rows"]) == {"pinsage", "mostpop", "recentpop", "grouppop", "itemknn",
+                                   "ease", "bpr"}
     assert 0 <= report["rows"]["pinsage"]["recall@10"] <= 1
 
 

@@ -11,6 +11,10 @@
   three interactions keep everything in training.
 * ``time_80_10_10``: a global time split: the oldest 80 % of all ratings, the next 10 %,
   the newest 10 % (the temporal holdout a retrained model is validated on).
+* ``time_90``: a global time split at T, the 90th percentile of rating times: the oldest
+  90 % of the ratings train; each user's ratings after T, in time order, split in two:
+  the older half validates, the newer half (and a single rating) tests. Users with no
+  rating before T are cold (see :func:`movierec.evaluation.protocols.from_split`).
 * ``users_80_10_10``: a seeded 80/10/10 split of the *users* (cut with
   :func:`recbole_cuts`); every rating of a user goes to that user's part (user cold
   start: valid and test users are unseen in training).
@@ -28,7 +32,8 @@ import pandas as pd
 
 from movierec.data.movielens import MovieLens
 
-SPLITS = ("random_90_10", "recbole_811", "leave_last_out", "users_80_10_10", "time_80_10_10")
+SPLITS = ("random_90_10", "recbole_811", "leave_last_out", "users_80_10_10", "time_80_10_10",
+          "time_90")
 DEFAULT_SEED = 2026
 
 
@@ -57,6 +62,8 @@ def make_split(data: MovieLens, name: str, seed: int = DEFAULT_SEED) -> Split:
         return _users_80_10_10(data.ratings, seed)
     if name == "time_80_10_10":
         return _time_80_10_10(data.ratings)
+    if name == "time_90":
+        return _time_90(data.ratings)
     raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
 
 
@@ -160,6 +167,24 @@ def _time_80_10_10(ratings: pd.DataFrame) -> Split:
     part[order[train_n:train_n + valid_n]] = 1
     part[order[train_n + valid_n:]] = 2
     return Split("time_80_10_10", *(ratings[part == k] for k in range(3)))
+
+
+def _time_90(ratings: pd.DataFrame) -> Split:
+    """The oldest 90 % train (ties in time by file order); each user's later ratings,
+    ordered by time, go half to validation (the older) and half to test."""
+    position = np.arange(len(ratings))
+    order = np.lexsort((position, ratings["timestamp"].to_numpy()))
+    cut = int(round(0.9 * len(ratings)))
+    after = np.zeros(len(ratings), dtype=bool)
+    after[order[cut:]] = True
+    later = ratings[after]
+    later = later.iloc[np.lexsort((np.arange(len(later)), later["timestamp"].to_numpy(),
+                                   later["user_id"].to_numpy()))]
+    rank = later.groupby("user_id").cumcount().to_numpy()
+    size = later.groupby("user_id")["user_id"].transform("size").to_numpy()
+    to_valid = rank < size // 2
+    return Split("time_90", ratings[~after], later[to_valid].sort_index(),
+                 later[~to_valid].sort_index())
 
 
 #: the file ``movierec data holdout-movies`` writes beside the data set: the held-out ids

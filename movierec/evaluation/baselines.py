@@ -5,6 +5,8 @@ interaction) and returns, for a task, a :data:`Factory` result: a scorer that ra
 from that task's ``history`` (so one fit serves validation and test).
 
 * MostPop: an item's score is its number of training interactions.
+* RecentPop: MostPop counted over the last ``days`` (30) before the newest training
+  interaction only (what is popular *now*; ties by all-time popularity).
 * GroupPop: the item's number of training interactions within the user's gender x age
   cell; the global count breaks ties (divided so that it never outweighs one cell
   interaction), so a cell without interactions falls back to MostPop.
@@ -47,6 +49,24 @@ def most_pop(train: sparse.spmatrix) -> Factory:
 
     def factory(task: RankingTask) -> Scorer:
         return lambda rows: np.broadcast_to(counts, (len(rows), len(counts)))
+    return factory
+
+
+RECENT_DAYS = 30
+
+
+def recent_pop(frame, movie_ids: np.ndarray, days: int = RECENT_DAYS) -> Factory:
+    """Interactions of ``frame`` (training rating rows) in the ``days`` before its newest,
+    per movie of ``movie_ids`` (sorted); all-time counts break ties."""
+    stamps = frame["timestamp"].to_numpy(np.int64)
+    cols = np.searchsorted(movie_ids, frame["movie_id"].to_numpy(np.int64))
+    total = np.bincount(cols, minlength=len(movie_ids)).astype(np.float64)
+    recent = stamps >= (stamps.max() if len(stamps) else 0) - days * 86_400
+    counts = np.bincount(cols[recent], minlength=len(movie_ids)).astype(np.float64)
+    scores = (counts + total / (total.max() + 1.0)).astype(np.float32)
+
+    def factory(task: RankingTask) -> Scorer:
+        return lambda rows: np.broadcast_to(scores, (len(rows), len(scores)))
     return factory
 
 

@@ -1,7 +1,7 @@
 """``movierec evaluate serving``: every served path beside the baselines, one protocol.
 
-The fusion and PinSage artifacts must have been trained on the protocol's split of the
-same data files (``movierec train fusion|pinsage --split SPLIT``); the baselines are
+Every registered model's artifact must have been trained on the protocol's split of the
+same data files (``movierec train MODEL --split SPLIT``); the baselines are
 fitted in the same run on the same split. Writes ``serving-<protocol>.json``,
 ``.md`` and ``.png`` under ``--out`` (when given) and prints the table.
 """
@@ -19,17 +19,18 @@ from movierec.evaluation.serving import PATHS, PathScorers, ServedModels
 from movierec.models import registry
 from movierec.models.user_input import DEFAULT_HISTORY_LIMIT
 
-SERVING_PROTOCOLS = ("recbole", "cold_start")
+SERVING_PROTOCOLS = ("recbole", "cold_start", "leave_last_out", "global_time")
 #: paths a protocol can evaluate: cold-start users are unknown, so no id
-PROTOCOL_PATHS = {"recbole": PATHS, "cold_start": ("profile", "liked", "user_id")}
+PROTOCOL_PATHS = {"recbole": PATHS, "cold_start": ("profile", "liked", "user_id"),
+                  "leave_last_out": PATHS, "global_time": PATHS}
 
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=SERVING_PROTOCOLS, default="recbole")
-    parser.add_argument("--fusion", type=Path, default=None,
-                        help="fusion artifact: a version directory, a model directory or an "
-                             "artifacts root (default: the latest under --artifacts)")
-    parser.add_argument("--pinsage", type=Path, default=None, help="pinsage artifact (same)")
+    for model in registry.NAMES:
+        parser.add_argument(f"--{model}", type=Path, default=None,
+                            help=f"{model} artifact: a version directory, a model directory "
+                                 "or an artifacts root (default: the latest under --artifacts)")
     parser.add_argument("--history-limit", type=int, default=DEFAULT_HISTORY_LIMIT,
                         help="newest ratings the user-id path uses (EMBEDDER_HISTORY_LIMIT)")
     parser.add_argument("--out", type=Path, default=None,
@@ -44,8 +45,7 @@ def evaluate(args: argparse.Namespace) -> int:
     metas = [artifacts.check(p, data, split, f"movierec train {m}") for m, p in paths.items()]
     seed = artifacts.common_seed(metas)
     built = protocols.build(data, args.protocol, seed)
-    models = ServedModels.load(paths["fusion"], paths["pinsage"], built.movie_ids,
-                               args.history_limit)
+    models = ServedModels.load(paths, built.movie_ids, args.history_limit)
     scorers = PathScorers(models, built, data.users).factories(PROTOCOL_PATHS[args.protocol])
     rows = {name: runner.measure(factory, built) for name, factory in scorers.items()}
     rows.update(runner.run_baselines(built))

@@ -45,8 +45,9 @@ RULES = ("served", "before")
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=("recbole",), default="recbole")
-    parser.add_argument("--fusion", default=None, help="fusion artifact (default: latest)")
-    parser.add_argument("--pinsage", default=None, help="pinsage artifact (default: latest)")
+    for model in registry.NAMES:
+        parser.add_argument(f"--{model}", default=None,
+                            help=f"{model} artifact (default: latest)")
     parser.add_argument("--top", type=int, default=10, help="recommended movies per user")
     parser.add_argument("--users", type=int, default=0,
                         help="evaluate this many test users (seeded sample; 0: all)")
@@ -141,16 +142,17 @@ def evaluate(args: argparse.Namespace) -> int:
     metas = [artifacts.check(p, data, split_name, f"movierec train {m}")
              for m, p in paths.items()]
     built = protocols.build(data, args.protocol, artifacts.common_seed(metas))
-    table = reasons.load(paths["pinsage"])
+    served = paths[registry.for_input("history").name]   # the user-id path's model
+    table = reasons.load(served)
     if table is None:
-        raise SystemExit(f"{paths['pinsage']} has no reasons table; retrain it")
-    ids, _ = read_item_vectors(paths["pinsage"])
+        raise SystemExit(f"{served} has no reasons table; retrain it")
+    ids, _ = read_item_vectors(served)
     rows_of = dict(zip(ids.tolist(), table, strict=True))
-    models = ServedModels.load(paths["fusion"], paths["pinsage"], built.movie_ids)
+    models = ServedModels.load(paths, built.movie_ids)
     reference = Reference.build(training_ratings(data, built.split), data.movies)
     tallies = score_users(args, built, models, rows_of, reference, data.users)
     result = {"dataset": data.name, "protocol": args.protocol, "top": args.top,
-              "artifact": str(paths["pinsage"]),
+              "artifact": str(served),
               "rules": {rule: tally.summary() for rule, tally in tallies.items()},
               "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(result, indent=2) if args.json else _table(result))
@@ -186,7 +188,7 @@ def _score_page(top, page, history, rows_of, reference, models, column, tallies)
     liked = history.loc[history["rating"] >= reasons.LIKED, "movie_id"].astype(int).tolist()
     liked_set = set(liked)
     old = before_rule(page, history["movie_id"].astype(int).tolist()[:OLD_ANCHORS],
-                      models.pinsage_items, column)
+                      models.serving("history")[1], column)
     for item in top:
         ranked = reference.ranked(item, liked)
         mates = reference.series_mates(item, liked)

@@ -8,15 +8,16 @@ artifact's content map from title, year and genres (:mod:`movierec.models.conten
 For every user who liked (>= 4) a held-out movie, the held-out movies are ranked
 (restricted ranking: only among them) and the ones the user liked are the targets:
 
-* ``pinsage``: the user-id path as served (the user's ratings of the kept movies, the
-  embedder's history selection and weights) against the PinSage content vectors;
-* ``fusion``: the profile path with the user's id, against the fusion content vectors;
+* one row per registered model, on the path it serves, against its content vectors:
+  the history model (SASRec) the user-id path as served (the user's ratings of the kept
+  movies, the embedder's history selection); fusion the profile path with the user's
+  id; PinSage the user's liked (>= 4) kept movies as a liked list;
 * ``genre_pop``: a movie's score is the mean popularity of its genres (training ratings
   >= 4 per genre); ``user_genre``: the share of the user's own liked movies in the
   movie's genres (a per-user genre taste); ``random``: a seeded shuffle.
 
     movierec data holdout-movies --dataset ml-1m --out DIR
-    movierec train pinsage --dataset ml-1m --data-dir DIR --artifacts ROOT   (and fusion)
+    movierec train MODEL --dataset ml-1m --data-dir DIR --artifacts ROOT   (every model)
     movierec evaluate new-movies --holdout DIR --artifacts ROOT --json
 """
 
@@ -35,10 +36,11 @@ from movierec.data.source import load_dataset
 from movierec.data.splits import HELD_OUT
 from movierec.evaluation.ranking import RankingTask, make_task
 from movierec.evaluation.ranking import evaluate as metrics
+from movierec.evaluation.serving import encoder_class
+from movierec.models import registry
 from movierec.models.artifact import latest
 from movierec.models.content import ContentMap
-from movierec.models.fusion.inference import FusionEncoder, Profile
-from movierec.models.pinsage.encoder import PinSageEncoder
+from movierec.models.fusion.inference import Profile
 from movierec.models.user_input import DEFAULT_HISTORY_LIMIT, History, embed_user_history
 
 LIKED = 4
@@ -71,26 +73,39 @@ def content_vectors(path: Path, data: MovieLens, held: list[int]) -> np.ndarray:
 
 def scorers(data: MovieLens, held: list[int], task: RankingTask, history: pd.DataFrame,
             paths: dict[str, Path], limit: int) -> dict:
-    pinsage, fusion = PinSageEncoder.load(paths["pinsage"]), FusionEncoder.load(paths["fusion"])
-    p_items, f_items = (content_vectors(paths[m], data, held) for m in ("pinsage", "fusion"))
+    """One row per registered model, on the path it serves (the history model: the
+    user-id path; the profile model: profile with id; a liked-only model: the user's
+    liked kept movies), against its content vectors of the held-out movies."""
     per_user = {u: g.sort_values(["timestamp", "movie_id"], ascending=[False, True])
                 for u, g in history.groupby("user_id")}
     users = data.users.set_index("user_id")
 
-    def pinsage_scores(rows):
-        vectors = [embed_user_history(pinsage, History.of(
+    def history_vectors(encoder, rows):
+        return np.stack([embed_user_history(encoder, History.of(
             h["movie_id"], h["rating"], h["timestamp"]), limit)[0] for h in
-            (per_user[task.user_ids[r]] for r in rows)]
-        return np.stack(vectors) @ p_items.T
+            (per_user[task.user_ids[r]] for r in rows)])
 
-    def fusion_scores(rows):
+    def liked_vectors(encoder, rows):
+        out = []
+        for r in rows:
+            h = per_user[task.user_ids[r]]
+            liked = h[h["rating"] >= LIKED]["movie_id"].tolist()[::-1] or h["movie_id"].tolist()
+            out.append(encoder.embed_liked(liked))
+        return np.stack(out)
+
+    def profile_vectors(encoder, rows):
         found = users.loc[task.user_ids[rows]]
-        profiles = [Profile(bucket_years(int(a)), g, int(o), int(u)) for u, g, a, o in
-                    zip(found.index, found["gender"], found["age"], found["occupation"],
-                        strict=True)]
-        return fusion.encode(profiles) @ f_items.T
-    return {"pinsage": pinsage_scores, "fusion": fusion_scores,
-            **genre_baselines(data, held, task, history)}
+        return encoder.encode([Profile(bucket_years(int(a)), g, int(o), int(u)) for u, g, a, o
+                               in zip(found.index, found["gender"], found["age"],
+                                      found["occupation"], strict=True)])
+    embed = {"history": history_vectors, "profile": profile_vectors, "liked": liked_vectors}
+    out = {}
+    for model in registry.MODELS:
+        kind = next(k for k in ("history", "profile", "liked") if k in model.inputs)
+        encoder = encoder_class(model.name).load(paths[model.name])
+        items = content_vectors(paths[model.name], data, held)
+        out[model.name] = (lambda rows, e=encoder, f=embed[kind], i=items: f(e, rows) @ i.T)
+    return {**out, **genre_baselines(data, held, task, history)}
 
 
 def genre_baselines(data: MovieLens, held: list[int], task: RankingTask,
@@ -119,7 +134,7 @@ def evaluate_new(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_dir)
     held = json.loads((args.holdout / HELD_OUT).read_text())["movie_ids"]
-    paths = {m: latest(m, args.artifacts) for m in ("fusion", "pinsage")}
+    paths = {m: latest(m, args.artifacts) for m in registry.NAMES}
     task, history = task_of(data, held)
     rows = {name: {k: round(v, 5) for k, v in metrics(scorer, task).items()}
             for name, scorer in scorers(data, held, task, history, paths,

@@ -5,7 +5,8 @@ The champion (the serving artifacts) and the challenger (trained on a snapshot's
 on the snapshot's ``temporal`` protocol, limited to what neither has seen: the targets
 are the holdout's ratings newer than the newest rating the champion trained on (its
 artifacts record ``trained_through``), everything before them the history. Each model
-is judged on the path it serves: fusion on profiles, PinSage on known users' histories.
+is judged on the path it serves (:data:`JUDGED`: fusion on profiles, the history model
+on known users' histories, a liked-only model on liked lists).
 The challenger is refused when its NDCG@10 on either path falls more than ``tolerance``
 below the champion's, and when too few users have unseen ratings to compare at all
 (``movierec retrain --allow-unjudged`` promotes then, on the challenger's own
@@ -21,10 +22,20 @@ from movierec.data.movielens import MovieLens, profiled
 from movierec.evaluation import protocols, runner
 from movierec.evaluation.ranking import make_task
 from movierec.evaluation.serving import PathScorers, ServedModels
+from movierec.models import registry
 from movierec.models.artifact import read_metadata
 
-#: the served path each model is judged on
-JUDGED = {"fusion": "profile", "pinsage": "user_id"}
+#: the served path that judges a model embedding each input, most telling first
+PATH_OF_INPUT = {"history": "user_id", "profile": "profile", "liked": "liked"}
+
+
+def judged_path(model: registry.ModelSpec) -> str:
+    """The served path ``model`` is judged on: its most telling input's."""
+    return next(PATH_OF_INPUT[kind] for kind in PATH_OF_INPUT if kind in model.inputs)
+
+
+#: the served path each registered model is judged on
+JUDGED = {m.name: judged_path(m) for m in registry.MODELS}
 METRIC = "ndcg@10"
 PROTOCOL = "temporal"
 MIN_USERS = 50
@@ -73,7 +84,7 @@ def unseen(built: protocols.ProtocolData, cut: int) -> protocols.ProtocolData:
 
 def score(data: MovieLens, built: protocols.ProtocolData, paths: dict[str, Path]) -> dict:
     """The judged paths of one side, as served."""
-    models = ServedModels.load(paths["fusion"], paths["pinsage"], built.movie_ids)
+    models = ServedModels.load(paths, built.movie_ids)
     factories = PathScorers(models, built, data.users).factories(tuple(JUDGED.values()))
     return {path: runner.measure(factory, built) for path, factory in factories.items()}
 

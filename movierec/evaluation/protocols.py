@@ -18,6 +18,12 @@ the user is known to have seen, and looks for held-out relevant movies:
   ranks each user's second-last item from their training history; test ranks the last
   item from the whole history (training plus second-last), all of it masked. Every
   rating counts as an interaction.
+* ``global_time`` (split ``time_90``): trained on the oldest 90 % of ratings (before T);
+  validation ranks each user's older half of their ratings after T from their training
+  ratings, test the newer half from training plus validation. Every rating counts as an
+  interaction (what users watch next). Users with no rating before T are *cold*: they
+  are left out of both tasks and scored apart (:attr:`ProtocolData.cold`: their
+  validation part is the history, their test part the targets).
 
 :class:`ProtocolData` also carries the interactions baselines are fitted on
 (``train``: the relevant training interactions), which popularity percentiles are
@@ -39,9 +45,13 @@ from movierec.evaluation.ranking import RankingTask, Scorer, interactions, make_
 from movierec.models.pinsage.aggregation import aggregate_matrix, history_matrix
 
 PROTOCOL_SPLITS = {"recbole": "recbole_811", "cold_start": "users_80_10_10",
-                   "leave_last_out": "leave_last_out", "temporal": "time_80_10_10"}
+                   "leave_last_out": "leave_last_out", "temporal": "time_80_10_10",
+                   "global_time": "time_90"}
 #: smallest rating that counts as relevant, per protocol
-MIN_RATING = {"recbole": 3, "cold_start": 3, "leave_last_out": 1, "temporal": 3}
+MIN_RATING = {"recbole": 3, "cold_start": 3, "leave_last_out": 1, "temporal": 3,
+              "global_time": 1}
+#: protocols whose test comes after validation in time (test users' history: both)
+FORWARD = ("leave_last_out", "temporal", "global_time")
 GIVEN = 5
 
 
@@ -71,6 +81,7 @@ class ProtocolData:
     cells: np.ndarray         # int64 per user row: gender x age cell, -1 if unknown
     valid: RankingTask
     test: RankingTask
+    cold: RankingTask | None = None   # users unseen in training, scored apart (global_time)
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -126,13 +137,33 @@ def from_split(data: MovieLens, split: Split) -> ProtocolData:
         valid, test = (_cold_task(user_ids, movie_ids, part, pct)
                        for part in (split.valid, split.test))
     else:
-        valid = make_task(user_ids, movie_ids, [split.train], [split.train], split.valid, pct)
-        forward = name in ("leave_last_out", "temporal")   # the test comes after valid
-        history = [split.train, split.valid] if forward else [split.train]
-        test = make_task(user_ids, movie_ids, history, [split.train, split.valid], split.test,
-                         pct)
+        valid, test = _tasks(split, name, user_ids, movie_ids, pct)
+    cold = _cold_users_task(split, user_ids, movie_ids, pct) if name == "global_time" else None
     return ProtocolData(name, split, train, demographic_cells(data.users, user_ids),
-                        valid, test)
+                        valid, test, cold)
+
+
+def _tasks(split: Split, name: str, user_ids: np.ndarray, movie_ids: np.ndarray,
+           pct: np.ndarray) -> tuple[RankingTask, RankingTask]:
+    """Validation and test of a protocol whose users are known from training."""
+    valid_part, test_part = split.valid, split.test
+    if name == "global_time":   # cold users are scored apart
+        warm = split.train["user_id"].unique()
+        valid_part = valid_part[valid_part["user_id"].isin(warm)]
+        test_part = test_part[test_part["user_id"].isin(warm)]
+    valid = make_task(user_ids, movie_ids, [split.train], [split.train], valid_part, pct)
+    history = [split.train, split.valid] if name in FORWARD else [split.train]
+    test = make_task(user_ids, movie_ids, history, [split.train, split.valid], test_part, pct)
+    return valid, test
+
+
+def _cold_users_task(split: Split, user_ids: np.ndarray, movie_ids: np.ndarray,
+                     pct: np.ndarray) -> RankingTask:
+    """Users with no training rating: their validation part given, their test part found."""
+    warm = split.train["user_id"].unique()
+    given = split.valid[~split.valid["user_id"].isin(warm)]
+    targets = split.test[~split.test["user_id"].isin(warm)]
+    return make_task(user_ids, movie_ids, [given], [given], targets, pct)
 
 
 def _cold_task(user_ids: np.ndarray, movie_ids: np.ndarray, part: pd.DataFrame,

@@ -13,7 +13,8 @@ PATH_BASELINES = {"profile": ("mostpop", "grouppop"), "profile_user": ("mostpop"
                   "user_id": ("mostpop", "itemknn", "ease")}
 LABELS = {"profile": "profile", "profile_user": "profile + user id", "liked": "liked ids",
           "user_id": "user id (history)", "pinsage": "PinSage", "mostpop": "MostPop",
-          "grouppop": "GroupPop", "itemknn": "ItemKNN", "ease": "EASE", "bpr": "BPR"}
+          "grouppop": "GroupPop", "itemknn": "ItemKNN", "ease": "EASE", "bpr": "BPR",
+          "recentpop": "RecentPop", "sasrec": "SASRec"}
 
 
 def _params(row: dict) -> str:
@@ -32,10 +33,16 @@ def text_table(report: dict) -> str:
             f"seed={report['split_seed']} test users={report['users']['test']}")
     lines = [head, f"{'row':<20}" + "".join(f"{t:>13}" for _, t in COLUMNS)
              + f"{'valid R@10':>12}  params"]
+    cold = any("cold" in row for row in report["rows"].values())
+    if cold:
+        lines[1] += "  cold R@10 / NDCG@10 (users unseen in training)"
     for name, row in report["rows"].items():
         cells = "".join(f"{_cell(k, row[k]):>13}" for k, _ in COLUMNS)
-        lines.append(f"{LABELS.get(name, name):<20}{cells}{row['valid']['recall@10']:>12.4f}  "
-                     f"{_params(row)}")
+        line = (f"{LABELS.get(name, name):<20}{cells}{row['valid']['recall@10']:>12.4f}  "
+                f"{_params(row)}")
+        if cold and "cold" in row:
+            line += f"  cold {row['cold']['recall@10']:.4f} / {row['cold']['ndcg@10']:.4f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

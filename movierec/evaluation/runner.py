@@ -1,8 +1,9 @@
 """Scoring models and baselines on a protocol: one result row each, tuned on validation.
 
 A row holds the test metrics at the top level (``recall@10``, ``ndcg@10``, ...),
-the validation metrics under ``valid``, the chosen hyper-parameters under ``params``
-(with the validation Recall@10 of every grid value under ``grid``) and the seconds it
+the validation metrics under ``valid``, those of users unseen in training under ``cold``
+(protocols that score them apart), the chosen hyper-parameters under ``params`` (with
+the validation Recall@10 of every grid value under ``grid``) and the seconds it
 took. Hyper-parameters are chosen by validation Recall@10 (NDCG@10 breaks ties) and
 never look at test.
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from movierec.evaluation import baselines
+from movierec.evaluation import baselines, protocols
 from movierec.evaluation.baselines import Factory
 from movierec.evaluation.protocols import ProtocolData
 from movierec.evaluation.ranking import evaluate
 
-BASELINES = ("mostpop", "grouppop", "itemknn", "ease")
+BASELINES = ("mostpop", "recentpop", "grouppop", "itemknn", "ease")
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -30,6 +31,8 @@ def measure(factory: Factory, data: ProtocolData, started: float | None = None,
     started = time.perf_counter() if started is None else started
     valid = evaluate(factory(data.valid), data.valid) if valid is None else valid
     test = evaluate(factory(data.test), data.test)
+    if data.cold is not None and data.cold.rows.size:
+        extra = {**extra, "cold": _rounded(evaluate(factory(data.cold), data.cold))}
     return {**_rounded(test), "valid": _rounded(valid), **extra,
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -61,6 +64,9 @@ def run_baselines(data: ProtocolData, names: Iterable[str] = BASELINES,
         started = time.perf_counter()
         if name == "mostpop":
             rows[name] = measure(baselines.most_pop(data.train), data, started)
+        elif name == "recentpop":
+            fit = protocols.relevant(data.split.train, protocols.MIN_RATING[data.name])
+            rows[name] = measure(baselines.recent_pop(fit, data.movie_ids), data, started)
         elif name == "grouppop":
             rows[name] = measure(baselines.group_pop(data.train, data.cells), data, started)
         elif name == "itemknn":

@@ -21,6 +21,7 @@ what ``make run`` loads; the given movies with their stars for cold-start users)
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import pandas as pd
 from movierec.evaluation.baselines import Factory, item_counts
 from movierec.evaluation.protocols import ProtocolData
 from movierec.evaluation.ranking import RankingTask, Scorer
+from movierec.models import registry
 from movierec.models.artifact import read_item_vectors
 from movierec.models.fusion.inference import FusionEncoder
 from movierec.models.pinsage.encoder import PinSageEncoder
@@ -71,22 +73,34 @@ class ItemSpace:
         return out
 
 
+def encoder_class(model: str) -> type:
+    """The encoder class the model registry names for ``model`` (as the embedder loads it)."""
+    module, _, name = registry.get(model).encoder.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass
 class ServedModels:
-    """The two artifacts as the embedder loads them."""
+    """Every registered model's artifact as the embedder loads it, by model name."""
 
-    fusion: FusionEncoder
-    fusion_items: ItemSpace
-    pinsage: PinSageEncoder
-    pinsage_items: ItemSpace
+    encoders: dict[str, object]
+    items: dict[str, ItemSpace]
     history_limit: int = DEFAULT_HISTORY_LIMIT
 
     @classmethod
-    def load(cls, fusion: Path, pinsage: Path, movie_ids: np.ndarray,
+    def load(cls, paths: dict[str, Path], movie_ids: np.ndarray,
              history_limit: int = DEFAULT_HISTORY_LIMIT) -> ServedModels:
-        return cls(FusionEncoder.load(fusion), ItemSpace.load(fusion, movie_ids),
-                   PinSageEncoder.load(pinsage), ItemSpace.load(pinsage, movie_ids),
-                   history_limit)
+        return cls({m: encoder_class(m).load(p) for m, p in paths.items()},
+                   {m: ItemSpace.load(p, movie_ids) for m, p in paths.items()}, history_limit)
+
+    def serving(self, kind: str) -> tuple[object, ItemSpace]:
+        """(encoder, item space) of the model the registry says embeds ``kind``."""
+        name = registry.for_input(kind).name
+        return self.encoders[name], self.items[name]
+
+    @property
+    def fusion(self) -> FusionEncoder:
+        return self.serving("profile")[0]
 
 
 @dataclass(frozen=True)
@@ -129,18 +143,23 @@ class PathScorers:
         return self.m.fusion.encode(profiles)
 
     def profile(self, task: RankingTask) -> Scorer:
-        return lambda rows: self.m.fusion_items.scores(self._profiles(rows, with_id=False))
+        items = self.m.serving("profile")[1]
+        return lambda rows: items.scores(self._profiles(rows, with_id=False))
 
     def profile_user(self, task: RankingTask) -> Scorer:
-        return lambda rows: self.m.fusion_items.scores(self._profiles(rows, with_id=True))
+        items = self.m.serving("profile")[1]
+        return lambda rows: items.scores(self._profiles(rows, with_id=True))
 
     def liked(self, task: RankingTask) -> Scorer:
+        encoder, items = self.m.serving("liked")
+        lists = _ordered_lists(task)
+
         def score(rows: np.ndarray) -> np.ndarray:
-            vectors = np.zeros((len(rows), self.m.pinsage.dim), np.float32)
+            vectors = np.zeros((len(rows), encoder.dim), np.float32)
             for i, r in enumerate(rows):
-                liked = task.movie_ids[task.history[r].indices].tolist()
-                vectors[i] = self.m.pinsage.embed_liked(liked) if liked else 0.0
-            scores = self.m.pinsage_items.scores(vectors)
+                liked = lists.get(int(task.user_ids[r]), [])
+                vectors[i] = encoder.embed_liked(liked) if liked else 0.0
+            scores = items.scores(vectors)
             empty = np.diff(task.history[rows].indptr) == 0  # not servable: popular instead
             scores[empty] = self.popular
             return _exclude(scores, task, rows)
@@ -157,12 +176,28 @@ class PathScorers:
 
     def _one_user(self, row: int, history: list[_Rating]) -> np.ndarray:
         if history:
-            vector, _ = embed_user_history(self.m.pinsage, History.from_rows(history),
+            encoder, items = self.m.serving("history")
+            vector, _ = embed_user_history(encoder, History.from_rows(history),
                                            self.m.history_limit)
-            return self.m.pinsage_items.scores(vector[None])[0]
+            return items.scores(vector[None])[0]
         if not self.users.iloc[[row]]["gender"].isna().any():
-            return self.m.fusion_items.scores(self._profiles(np.array([row]), True))[0]
+            return self.m.serving("profile")[1].scores(self._profiles(np.array([row]), True))[0]
         return self.popular
+
+
+def _ordered_lists(task: RankingTask) -> dict[int, list[int]]:
+    """Each user's history movies as a liked list, oldest first (the catalog's
+    newest-first order reversed: time ascending, movie id descending on ties), the order
+    a sequence model reads a web user's clicks in; PinSage ignores the order."""
+    frame = task.history_frame
+    if frame is None:
+        coo = task.history.tocoo()
+        frame = pd.DataFrame({"user_id": task.user_ids[coo.row],
+                              "movie_id": task.movie_ids[coo.col], "timestamp": 0})
+    frame = frame.drop_duplicates(["user_id", "movie_id"], keep="last")
+    frame = frame.assign(_neg=-frame["movie_id"].to_numpy(np.int64)).sort_values(
+        ["user_id", "timestamp", "_neg"], kind="stable")
+    return {int(u): g.tolist() for u, g in frame.groupby("user_id", sort=False)["movie_id"]}
 
 
 def _exclude(scores: np.ndarray, task: RankingTask, rows: np.ndarray) -> np.ndarray:

@@ -30,6 +30,8 @@ class ModelSpec:
     #: ``audience``; "" when the model's score is only an order
     reading: str = ""
     similar: bool = True       # its vector space answers SimilarMovies
+    #: extra ``movierec train`` flags for ``make run``'s first start (a shorter budget)
+    first_run: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:
@@ -50,9 +52,14 @@ FUSION = ModelSpec("fusion", "fusion two-tower (PaddlePaddle)",
                    "movierec.models.fusion.inference:FusionEncoder", ("profile",),
                    reading="predicted {reading:.1f} stars for {audience}")
 PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
-                    "movierec.models.pinsage.encoder:PinSageEncoder", ("liked", "history"))
+                    "movierec.models.pinsage.encoder:PinSageEncoder", ("liked",))
+#: serves a known user's history (the user-id path): chosen on the temporal protocols'
+#: validation over PinSage (docs/sequence.md)
+SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
+                   "movierec.models.sasrec.encoder:SasRecEncoder", ("history",), similar=False,
+                   first_run=("--time-budget", "10"))
 
-MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE)
+MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)
 BY_NAME = {m.name: m for m in MODELS}
 NAMES = tuple(BY_NAME)
 #: SimilarMovies' model when a request names none

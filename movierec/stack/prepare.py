@@ -65,8 +65,10 @@ def ensure_models(dataset: str) -> None:
             continue
         except DataError:
             pass
-        start = step(f"training {model} on {dataset} (first run only; default budget)")
-        run_step(["train", model, "--dataset", dataset], f"training {model} failed")
+        extra = list(registry.get(model).first_run)
+        start = step(f"training {model} on {dataset} (first run only; "
+                     f"{' '.join(extra) or 'default budget'})")
+        run_step(["train", model, "--dataset", dataset, *extra], f"training {model} failed")
         print(f"    {model} trained in {time.perf_counter() - start:.0f}s")
 
 

@@ -1,8 +1,10 @@
 """gRPC servicer of ``movierec.embedder.v1.Embedder``: query vectors, nothing else.
 
-Profiles go through the fusion user tower; liked lists and a known user's rated
-history (which the gateway reads from the catalog and passes in) through PinSage's
-aggregation of item vectors. The embedder calls no other service.
+Each input goes to the model the registry names for it (:mod:`movierec.models.registry`):
+profiles through the fusion user tower, liked lists through PinSage's aggregation of
+item vectors, a known user's rated history (which the gateway reads from the catalog and
+passes in, newest first) through SASRec in time order. The embedder calls no other
+service.
 """
 
 from __future__ import annotations

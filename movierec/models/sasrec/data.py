@@ -1,0 +1,85 @@
+"""Ordered item sequences for SASRec, in the order the embedder serves them.
+
+Every rating is an interaction (the published ml-1m preprocessing's rule). A user's
+sequence is ordered by timestamp ascending, ties by movie id *descending*: the reverse
+of the catalog's newest-first order (ties by movie id ascending,
+:meth:`movierec.models.user_input.History.newest`), so a served history reversed is
+exactly a training sequence. Items are indexed 1..N in movie-id order; 0 pads.
+Ratings given in the same second have no order: training shuffles them each epoch
+(:func:`shuffle_ties`), so the tie order the catalog happens to serve in (movie id)
+carries no meaning for the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ItemIndex:
+    """Movie ids <-> item indices 1..N (0 is padding)."""
+
+    movie_ids: np.ndarray  # sorted int64, index i+1 <-> movie_ids[i]
+
+    @classmethod
+    def of(cls, movie_ids) -> ItemIndex:
+        return cls(np.unique(np.asarray(movie_ids, np.int64)))
+
+    @property
+    def size(self) -> int:
+        """Number of items (without padding)."""
+        return len(self.movie_ids)
+
+    def lookup(self, movie_ids) -> np.ndarray:
+        """Item index of each movie id; 0 where the movie is unknown."""
+        ids = np.asarray(movie_ids, np.int64).reshape(-1)
+        pos = np.clip(np.searchsorted(self.movie_ids, ids), 0, max(self.size - 1, 0))
+        known = self.size > 0 and self.movie_ids[pos] == ids
+        return np.where(known, pos + 1, 0).astype(np.int64)
+
+
+def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` sorted per user into sequence order (time, then movie id descending)."""
+    return frame.assign(_neg=-frame["movie_id"].to_numpy(np.int64)).sort_values(
+        ["user_id", "timestamp", "_neg"], kind="stable").drop(columns="_neg")
+
+
+def timed_sequences(frame: pd.DataFrame, index: ItemIndex
+                    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each user's (item indices, timestamps) in sequence order (unknown movies dropped)."""
+    frame = ordered(frame)
+    items = index.lookup(frame["movie_id"].to_numpy())
+    users = frame["user_id"].to_numpy(np.int64)
+    times = frame["timestamp"].to_numpy(np.int64)
+    keep = items > 0
+    items, users, times = items[keep], users[keep], times[keep]
+    if not len(users):
+        return {}
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return {int(users[s]): (items[s:e], times[s:e]) for s, e in zip(starts, ends, strict=True)}
+
+
+def sequences(frame: pd.DataFrame, index: ItemIndex) -> dict[int, np.ndarray]:
+    """Each user's item indices in sequence order (unknown movies dropped)."""
+    return {user: items for user, (items, _) in timed_sequences(frame, index).items()}
+
+
+def shuffle_ties(items: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``items`` (in time order) with the items of each same-second group in a random
+    order: MovieLens stamps half of its consecutive ratings with the same second, so any
+    fixed order inside a group is an artefact a model must not learn."""
+    return items[np.lexsort((rng.random(len(items)), times))]
+
+
+def left_padded(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """The last ``length`` items of each sequence, left-padded with 0."""
+    out = np.zeros((len(seqs), length), np.int64)
+    for row, seq in enumerate(seqs):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return out

@@ -1,0 +1,207 @@
+"""Train SASRec with full cross-entropy over the catalog ("SASRec+", Klenitskiy &
+Vasilev, RecSys 2023): at every position of every training sequence the next item is
+the target and every item of the catalog competes in the softmax. AdamW with a short
+warm-up and a cosine decay over ``max_epochs``; early stopping on the validation task's
+NDCG@10 (checked every ``eval_every`` epochs), within a time budget; the best weights
+are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from movierec.evaluation.ranking import RankingTask, Scorer
+from movierec.evaluation.ranking import evaluate as rank_evaluate
+from movierec.models.sasrec.data import ItemIndex, left_padded, sequences, shuffle_ties
+from movierec.models.sasrec.model import Dims, SasRec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters (defaults: the documented ml-1m configuration, docs/sequence.md)."""
+
+    dim: int = 64
+    layers: int = 2
+    heads: int = 1
+    max_len: int = 200
+    ffn: int = 1
+    dropout: float = 0.2
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch: int = 64
+    max_epochs: int = 45       # the cosine schedule reaches 0 here
+    schedule: str = "cosine"   # or "constant"
+    warmup_steps: int = 100
+    crop: float = 0.0          # share of long histories trained on an older window
+    shuffle_ties: bool = True  # a random order inside same-second groups, each epoch
+    patience: int = 5          # evaluations without a better validation NDCG@10
+    eval_every: int = 3
+    time_budget_s: float = 25 * 60
+    seed: int = 2026
+
+    def dims(self, items: int) -> Dims:
+        return Dims(items, self.dim, self.layers, self.heads, self.max_len, self.ffn,
+                    self.dropout)
+
+
+@dataclass
+class TrainResult:
+    model: SasRec
+    index: ItemIndex
+    best_epoch: int
+    best_valid: dict[str, float]
+    seconds: float
+    log: list[dict] = field(default_factory=list)
+
+
+def _window(seq: np.ndarray, length: int, crop: float, rng: np.random.Generator) -> np.ndarray:
+    """The newest ``length + 1`` items of ``seq``; with probability ``crop`` (a history
+    longer than that) an older window chosen uniformly instead (more of long histories
+    is trained on over the epochs)."""
+    if len(seq) <= length + 1 or rng.random() >= crop:
+        return seq[-length - 1:]
+    end = int(rng.integers(length + 1, len(seq) + 1))
+    return seq[end - length - 1:end]
+
+
+def _batches(seqs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig,
+             rng: np.random.Generator):
+    """(inputs, targets) per batch: inputs are window[:-1], targets window[1:] of each
+    user's (items, times) sequence, same-second ties shuffled (``shuffle_ties``). Users of
+    similar length share a batch (sorted by length with a random tie-break, the batches
+    then shuffled), and a batch is padded only to its longest window: no compute on
+    padding a shorter batch does not need."""
+    windows = [_window(shuffle_ties(items, times, rng) if config.shuffle_ties else items,
+                       config.max_len, config.crop, rng) for items, times in seqs]
+    sizes = np.array([len(w) for w in windows])
+    order = np.lexsort((rng.random(len(windows)), sizes))
+    starts = np.arange(0, len(order), config.batch)
+    for start in rng.permutation(starts):
+        chunk = [windows[i] for i in order[start:start + config.batch]]
+        width = max(len(w) for w in chunk) - 1
+        inputs = left_padded([w[:-1] for w in chunk], width)
+        targets = left_padded([w[1:] for w in chunk], width)
+        yield torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
+             steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then constant or a cosine decay that reaches
+    0 after ``max_epochs`` epochs (per optimizer step)."""
+    total = max(config.max_epochs * steps_per_epoch, config.warmup_steps + 1)
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        done = (step - config.warmup_steps) / (total - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _epoch(model: SasRec, seqs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig,
+           optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+           scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for inputs, targets in _batches(seqs, config, rng):
+        hidden = model(inputs)
+        keep = targets > 0
+        logits = hidden[keep] @ model.item_table().T        # (positions, N)
+        loss = nn.functional.cross_entropy(logits, targets[keep] - 1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach()) * int(keep.sum())
+        count += int(keep.sum())
+    return total / max(count, 1)
+
+
+def last_hidden(model: SasRec, seqs: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    """The query vector (hidden state at the newest position) of each sequence."""
+    model.eval()
+    out = np.zeros((len(seqs), model.dims.dim), np.float32)
+    with torch.no_grad():
+        for start in range(0, len(seqs), batch):
+            chunk = left_padded(seqs[start:start + batch], model.dims.max_len)
+            out[start:start + batch] = model(torch.from_numpy(chunk))[:, -1].numpy()
+    return out
+
+
+def task_scorer(encode: Callable[[list[np.ndarray]], np.ndarray], item_vectors: np.ndarray,
+                index: ItemIndex, task: RankingTask) -> Scorer:
+    """Scores of ``task``'s users: their history frame in sequence order, encoded by
+    ``encode``, against ``item_vectors`` (rows: index 1..N) on the task's movie columns."""
+    histories = sequences(task.history_frame, index)
+    columns = index.lookup(task.movie_ids)
+    table = np.zeros((len(task.movie_ids), item_vectors.shape[1]), np.float32)
+    table[columns > 0] = item_vectors[columns[columns > 0] - 1]
+    empty = np.zeros(0, np.int64)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        seqs = [histories.get(int(task.user_ids[r]), empty) for r in rows]
+        out = encode(seqs) @ table.T
+        out[:, columns == 0] = -np.inf
+        return out
+    return score
+
+
+def _validate(model: SasRec, index: ItemIndex, valid: RankingTask) -> dict[str, float]:
+    items = model.item_table().detach().numpy()
+    return rank_evaluate(task_scorer(lambda s: last_hidden(model, s), items, index, valid),
+                         valid)
+
+
+def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
+          valid: RankingTask,
+          config: TrainConfig, progress: bool = True,
+          checkpoints: Path | None = None) -> TrainResult:
+    """Train on ``train_seqs`` (users' (items, times), :func:`.data.timed_sequences`),
+    early-stop on ``valid``; the best
+    weights so far are also saved as ``checkpoints/best.pt`` when given."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    seqs = [s for s in train_seqs.values() if len(s[0]) >= 2]
+    model = SasRec(config.dims(index.size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = schedule(optimizer, config, -(-len(seqs) // config.batch))
+    started, log = time.perf_counter(), []
+    best: tuple[float, int, dict, dict] = (-1.0, 0, {}, {})
+    waited = 0
+    for epoch in range(1, config.max_epochs + 1):
+        loss = _epoch(model, seqs, config, optimizer, rng, scheduler)
+        entry = {"epoch": epoch, "loss": round(loss, 4),
+                 "seconds": round(time.perf_counter() - started, 1)}
+        over = time.perf_counter() - started > config.time_budget_s
+        if over or epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            metrics = _validate(model, index, valid)
+            entry.update({k: round(metrics[k], 5) for k in ("recall@10", "ndcg@10")})
+            if metrics["ndcg@10"] > best[0]:
+                best = (metrics["ndcg@10"], epoch, metrics, copy.deepcopy(model.state_dict()))
+                waited = 0
+                if checkpoints is not None:
+                    checkpoints.mkdir(parents=True, exist_ok=True)
+                    torch.save({"epoch": epoch, "model": best[3]}, checkpoints / "best.pt")
+            else:
+                waited += 1
+        log.append(entry)
+        if progress:
+            print(f"sasrec: {entry}", flush=True)
+        if over or waited >= config.patience:
+            break
+    if best[3]:
+        model.load_state_dict(best[3])
+    model.eval()
+    return TrainResult(model, index, best[1], best[2], time.perf_counter() - started, log)

@@ -1,0 +1,174 @@
+"""SASRec: sequence order, what it learns, the numpy encoder equals torch, the artifact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from movierec.data.source import load_dataset
+from movierec.errors import InvalidArgument
+from movierec.evaluation import protocols
+from movierec.evaluation.baselines import most_pop
+from movierec.evaluation.ranking import evaluate
+from movierec.models.artifact import latest, read_metadata
+from movierec.models.sasrec import commands
+from movierec.models.sasrec.data import (
+    ItemIndex,
+    left_padded,
+    ordered,
+    sequences,
+    shuffle_ties,
+    timed_sequences,
+)
+from movierec.models.sasrec.encoder import SasRecEncoder
+from movierec.models.sasrec.train import TrainConfig, last_hidden, task_scorer, train
+from movierec.models.user_input import History, embed_user_history
+
+torch.set_num_threads(1)
+QUICK = TrainConfig(dim=32, max_len=20, batch=64, max_epochs=12, eval_every=3, patience=2,
+                    dropout=0.1, lr=3e-3, time_budget_s=120, warmup_steps=5)
+
+
+def chain_data(users: int = 200, movies: int = 60, length: int = 15, seed: int = 1):
+    """Every user watches consecutive movies (k, k+1, ... mod ``movies``) in time order:
+    the next movie is fully determined by the last one, popularity is flat."""
+    base = load_dataset(f"synthetic-{users}x{movies}-s{seed}")
+    rng = np.random.default_rng(seed)
+    ids = np.sort(base.movies["movie_id"].to_numpy())
+    rows = []
+    for user in base.users["user_id"]:
+        start = rng.integers(len(ids))
+        for step in range(length):
+            rows.append((int(user), int(ids[(start + step) % len(ids)]),
+                         int(rng.integers(1, 6)), 1_000_000 + 60 * step))
+    ratings = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
+    for column in ratings:
+        ratings[column] = ratings[column].astype(base.ratings[column].dtype)
+    return replace(base, ratings=ratings)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    data = chain_data()
+    built = protocols.build(data, "leave_last_out", 2026)
+    index = ItemIndex.of(data.movies["movie_id"])
+    result = train(timed_sequences(built.split.train, index), index, built.valid, QUICK,
+                   progress=False)
+    return data, built, index, result
+
+
+def test_sequences_are_the_catalog_order_reversed() -> None:
+    frame = pd.DataFrame({"user_id": [1, 1, 1, 1, 2], "movie_id": [30, 10, 20, 40, 10],
+                          "rating": [5, 4, 3, 2, 1], "timestamp": [5, 7, 5, 1, 3]})
+    index = ItemIndex.of([10, 20, 30, 40])
+    assert ordered(frame)["movie_id"].tolist() == [40, 30, 20, 10, 10]
+    seqs = sequences(frame, index)
+    assert seqs[1].tolist() == [4, 3, 2, 1] and seqs[2].tolist() == [1]
+    catalog = History.of(frame.movie_id[:4], frame.rating[:4], frame.timestamp[:4]).newest(10)
+    assert index.lookup(catalog.movie_ids)[::-1].tolist() == seqs[1].tolist()
+    assert left_padded([np.array([1, 2, 3])], 5).tolist() == [[0, 0, 1, 2, 3]]
+    assert left_padded([np.array([1, 2, 3])], 2).tolist() == [[2, 3]]
+    assert index.lookup([20, 99]).tolist() == [2, 0]
+
+
+def test_it_learns_what_comes_next_where_popularity_cannot(chain) -> None:
+    data, built, index, result = chain
+    items = result.model.item_table().detach().numpy()
+    scorer = task_scorer(lambda s: last_hidden(result.model, s), items, index, built.test)
+    ours = evaluate(scorer, built.test)
+    popular = evaluate(most_pop(built.train)(built.test), built.test)
+    assert ours["recall@10"] >= 0.9 > 0.5 > popular["recall@10"]
+    assert result.best_epoch > 0 and result.best_valid["ndcg@10"] > 0.5
+
+
+def test_the_numpy_encoder_is_the_torch_network(chain, tmp_path) -> None:
+    data, built, index, result = chain
+    from movierec.models.sasrec.export import export
+    trained = np.ones(index.size, bool)
+    path = export(result, QUICK, {"dataset": data.name, "split": "leave_last_out"}, trained,
+                  data.movies, root=tmp_path)
+    encoder = SasRecEncoder.load(path)
+    assert encoder.dim == QUICK.dim and read_metadata(path)["dims"]["max_len"] == 20
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, index.size + 1, n) for n in (1, 7, 20, 45)]  # 45 > max_len
+    torch_vectors = last_hidden(result.model, seqs)
+    numpy_vectors = np.stack([encoder.weights.encode(s) for s in seqs])
+    np.testing.assert_allclose(numpy_vectors, torch_vectors, atol=2e-4)
+    np.testing.assert_allclose(read_item_vectors_of(path), encoder.vectors)
+    # EmbedHistory's input (newest first, the embedder's selection) is the sequence reversed
+    ids = index.movie_ids[seqs[1] - 1]
+    history = History.of(ids, np.full(len(ids), 4.0), np.arange(len(ids)))
+    vector, used = embed_user_history(encoder, history, 1000)
+    np.testing.assert_allclose(vector, numpy_vectors[1], atol=1e-6)
+    assert used == ids[::-1].tolist()
+    np.testing.assert_allclose(encoder.embed_liked(ids.tolist()), numpy_vectors[1], atol=1e-6)
+    with pytest.raises(InvalidArgument):
+        encoder.embed_liked([10 ** 6])
+    with pytest.raises(InvalidArgument):
+        encoder.embed_liked([])
+
+
+def read_item_vectors_of(path):
+    return np.load(path / "item_vectors.npy")
+
+
+def test_train_and_evaluate_commands_round_trip(tmp_path, capsys) -> None:
+    args = argparse.Namespace(
+        dataset="synthetic-120x80-s3", data_dir=None, seed=5, artifacts=tmp_path,
+        split="leave_last_out", dim=16, layers=1, heads=2, max_len=16, ffn=1, batch=64,
+        max_epochs=2, patience=2, eval_every=1, dropout=0.1, lr=1e-3, weight_decay=0.0,
+        time_budget=1.0, train_seed=None, threads=1, no_progress=True,
+        checkpoint_dir=str(tmp_path / "ckpt"))
+    assert commands.train(args) == 0
+    path = latest("sasrec", tmp_path)
+    meta = read_metadata(path)
+    assert meta["split"] == "leave_last_out" and meta["dims"]["heads"] == 2
+    assert "content_map" in meta and (tmp_path / "ckpt" / "best.pt").is_file()
+    capsys.readouterr()
+    args = argparse.Namespace(dataset="synthetic-120x80-s3", data_dir=None, seed=5,
+                              artifacts=tmp_path, artifact=None, protocol="leave_last_out",
+                              no_baselines=False, json=True, threads=1, no_progress=True)
+    assert commands.evaluate(args) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out)["rows"]
+    assert set(rows) >= {"sasrec", "mostpop", "ease"}
+    # the evaluation scores the served (numpy) encoder: its test metrics equal training's
+    assert rows["sasrec"]["ndcg@10"] == pytest.approx(meta["metrics"]["test"]["ndcg@10"],
+                                                      abs=1e-4)
+
+
+def test_batches_cover_every_newest_window_once_padded_to_their_longest() -> None:
+    from movierec.models.sasrec.train import _batches
+    rng = np.random.default_rng(0)
+    seqs = [(np.arange(1, n + 1), np.arange(n)) for n in rng.integers(2, 40, 50)]
+    config = replace(QUICK, batch=8, max_len=20)
+    seen = []
+    for inputs, targets in _batches(seqs, config, rng):
+        assert inputs.shape == targets.shape and inputs.shape[1] <= 20
+        rows = [t[t > 0] for t in targets.numpy()]
+        assert max(len(r) for r in rows) == inputs.shape[1]        # no all-padding column
+        for i, t in zip(inputs.numpy(), targets.numpy(), strict=True):
+            assert (t[t > 0] == i[i > 0] + 1).all()               # the next item is the target
+        seen += [int(r[-1]) for r in rows]
+    assert sorted(seen) == sorted(len(s) for s, _ in seqs)           # each user once, newest
+    cropped = replace(config, crop=1.0)
+    long = [(np.arange(1, 101), np.arange(100))] * 40
+    ends = [int(t[t > 0][-1]) for _, targets in _batches(long, cropped, rng)
+            for t in targets.numpy()]
+    assert min(ends) >= 21 and len(set(ends)) > 5                   # older windows too
+
+
+def test_ties_are_shuffled_inside_their_second_only() -> None:
+    rng = np.random.default_rng(1)
+    items, times = np.arange(1, 9), np.array([1, 1, 1, 2, 3, 3, 3, 3])
+    orders = {tuple(shuffle_ties(items, times, rng)) for _ in range(50)}
+    assert len(orders) > 10
+    for order in orders:
+        order = np.array(order)
+        assert set(order[:3]) == {1, 2, 3} and order[3] == 4 and set(order[4:]) == {5, 6, 7, 8}
