@@ -172,3 +172,17 @@ def test_ties_are_shuffled_inside_their_second_only() -> None:
     for order in orders:
         order = np.array(order)
         assert set(order[:3]) == {1, 2, 3} and order[3] == 4 and set(order[4:]) == {5, 6, 7, 8}
+
+
+def test_a_longer_horizon_targets_an_item_up_to_that_many_steps_ahead() -> None:
+    from movierec.models.sasrec.train import _batches
+    rng = np.random.default_rng(3)
+    seqs = [(np.arange(1, 61), np.arange(60))] * 8
+    config = replace(QUICK, batch=8, max_len=20, horizon=5, shuffle_ties=False)
+    steps = set()
+    for inputs, targets in _batches(seqs, config, rng):
+        assert inputs.shape == (8, 20)
+        ahead = (targets - inputs).numpy()
+        assert ahead.min() >= 1 and ahead.max() <= 5 and targets.numpy().max() == 60
+        steps |= set(ahead[:, :10].ravel().tolist())
+    assert steps == {1, 2, 3, 4, 5}

@@ -36,7 +36,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         default="recbole_811", help="training data is this split's "
                         "training part (every rating, as interactions)")
     for name in ("dim", "layers", "heads", "max_len", "ffn", "batch", "max_epochs",
-                 "patience", "eval_every", "warmup_steps"):
+                 "patience", "eval_every", "warmup_steps", "horizon"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("dropout", "lr", "weight_decay"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))

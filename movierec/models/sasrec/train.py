@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_steps: int = 100
     crop: float = 0.0          # share of long histories trained on an older window
     shuffle_ties: bool = True  # a random order inside same-second groups, each epoch
+    horizon: int = 1           # a target up to this many steps ahead (1: the next item)
     patience: int = 5          # evaluations without a better validation NDCG@10
     eval_every: int = 3
     time_budget_s: float = 25 * 60
@@ -81,16 +82,30 @@ def _batches(seqs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig,
     then shuffled), and a batch is padded only to its longest window: no compute on
     padding a shorter batch does not need."""
     windows = [_window(shuffle_ties(items, times, rng) if config.shuffle_ties else items,
-                       config.max_len, config.crop, rng) for items, times in seqs]
+                       config.max_len + config.horizon - 1, config.crop, rng)
+               for items, times in seqs]
     sizes = np.array([len(w) for w in windows])
     order = np.lexsort((rng.random(len(windows)), sizes))
     starts = np.arange(0, len(order), config.batch)
     for start in rng.permutation(starts):
-        chunk = [windows[i] for i in order[start:start + config.batch]]
-        width = max(len(w) for w in chunk) - 1
-        inputs = left_padded([w[:-1] for w in chunk], width)
-        targets = left_padded([w[1:] for w in chunk], width)
+        pairs = [_pairs(windows[i], config, rng) for i in order[start:start + config.batch]]
+        width = max(len(i) for i, _ in pairs)
+        inputs = left_padded([i for i, _ in pairs], width)
+        targets = left_padded([t for _, t in pairs], width)
         yield torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def _pairs(window: np.ndarray, config: TrainConfig,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of one window: the target after position t is the item ``j``
+    steps ahead, ``j`` drawn from 1..``horizon`` (1: the next item; larger: an item of
+    the near future, as PinnerFormer's dense all-action loss trains for the long term)."""
+    inputs = window[:-1][-config.max_len:]
+    offset = len(window) - 1 - len(inputs)          # inputs start here in the window
+    if config.horizon == 1:
+        return inputs, window[offset + 1:]
+    ahead = rng.integers(1, config.horizon + 1, len(inputs))
+    return inputs, window[np.minimum(offset + np.arange(len(inputs)) + ahead, len(window) - 1)]
 
 
 def schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
