@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from movierec.errors import DataError
+from movierec.errors import DataError, InvalidArgument
 from movierec.models import reasons as reasons_file
 
 FORMAT_VERSION = 1
@@ -142,6 +142,18 @@ def read_item_movies(path: Path) -> tuple[np.ndarray, list[list[str]]] | None:
         return None
     found = json.loads((path / ITEM_MOVIES).read_text())
     return np.asarray(found["year"], dtype=np.int32), found["genres"]
+
+
+def item_rows(sorted_ids: np.ndarray, movie_ids, field: str = "liked_movie_ids") -> np.ndarray:
+    """Row of each of ``movie_ids`` in an artifact's sorted ``sorted_ids``; any unknown id
+    is INVALID_ARGUMENT on ``field`` (the first ten named)."""
+    ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    unknown = ids[sorted_ids[pos] != ids]
+    if len(unknown):
+        shown = ", ".join(str(i) for i in unknown[:10])
+        raise InvalidArgument(field, f"unknown movie ids: {shown}")
+    return pos
 
 
 def read_item_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -57,7 +57,7 @@ PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
 #: validation over PinSage (docs/sequence.md)
 SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
                    "movierec.models.sasrec.encoder:SasRecEncoder", ("history",), similar=False,
-                   first_run=("--time-budget", "10"))
+                   first_run=("--max-epochs", "20", "--time-budget", "10"))
 
 MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)
 BY_NAME = {m.name: m for m in MODELS}

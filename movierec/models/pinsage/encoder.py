@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import InvalidArgument
-from movierec.models.artifact import latest, read_item_vectors, read_metadata
+from movierec.models.artifact import item_rows, latest, read_item_vectors, read_metadata
 from movierec.models.pinsage.aggregation import UserTower, history_weights
 
 MODEL = "pinsage"
@@ -99,13 +99,7 @@ class PinSageEncoder:
 
     def rows(self, movie_ids: Sequence[int]) -> np.ndarray:
         """Row of each movie id; unknown ids raise InvalidArgument(liked_movie_ids)."""
-        ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
-        pos = np.clip(np.searchsorted(self.movie_ids, ids), 0, len(self.movie_ids) - 1)
-        unknown = ids[self.movie_ids[pos] != ids]
-        if len(unknown):
-            shown = ", ".join(str(i) for i in unknown[:10])
-            raise InvalidArgument(FIELD, f"unknown movie ids: {shown}")
-        return pos
+        return item_rows(self.movie_ids, movie_ids, FIELD)
 
     def embed_liked(self, movie_ids: Sequence[int],
                     weights: Sequence[float] | None = None) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import InvalidArgument
-from movierec.models.artifact import latest, read_item_vectors, read_metadata
+from movierec.models.artifact import item_rows, latest, read_item_vectors, read_metadata
 
 MODEL = "sasrec"
 WEIGHTS_FILE = "weights.npz"
@@ -110,13 +110,7 @@ class SasRecEncoder:
 
     def rows(self, movie_ids: Sequence[int]) -> np.ndarray:
         """Item index (1..N) of each movie id; unknown ids raise InvalidArgument."""
-        ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
-        pos = np.clip(np.searchsorted(self.movie_ids, ids), 0, len(self.movie_ids) - 1)
-        unknown = ids[self.movie_ids[pos] != ids]
-        if len(unknown):
-            shown = ", ".join(str(i) for i in unknown[:10])
-            raise InvalidArgument("liked_movie_ids", f"unknown movie ids: {shown}")
-        return pos + 1
+        return item_rows(self.movie_ids, movie_ids) + 1
 
     def embed_sequence(self, movie_ids: Sequence[int]) -> np.ndarray:
         """The user vector after watching ``movie_ids`` (oldest first)."""
