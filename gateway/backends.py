@@ -72,8 +72,9 @@ class Downstream(Protocol):
     async def embed_liked(self, liked: common_pb2.LikedMovies, deadline: Deadline
                           ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
 
-    async def embed_history(self, history: common_pb2.RatedMovies,
-                            deadline: Deadline) -> embedder_pb2.Embedding | None: ...
+    async def embed_history(self, history: common_pb2.RatedMovies, deadline: Deadline,
+                            purpose: int = embedder_pb2.HISTORY_PURPOSE_TASTE
+                            ) -> embedder_pb2.Embedding | None: ...
 
     async def user(self, user_id: int, limit: int, deadline: Deadline
                    ) -> tuple[catalog_pb2.User, common_pb2.RatedMovies] | None: ...
@@ -148,11 +149,13 @@ class Backends:
                                 "embedder")
         return reply.embedding, list(reply.unknown_movie_ids)
 
-    async def embed_history(self, history, deadline):
+    async def embed_history(self, history, deadline,
+                            purpose=embedder_pb2.HISTORY_PURPOSE_TASTE):
         try:
             reply = await self.read(self.embedder.EmbedHistory,
-                                    embedder_pb2.EmbedHistoryRequest(history=history), deadline,
-                                    "embedder")
+                                    embedder_pb2.EmbedHistoryRequest(history=history,
+                                                                     purpose=purpose),
+                                    deadline, "embedder")
         except grpc.aio.AioRpcError as exc:
             if _missing(exc):  # none of the rated movies is known to the model
                 return None

@@ -53,7 +53,8 @@ class Context(Protocol):
     async def embed_liked(self, liked: common_pb2.LikedMovies
                           ) -> tuple[embedder_pb2.Embedding, list[int]]: ...
 
-    async def embed_history(self, history: common_pb2.RatedMovies
+    async def embed_history(self, history: common_pb2.RatedMovies,
+                            purpose: int = embedder_pb2.HISTORY_PURPOSE_TASTE
                             ) -> embedder_pb2.Embedding | None: ...
 
     async def user(self, user_id: int) -> tuple[Any, common_pb2.RatedMovies] | None: ...
@@ -130,17 +131,18 @@ class LikedKind(Kind):
 
 
 class UserKind(Kind):
-    """A known user id: their rated history (the embedder's history model, SASRec: what
-    they will watch next), or their profile (fusion) while they have rated nothing; what
-    they rated is left out unless ``include_seen``."""
+    """A known user id: their whole rated history (PinSage: their taste), or their profile
+    (fusion) while they have rated nothing; what they rated is left out unless
+    ``include_seen``."""
 
     name, case = "user", "user_id"
+    purpose: ClassVar[int] = embedder_pb2.HISTORY_PURPOSE_TASTE
 
     def parse(self, request):
-        return {"user_id": validation.positive_id("user_id", request.user_id)}
+        return {"user_id": validation.positive_id(self.case, self.owner(request))}
 
     def owner(self, request):
-        return request.user_id
+        return getattr(request, self.case)
 
     async def signal(self, q, ctx):
         found = await ctx.user(q.user_id)
@@ -161,14 +163,22 @@ class UserKind(Kind):
         liked = tuple(m for m, r in zip(history.movie_ids, history.ratings, strict=True)
                       if r >= LIKED_STARS)
         seen = () if q.include_seen else tuple(history.movie_ids)
-        embedding = await ctx.embed_history(history)
+        embedding = await ctx.embed_history(history, self.purpose)
         if embedding is None:
             return Signal(None, exclude=seen,
                           context=f"user {q.user_id} rated no movie the model knows")
         return Signal(embedding, liked=liked, exclude=seen)
 
 
-KINDS: tuple[Kind, ...] = (ProfileKind(), LikedKind(), UserKind())
+class NextKind(UserKind):
+    """What a known user will watch next: their history in time order (SASRec); otherwise
+    the user-id rules (NOT_FOUND, a profile while they have rated nothing, seen left out)."""
+
+    name, case = "next", "next_for_user_id"
+    purpose = embedder_pb2.HISTORY_PURPOSE_NEXT
+
+
+KINDS: tuple[Kind, ...] = (ProfileKind(), LikedKind(), UserKind(), NextKind())
 BY_CASE = {k.case: k for k in KINDS}
 BY_NAME = {k.name: k for k in KINDS}
 

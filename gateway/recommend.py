@@ -29,6 +29,7 @@ from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.query import Query, Similar
 from movierec.common.v1 import common_pb2
 from movierec.data.movielens import age_bucket
+from movierec.embedder.v1 import embedder_pb2
 from movierec.gateway.v1 import gateway_pb2 as pb
 from movierec.models import registry
 from movierec.server.budget import Deadline
@@ -132,8 +133,8 @@ class _Calls:
     async def embed_liked(self, liked):
         return await self.r.down.embed_liked(liked, self.deadline)
 
-    async def embed_history(self, history):
-        return await self.r.down.embed_history(history, self.deadline)
+    async def embed_history(self, history, purpose=embedder_pb2.HISTORY_PURPOSE_TASTE):
+        return await self.r.down.embed_history(history, self.deadline, purpose)
 
     async def user(self, user_id: int):
         return await self.r.down.user(user_id, limits.MAX_HISTORY, self.deadline)

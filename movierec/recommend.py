@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     kind.add_argument("--age", "-a", type=int, help="profile: age in years (with -g, -j)")
     kind.add_argument("--liked", type=_ids, help="comma-separated liked movie ids")
     kind.add_argument("--user", type=int, help="a known user id")
+    kind.add_argument("--next", type=int, metavar="USER",
+                      help="what this known user will watch next (SASRec)")
     kind.add_argument("--similar", type=int, help="movies similar to this movie id")
     p.add_argument("--gender", "-g", choices=("M", "F"), default="F")
     p.add_argument("--occupation", "-j", type=int, default=0, help="ml-1m occupation id 0-20")
@@ -68,6 +70,8 @@ def request_for(args: argparse.Namespace):
     if args.liked is not None:
         return "Recommend", pb.RecommendRequest(liked=common_pb2.LikedMovies(
             movie_ids=args.liked), **common)
+    if args.next is not None:
+        return "Recommend", pb.RecommendRequest(next_for_user_id=args.next, **common)
     return "Recommend", pb.RecommendRequest(user_id=args.user, **common)
 
 

@@ -119,7 +119,9 @@ def check_answers(data: MovieLens, artifacts: Path) -> dict[str, list[int]]:
                               data, "fusion", versions["fusion"], set()),
             "liked": _check(ask(liked=common_pb2.LikedMovies(movie_ids=popular)),
                             data, "pinsage", versions["pinsage"], set(popular)),
-            "user": _check(ask(user_id=user), data, "sasrec", versions["sasrec"], seen),
+            "user": _check(ask(user_id=user), data, "pinsage", versions["pinsage"], seen),
+            "next": _check(ask(next_for_user_id=user), data, "sasrec", versions["sasrec"],
+                           seen),
         }
     web = _web_recommend({"liked": {"movie_ids": popular}, "top_k": TOP})
     assert web == answers["liked"], (web, answers["liked"])
@@ -169,10 +171,12 @@ def measure(running: dict[str, Container], data: MovieLens) -> dict[str, dict]:
 
 def served_versions(data: MovieLens) -> dict[str, str]:
     """The ``model_version`` Recommend answers with: a profile (fusion's path) and a
-    known user's id (SASRec's)."""
+    known user's id (PinSage's) and what they will watch next (SASRec's)."""
     asks = {"fusion": gateway_pb2.RecommendRequest(
                 top_k=TOP, profile=common_pb2.Profile(age=25, gender="F", occupation=4)),
-            "sasrec": gateway_pb2.RecommendRequest(top_k=TOP, user_id=_known_user(data))}
+            "pinsage": gateway_pb2.RecommendRequest(top_k=TOP, user_id=_known_user(data)),
+            "sasrec": gateway_pb2.RecommendRequest(top_k=TOP,
+                                                   next_for_user_id=_known_user(data))}
     with grpc.insecure_channel(GATEWAY) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         return {m: stub.Recommend(r, timeout=10).model_version for m, r in asks.items()}

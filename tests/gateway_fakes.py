@@ -45,7 +45,11 @@ class FakeDownstream:
         return (embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0]),
                 [i for i in liked.movie_ids if i not in MOVIES])
 
-    async def embed_history(self, history, deadline):
+    async def embed_history(self, history, deadline,
+                            purpose=embedder_pb2.HISTORY_PURPOSE_TASTE):
+        if purpose == embedder_pb2.HISTORY_PURPOSE_NEXT:
+            self.calls.append(("embed_next", tuple(history.movie_ids)))
+            return embedder_pb2.Embedding(model="sasrec", model_version="s1", vector=[1.0])
         self.calls.append(("embed_history", tuple(history.movie_ids)))
         return embedder_pb2.Embedding(model="pinsage", model_version="p1", vector=[1.0])
 

@@ -92,6 +92,12 @@ def test_user_queries_known_and_unknown(stack: Stack) -> None:
     assert rated & {i.movie_id for i in shown.items}
     code, details = error(stack, "Recommend", pb.RecommendRequest(user_id=99_999, top_k=5))
     assert code == grpc.StatusCode.NOT_FOUND and "user 99999 does not exist" in details
+    ahead = call(stack, "Recommend", pb.RecommendRequest(next_for_user_id=3, top_k=5))
+    sequence_model = registry_models.for_input("sequence").name
+    assert ahead.model_version.startswith(f"{sequence_model}@") and len(ahead.items) == 5
+    assert not rated & {i.movie_id for i in ahead.items}
+    code, _ = error(stack, "Recommend", pb.RecommendRequest(next_for_user_id=99_999, top_k=5))
+    assert code == grpc.StatusCode.NOT_FOUND
 
 
 def test_filters_and_exclusions(stack: Stack) -> None:

@@ -67,10 +67,11 @@ def test_a_new_movie_gets_a_vector_in_every_models_space(stack: Stack) -> None:
         assert np.allclose(embedding.vector, expected[0], atol=1e-5)
 
 
-def test_a_history_is_read_in_time_order_by_the_history_model(stack: Stack) -> None:
-    """EmbedHistory: the registry's history model (SASRec) reads the ratings oldest first
-    whatever order they arrive in; the same movies in another time order give another
-    vector; a movie the model never saw is left out of ``used_movie_ids``."""
+def test_a_history_asked_for_what_comes_next_is_read_in_time_order(stack: Stack) -> None:
+    """EmbedHistory with purpose NEXT: the registry's sequence model (SASRec) reads the
+    ratings oldest first whatever order they arrive in; the same movies in another time
+    order give another vector; a movie the model never saw is left out of
+    ``used_movie_ids``; without a purpose the history model (PinSage) answers."""
     import asyncio
 
     import grpc
@@ -81,20 +82,24 @@ def test_a_history_is_read_in_time_order_by_the_history_model(stack: Stack) -> N
     from movierec.models.artifact import latest
     from movierec.services.embedder.models import encoder_class
 
-    model = registry.for_input("history").name
+    model = registry.for_input("sequence").name
     encoder = encoder_class(model).load(latest(model, Path(stack.env["MOVIEREC_ARTIFACTS"])))
     movies = [int(m) for m in encoder.movie_ids[:4]]
 
     def request(times):
         return embedder_pb2.EmbedHistoryRequest(history=common_pb2.RatedMovies(
-            movie_ids=[*movies, 999_999], ratings=[5, 4, 3, 2, 1], timestamps=[*times, 50]))
+            movie_ids=[*movies, 999_999], ratings=[5, 4, 3, 2, 1], timestamps=[*times, 50]),
+            purpose=embedder_pb2.HISTORY_PURPOSE_NEXT)
 
     async def ask():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.env['EMBEDDER_PORT']}") as c:
             stub = embedder_pb2_grpc.EmbedderStub(c)
-            return [await stub.EmbedHistory(request(t), timeout=5)
-                    for t in ((10, 20, 30, 40), (40, 30, 20, 10))]
-    forward, backward = asyncio.run(ask())
+            taste = request((10, 20, 30, 40))
+            taste.ClearField("purpose")
+            return [await stub.EmbedHistory(r, timeout=5) for r in (
+                request((10, 20, 30, 40)), request((40, 30, 20, 10)), taste)]
+    forward, backward, taste = asyncio.run(ask())
+    assert taste.embedding.model == registry.for_input("history").name != model
     assert forward.embedding.model == model
     assert list(forward.used_movie_ids) == movies[::-1]           # newest first
     np.testing.assert_allclose(forward.embedding.vector, encoder.embed_sequence(movies),

@@ -230,8 +230,8 @@ def test_evaluate_serving_end_to_end(protocol, trained, tmp_path, capsys) -> Non
             str(trained[protocol]), "--out", str(out), "--json"]
     assert evaluate_main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    paths = {"recbole": {"profile", "profile_user", "liked", "user_id"},
-             "cold_start": {"profile", "liked", "user_id"}}[protocol]
+    paths = {"recbole": {"profile", "profile_user", "liked", "user_id", "next"},
+             "cold_start": {"profile", "liked", "user_id", "next"}}[protocol]
     assert set(report["rows"]) == paths | set(runner.BASELINES)
     for row in report["rows"].values():
         assert 0 <= row["recall@10"] <= 1 and 0 < row["coverage@10"] <= 1
@@ -268,8 +268,9 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
         ids, vectors = read_item_vectors(paths[name])
         return encoder_class(name).load(paths[name]), vectors, _columns(ids, built.movie_ids)
 
-    (fusion, f_vec, f_cols), (liker, l_vec, l_cols), (historian, h_vec, h_cols) = (
-        served(kind) for kind in ("profile", "liked", "history"))
+    (fusion, f_vec, f_cols), (liker, l_vec, l_cols), (historian, h_vec, h_cols), \
+        (sequencer, s_vec, s_cols) = (served(kind) for kind in ("profile", "liked", "history",
+                                                               "sequence"))
     users = data.users.set_index("user_id")
     for r in task.rows[:4]:
         uid = int(task.user_ids[r])
@@ -291,6 +292,10 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
         assert len(used) == min(7, len(frame))
         got = factories["user_id"](task)(np.array([r]))[0]
         np.testing.assert_allclose(got[finite], (h_vec @ vector)[h_cols][finite], rtol=1e-5,
+                                   atol=1e-5)
+        vector, _ = embed_user_history(sequencer, history, 7)
+        got = factories["next"](task)(np.array([r]))[0]
+        np.testing.assert_allclose(got[finite], (s_vec @ vector)[s_cols][finite], rtol=1e-5,
                                    atol=1e-5)
 
 

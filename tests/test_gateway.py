@@ -41,6 +41,20 @@ def recommend(request: pb.RecommendRequest) -> tuple[list[int], FakeDownstream, 
     return [i.movie_id for i in items], down, ranking.model
 
 
+def test_next_for_a_user_reads_the_same_history_for_the_sequence_model() -> None:
+    """``next_for_user_id``: the user's history embedded for what comes next (SASRec),
+    with the user-id rules: seen movies hidden, an unknown user NOT_FOUND, a bad id
+    INVALID_ARGUMENT naming the field."""
+    ids, down, model = recommend(pb.RecommendRequest(next_for_user_id=7, top_k=5))
+    assert model == "sasrec" and ids == [1, 2, 6, 7, 8]
+    assert ("embed_next", (3, 4, 5)) in down.calls
+    assert not [c for c in down.calls if c[0] == "embed_history"]
+    with pytest.raises(NotFound):
+        answer(pb.RecommendRequest(next_for_user_id=99_999, top_k=5))
+    with pytest.raises(InvalidArgument, match="next_for_user_id"):
+        answer(pb.RecommendRequest(next_for_user_id=-3, top_k=5))
+
+
 def test_user_history_is_read_once_and_seen_movies_are_hidden() -> None:
     ids, down, model = recommend(pb.RecommendRequest(user_id=7, top_k=5))
     assert model == "pinsage" and ids == [1, 2, 6, 7, 8]

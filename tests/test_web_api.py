@@ -182,7 +182,7 @@ def test_recommend_profile_sends_visitor_id(client: TestClient, stubs) -> None:
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "set exactly one of profile, liked or user_id"),
+    ({}, "set exactly one of profile, liked, user_id or next_for_user_id"),
     ({"user_id": 3, "liked": {"movie_ids": [1]}}, "set exactly one"),
     ({"user_id": 3, "top_k": "many"}, "top_k: "),
     ({"user_id": 2**70}, "user_id: "),

@@ -61,11 +61,14 @@ class LikedIn(_Strict):
 
 
 class RecommendIn(_Strict):
-    """Mirrors ``RecommendRequest``: set exactly one of profile, liked or user_id."""
+    """Mirrors ``RecommendRequest``: set exactly one of profile, liked, user_id or
+    next_for_user_id."""
 
     profile: ProfileIn | None = None
     liked: LikedIn | None = None
     user_id: Int64 | None = None
+    next_for_user_id: Int64 | None = Field(None, description="what this known user will "
+                                           "watch next (their history in time order)")
     top_k: Int32 = Field(0, description="1-100; 0 means 10")
     genres: list[str] = Field([], description="keep movies of any of these genres")
     exclude_movie_ids: list[Int64] = []
@@ -75,9 +78,9 @@ class RecommendIn(_Strict):
 
     @model_validator(mode="after")
     def _one_query(self) -> RecommendIn:
-        given = [self.profile, self.liked, self.user_id]
+        given = [self.profile, self.liked, self.user_id, self.next_for_user_id]
         if sum(value is not None for value in given) != 1:
-            raise ValueError("set exactly one of profile, liked or user_id")
+            raise ValueError("set exactly one of profile, liked, user_id or next_for_user_id")
         return self
 
     def to_proto(self) -> pb.RecommendRequest:
@@ -90,8 +93,10 @@ class RecommendIn(_Strict):
                 exclude_none=True)))
         elif self.liked is not None:
             request.liked.CopyFrom(common_pb2.LikedMovies(**self.liked.model_dump()))
-        else:
+        elif self.user_id is not None:
             request.user_id = self.user_id
+        else:
+            request.next_for_user_id = self.next_for_user_id
         return request
 
 

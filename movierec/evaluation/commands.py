@@ -21,7 +21,7 @@ from movierec.models.user_input import DEFAULT_HISTORY_LIMIT
 
 SERVING_PROTOCOLS = ("recbole", "cold_start", "leave_last_out", "global_time")
 #: paths a protocol can evaluate: cold-start users are unknown, so no id
-PROTOCOL_PATHS = {"recbole": PATHS, "cold_start": ("profile", "liked", "user_id"),
+PROTOCOL_PATHS = {"recbole": PATHS, "cold_start": ("profile", "liked", "user_id", "next"),
                   "leave_last_out": PATHS, "global_time": PATHS}
 
 

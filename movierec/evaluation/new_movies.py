@@ -98,10 +98,11 @@ def scorers(data: MovieLens, held: list[int], task: RankingTask, history: pd.Dat
         return encoder.encode([Profile(bucket_years(int(a)), g, int(o), int(u)) for u, g, a, o
                                in zip(found.index, found["gender"], found["age"],
                                       found["occupation"], strict=True)])
-    embed = {"history": history_vectors, "profile": profile_vectors, "liked": liked_vectors}
+    embed = {"history": history_vectors, "sequence": history_vectors,
+             "profile": profile_vectors, "liked": liked_vectors}
     out = {}
     for model in registry.MODELS:
-        kind = next(k for k in ("history", "profile", "liked") if k in model.inputs)
+        kind = next(k for k in embed if k in model.inputs)
         encoder = encoder_class(model.name).load(paths[model.name])
         items = content_vectors(paths[model.name], data, held)
         out[model.name] = (lambda rows, e=encoder, f=embed[kind], i=items: f(e, rows) @ i.T)

@@ -26,7 +26,8 @@ from movierec.models import registry
 from movierec.models.artifact import read_metadata
 
 #: the served path that judges a model embedding each input, most telling first
-PATH_OF_INPUT = {"history": "user_id", "profile": "profile", "liked": "liked"}
+PATH_OF_INPUT = {"history": "user_id", "sequence": "next", "profile": "profile",
+                 "liked": "liked"}
 
 
 def judged_path(model: registry.ModelSpec) -> str:

@@ -10,9 +10,11 @@ COLUMNS = (("recall@10", "Recall@10"), ("ndcg@10", "NDCG@10"), ("hit@10", "Hit@1
 #: the baselines each served path is plotted beside
 PATH_BASELINES = {"profile": ("mostpop", "grouppop"), "profile_user": ("mostpop", "grouppop"),
                   "liked": ("mostpop", "itemknn", "ease"),
-                  "user_id": ("mostpop", "itemknn", "ease")}
+                  "user_id": ("mostpop", "itemknn", "ease"),
+                  "next": ("mostpop", "itemknn", "ease")}
 LABELS = {"profile": "profile", "profile_user": "profile + user id", "liked": "liked ids",
-          "user_id": "user id (history)", "pinsage": "PinSage", "mostpop": "MostPop",
+          "user_id": "user id (history)", "next": "next for user id", "pinsage": "PinSage",
+          "mostpop": "MostPop",
           "grouppop": "GroupPop", "itemknn": "ItemKNN", "ease": "EASE", "bpr": "BPR",
           "recentpop": "RecentPop", "sasrec": "SASRec"}
 

@@ -42,7 +42,7 @@ from movierec.models.user_input import (
     embed_user_history,
 )
 
-PATHS = ("profile", "profile_user", "liked", "user_id")
+PATHS = ("profile", "profile_user", "liked", "user_id", "next")
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class PathScorers:
 
     def factories(self, paths: tuple[str, ...] = PATHS) -> dict[str, Factory]:
         table = {"profile": self.profile, "profile_user": self.profile_user,
-                 "liked": self.liked, "user_id": self.user_id}
+                 "liked": self.liked, "user_id": self.user_id, "next": self.next}
         return {name: table[name] for name in paths}
 
     def _profiles(self, rows: np.ndarray, with_id: bool) -> np.ndarray:
@@ -165,18 +165,23 @@ class PathScorers:
             return _exclude(scores, task, rows)
         return score
 
-    def user_id(self, task: RankingTask) -> Scorer:
+    def user_id(self, task: RankingTask, kind: str = "history") -> Scorer:
         def score(rows: np.ndarray) -> np.ndarray:
             histories = _history_lists(task, rows)
             out = np.empty((len(rows), len(task.movie_ids)), np.float32)
             for i, r in enumerate(rows):
-                out[i] = self._one_user(int(r), histories.get(int(task.user_ids[r]), []))
+                out[i] = self._one_user(int(r), histories.get(int(task.user_ids[r]), []),
+                                        kind)
             return _exclude(out, task, rows)
         return score
 
-    def _one_user(self, row: int, history: list[_Rating]) -> np.ndarray:
+    def next(self, task: RankingTask) -> Scorer:
+        """``Recommend{next_for_user_id}``: the same history, the sequence model."""
+        return self.user_id(task, "sequence")
+
+    def _one_user(self, row: int, history: list[_Rating], kind: str) -> np.ndarray:
         if history:
-            encoder, items = self.m.serving("history")
+            encoder, items = self.m.serving(kind)
             vector, _ = embed_user_history(encoder, History.from_rows(history),
                                            self.m.history_limit)
             return items.scores(vector[None])[0]

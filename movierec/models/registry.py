@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 #: What an encoder can turn into a query vector (the embedder's RPCs):
 #: ``profile`` (age, gender, occupation, optional id), ``liked`` (liked movie ids, optional
-#: weights), ``history`` (a user's rated movies with stars and times).
-INPUTS = ("profile", "liked", "history")
+#: weights), ``history`` (a user's rated movies with stars and times: their taste),
+#: ``sequence`` (the same history read in time order: what they will watch next).
+INPUTS = ("profile", "liked", "history", "sequence")
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,12 @@ FUSION = ModelSpec("fusion", "fusion two-tower (PaddlePaddle)",
                    "movierec.models.fusion.inference:FusionEncoder", ("profile",),
                    reading="predicted {reading:.1f} stars for {audience}")
 PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
-                    "movierec.models.pinsage.encoder:PinSageEncoder", ("liked",))
-#: serves a known user's history (the user-id path): chosen on the temporal protocols'
-#: validation over PinSage (docs/sequence.md)
+                    "movierec.models.pinsage.encoder:PinSageEncoder", ("liked", "history"))
+#: what a known user will watch next (``Recommend{next_for_user_id}``); PinSage keeps
+#: ``Recommend{user_id}``: it wins the per-user and the global time splits, SASRec the
+#: next item (docs/sequence.md)
 SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
-                   "movierec.models.sasrec.encoder:SasRecEncoder", ("history",), similar=False,
+                   "movierec.models.sasrec.encoder:SasRecEncoder", ("sequence",), similar=False,
                    first_run=("--max-epochs", "20", "--time-budget", "10"))
 
 MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)

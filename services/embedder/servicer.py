@@ -1,10 +1,10 @@
 """gRPC servicer of ``movierec.embedder.v1.Embedder``: query vectors, nothing else.
 
 Each input goes to the model the registry names for it (:mod:`movierec.models.registry`):
-profiles through the fusion user tower, liked lists through PinSage's aggregation of
-item vectors, a known user's rated history (which the gateway reads from the catalog and
-passes in, newest first) through SASRec in time order. The embedder calls no other
-service.
+profiles through the fusion user tower, liked lists and a known user's rated history
+(which the gateway reads from the catalog and passes in, newest first) through PinSage's
+aggregation of item vectors, and the same history asked for what comes next
+(``purpose`` NEXT) through SASRec in time order. The embedder calls no other service.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                                            unknown_movie_ids=unknown)
 
     async def EmbedHistory(self, request, context):  # noqa: N802
-        model = self.models.get(registry.for_input("history").name)
+        kind = "sequence" if request.purpose == pb.HISTORY_PURPOSE_NEXT else "history"
+        model = self.models.get(registry.for_input(kind).name)
         history = history_of(request)
         known = np.isin(history.movie_ids, model.encoder.movie_ids)
         if not known.any():
