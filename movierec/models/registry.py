@@ -59,7 +59,8 @@ PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
 #: next item (docs/sequence.md)
 SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
                    "movierec.models.sasrec.encoder:SasRecEncoder", ("sequence",), similar=False,
-                   first_run=("--max-epochs", "20", "--time-budget", "10"))
+                   first_run=("--split", "leave_last_out", "--max-epochs", "15",
+                              "--time-budget", "10"))
 
 MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)
 BY_NAME = {m.name: m for m in MODELS}
