@@ -80,10 +80,10 @@ def test_a_history_asked_for_what_comes_next_is_read_in_time_order(stack: Stack)
     from movierec.common.v1 import common_pb2
     from movierec.embedder.v1 import embedder_pb2, embedder_pb2_grpc
     from movierec.models.artifact import latest
-    from movierec.services.embedder.models import encoder_class
 
     model = registry.for_input("sequence").name
-    encoder = encoder_class(model).load(latest(model, Path(stack.env["MOVIEREC_ARTIFACTS"])))
+    root = Path(stack.env["MOVIEREC_ARTIFACTS"])
+    encoder = registry.encoder_class(model).load(latest(model, root))
     movies = [int(m) for m in encoder.movie_ids[:4]]
 
     def request(times):

@@ -250,7 +250,7 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
     """Each path is scored by the model the registry routes its input to, through that
     encoder's public API (what the embedder calls), against its exported item vectors."""
     from movierec.evaluation import artifacts
-    from movierec.evaluation.serving import PathScorers, ServedModels, encoder_class
+    from movierec.evaluation.serving import PathScorers, ServedModels
     from movierec.models.artifact import read_item_vectors
     from movierec.models.fusion.inference import Profile
     from movierec.models.user_input import History, embed_user_history
@@ -266,7 +266,8 @@ def test_served_path_scores_equal_the_encoders(trained) -> None:
     def served(kind: str):
         name = registry.for_input(kind).name
         ids, vectors = read_item_vectors(paths[name])
-        return encoder_class(name).load(paths[name]), vectors, _columns(ids, built.movie_ids)
+        return (registry.encoder_class(name).load(paths[name]), vectors,
+                _columns(ids, built.movie_ids))
 
     (fusion, f_vec, f_cols), (liker, l_vec, l_cols), (historian, h_vec, h_cols), \
         (sequencer, s_vec, s_cols) = (served(kind) for kind in ("profile", "liked", "history",

@@ -36,7 +36,6 @@ from movierec.data.source import load_dataset
 from movierec.data.splits import HELD_OUT
 from movierec.evaluation.ranking import RankingTask, make_task
 from movierec.evaluation.ranking import evaluate as metrics
-from movierec.evaluation.serving import encoder_class
 from movierec.models import registry
 from movierec.models.artifact import latest
 from movierec.models.content import ContentMap
@@ -103,7 +102,7 @@ def scorers(data: MovieLens, held: list[int], task: RankingTask, history: pd.Dat
     out = {}
     for model in registry.MODELS:
         kind = next(k for k in embed if k in model.inputs)
-        encoder = encoder_class(model.name).load(paths[model.name])
+        encoder = registry.encoder_class(model.name).load(paths[model.name])
         items = content_vectors(paths[model.name], data, held)
         out[model.name] = (lambda rows, e=encoder, f=embed[kind], i=items: f(e, rows) @ i.T)
     return {**out, **genre_baselines(data, held, task, history)}

@@ -21,7 +21,6 @@ what ``make run`` loads; the given movies with their stars for cold-start users)
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +72,6 @@ class ItemSpace:
         return out
 
 
-def encoder_class(model: str) -> type:
-    """The encoder class the model registry names for ``model`` (as the embedder loads it)."""
-    module, _, name = registry.get(model).encoder.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 @dataclass
 class ServedModels:
     """Every registered model's artifact as the embedder loads it, by model name."""
@@ -90,7 +83,7 @@ class ServedModels:
     @classmethod
     def load(cls, paths: dict[str, Path], movie_ids: np.ndarray,
              history_limit: int = DEFAULT_HISTORY_LIMIT) -> ServedModels:
-        return cls({m: encoder_class(m).load(p) for m, p in paths.items()},
+        return cls({m: registry.encoder_class(m).load(p) for m, p in paths.items()},
                    {m: ItemSpace.load(p, movie_ids) for m, p in paths.items()}, history_limit)
 
     def serving(self, kind: str) -> tuple[object, ItemSpace]:

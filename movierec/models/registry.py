@@ -10,6 +10,7 @@ read this module without loading any model code (an import-linter contract says 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 #: What an encoder can turn into a query vector (the embedder's RPCs):
@@ -82,6 +83,13 @@ def for_input(kind: str) -> ModelSpec:
         if kind in model.inputs:
             return model
     raise KeyError(f"no model embeds {kind!r}")
+
+
+def encoder_class(name: str) -> type:
+    """The encoder class of model ``name``, imported only when asked for (what the
+    embedder serves with and the evaluation scores with)."""
+    module, _, attribute = get(name).encoder.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def similar_models() -> tuple[str, ...]:

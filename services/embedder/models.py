@@ -8,7 +8,6 @@ only load and infer: nothing here trains.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,6 @@ from movierec.models.artifact import artifacts_root, latest, read_metadata
 from movierec.models.content import ContentMap
 
 log = logging.getLogger(__name__)
-
-
-def encoder_class(model: str) -> type:
-    """The encoder class the model registry names for ``model``."""
-    module, _, name = registry.get(model).encoder.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,7 @@ class ModelSet:
     def _load(self, model: str, path: Path) -> Loaded:
         meta = read_metadata(path)
         return Loaded(model, str(meta["version"]), int(meta["dim"]), path,
-                      encoder_class(model).load(path), ContentMap.load(path),
+                      registry.encoder_class(model).load(path), ContentMap.load(path),
                       frozenset(np.load(path / "item_ids.npy").tolist()))
 
     def reload(self) -> list[str]:
