@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
-from movierec.evaluation import artifacts, baselines, protocols  # noqa: E402
+from movierec.evaluation import artifacts, baselines, protocols, runner  # noqa: E402
 from movierec.evaluation.metrics import ndcg  # noqa: E402
-from movierec.evaluation.ranking import evaluate, rank  # noqa: E402
+from movierec.evaluation.ranking import rank  # noqa: E402
 from movierec.models.sasrec.commands import served_factory  # noqa: E402
 from movierec.models.sasrec.encoder import SasRecEncoder  # noqa: E402
 
@@ -36,14 +36,6 @@ def per_user(factory, task) -> tuple[np.ndarray, np.ndarray]:
     """(HR@10, NDCG@10) of each evaluated user (``task.rows`` order)."""
     found = rank(factory(task), task, 10)
     return found.hits.any(axis=1).astype(float), ndcg(found.hits, found.num_relevant)
-
-
-def best_ease(built) -> tuple[float, object]:
-    ease = baselines.Ease(built.train)
-    scored = [(evaluate(ease.factory(lam)(built.valid), built.valid)["ndcg@10"], lam)
-              for lam in baselines.EASE_GRID]
-    lam = max(scored)[1]
-    return lam, ease.factory(lam)
 
 
 def buckets(lengths: np.ndarray, values: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict]:
@@ -96,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = artifacts.check(path, data, protocols.split_for(args.protocol), "movierec train")
     built = protocols.build(data, args.protocol, int(meta["split_seed"]))
     task = built.test
-    lam, ease = best_ease(built)
+    lam, ease, _, _ = runner.choose(baselines.EASE_GRID, baselines.Ease(built.train).factory,
+                                    built)
     values = {"SASRec (served)": per_user(served_factory(SasRecEncoder.load(path)), task),
               f"EASE (lambda {lam:g})": per_user(ease, task),
               "MostPop": per_user(baselines.most_pop(built.train), task)}

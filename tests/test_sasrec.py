@@ -21,14 +21,13 @@ from movierec.models.sasrec import commands
 from movierec.models.sasrec.data import (
     ItemIndex,
     left_padded,
-    ordered,
     sequences,
     shuffle_ties,
     timed_sequences,
 )
 from movierec.models.sasrec.encoder import SasRecEncoder
 from movierec.models.sasrec.train import TrainConfig, last_hidden, task_scorer, train
-from movierec.models.user_input import History, embed_user_history
+from movierec.models.user_input import History, embed_user_history, oldest_first
 
 torch.set_num_threads(1)
 QUICK = TrainConfig(dim=32, max_len=20, batch=64, max_epochs=12, eval_every=3, patience=2,
@@ -67,7 +66,7 @@ def test_sequences_are_the_catalog_order_reversed() -> None:
     frame = pd.DataFrame({"user_id": [1, 1, 1, 1, 2], "movie_id": [30, 10, 20, 40, 10],
                           "rating": [5, 4, 3, 2, 1], "timestamp": [5, 7, 5, 1, 3]})
     index = ItemIndex.of([10, 20, 30, 40])
-    assert ordered(frame)["movie_id"].tolist() == [40, 30, 20, 10, 10]
+    assert oldest_first(frame)["movie_id"].tolist() == [40, 30, 20, 10, 10]
     seqs = sequences(frame, index)
     assert seqs[1].tolist() == [4, 3, 2, 1] and seqs[2].tolist() == [1]
     catalog = History.of(frame.movie_id[:4], frame.rating[:4], frame.timestamp[:4]).newest(10)

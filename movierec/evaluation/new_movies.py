@@ -101,7 +101,7 @@ def scorers(data: MovieLens, held: list[int], task: RankingTask, history: pd.Dat
              "profile": profile_vectors, "liked": liked_vectors}
     out = {}
     for model in registry.MODELS:
-        kind = next(k for k in embed if k in model.inputs)
+        kind = model.main_input
         encoder = registry.encoder_class(model.name).load(paths[model.name])
         items = content_vectors(paths[model.name], data, held)
         out[model.name] = (lambda rows, e=encoder, f=embed[kind], i=items: f(e, rows) @ i.T)

@@ -28,15 +28,8 @@ from movierec.models.artifact import read_metadata
 #: the served path that judges a model embedding each input, most telling first
 PATH_OF_INPUT = {"history": "user_id", "sequence": "next", "profile": "profile",
                  "liked": "liked"}
-
-
-def judged_path(model: registry.ModelSpec) -> str:
-    """The served path ``model`` is judged on: its most telling input's."""
-    return next(PATH_OF_INPUT[kind] for kind in PATH_OF_INPUT if kind in model.inputs)
-
-
-#: the served path each registered model is judged on
-JUDGED = {m.name: judged_path(m) for m in registry.MODELS}
+#: the served path each registered model is judged on: its main input's
+JUDGED = {m.name: PATH_OF_INPUT[m.main_input] for m in registry.MODELS}
 METRIC = "ndcg@10"
 PROTOCOL = "temporal"
 MIN_USERS = 50

@@ -37,10 +37,10 @@ def measure(factory: Factory, data: ProtocolData, started: float | None = None,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def tune(name: str, grid: Iterable, make: Callable[[object], Factory], data: ProtocolData,
-         started: float | None = None) -> dict:
-    """Pick ``name`` from ``grid`` on validation, then score the choice on test."""
-    started = time.perf_counter() if started is None else started
+def choose(grid: Iterable, make: Callable[[object], Factory], data: ProtocolData
+           ) -> tuple[object, Factory, dict[str, float], dict[str, float]]:
+    """(value, its factory, its validation metrics, every value's validation Recall@10):
+    the grid value with the best validation Recall@10, NDCG@10 breaking ties."""
     grid_scores: dict[str, float] = {}
     best: tuple | None = None  # (key, value, valid metrics, factory); only the best is kept
     for value in grid:
@@ -51,6 +51,14 @@ def tune(name: str, grid: Iterable, make: Callable[[object], Factory], data: Pro
         if best is None or key > best[0]:
             best = (key, value, valid, factory)
     _, value, valid, factory = best
+    return value, factory, valid, grid_scores
+
+
+def tune(name: str, grid: Iterable, make: Callable[[object], Factory], data: ProtocolData,
+         started: float | None = None) -> dict:
+    """Pick ``name`` from ``grid`` on validation, then score the choice on test."""
+    started = time.perf_counter() if started is None else started
+    value, factory, valid, grid_scores = choose(grid, make, data)
     return measure(factory, data, started, valid=valid,
                    params={name: value, "grid": grid_scores})
 

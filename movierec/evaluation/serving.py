@@ -39,6 +39,7 @@ from movierec.models.user_input import (
     History,
     catalog_profile,
     embed_user_history,
+    oldest_first,
 )
 
 PATHS = ("profile", "profile_user", "liked", "user_id", "next")
@@ -192,9 +193,7 @@ def _ordered_lists(task: RankingTask) -> dict[int, list[int]]:
         coo = task.history.tocoo()
         frame = pd.DataFrame({"user_id": task.user_ids[coo.row],
                               "movie_id": task.movie_ids[coo.col], "timestamp": 0})
-    frame = frame.drop_duplicates(["user_id", "movie_id"], keep="last")
-    frame = frame.assign(_neg=-frame["movie_id"].to_numpy(np.int64)).sort_values(
-        ["user_id", "timestamp", "_neg"], kind="stable")
+    frame = oldest_first(frame.drop_duplicates(["user_id", "movie_id"], keep="last"))
     return {int(u): g.tolist() for u, g in frame.groupby("user_id", sort=False)["movie_id"]}
 
 

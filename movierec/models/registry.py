@@ -18,6 +18,8 @@ from dataclasses import dataclass
 #: weights), ``history`` (a user's rated movies with stars and times: their taste),
 #: ``sequence`` (the same history read in time order: what they will watch next).
 INPUTS = ("profile", "liked", "history", "sequence")
+#: most telling first: a user's own history says more than a profile or a liked list
+MAIN_INPUT_ORDER = ("history", "sequence", "profile", "liked")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class ModelSpec:
     similar: bool = True       # its vector space answers SimilarMovies
     #: extra ``movierec train`` flags for ``make run``'s first start (a shorter budget)
     first_run: tuple[str, ...] = ()
+
+    @property
+    def main_input(self) -> str:
+        """The input a model is judged on when it embeds several: the most telling."""
+        return next(kind for kind in MAIN_INPUT_ORDER if kind in self.inputs)
 
     @property
     def package(self) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
 from movierec import limits
 from movierec.data.movielens import bucket_years
@@ -60,6 +61,13 @@ class History:
         """The ``limit`` newest ratings, newest first (ties: smaller movie id first)."""
         order = np.lexsort((self.movie_ids, -self.timestamps))[:limit]
         return History(self.movie_ids[order], self.ratings[order], self.timestamps[order])
+
+
+def oldest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rating rows sorted per user oldest first: :meth:`History.newest`'s order reversed
+    (time ascending, movie id descending on ties), the order a sequence reads them in."""
+    return frame.assign(_neg=-frame["movie_id"].to_numpy(np.int64)).sort_values(
+        ["user_id", "timestamp", "_neg"], kind="stable").drop(columns="_neg")
 
 
 def newest_history(ratings: Iterable[RatingLike], limit: int) -> list[int]:

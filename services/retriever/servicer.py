@@ -42,8 +42,6 @@ class Consistency:
                 "vectors disagree")
 
 
-consistency = Consistency
-
 
 def reading_of(request, dim: int) -> Reading | None:
     """The request's reading (None when it has none); INVALID_ARGUMENT when malformed."""
@@ -90,7 +88,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
         hits, live = await self.engine.search(
             model, vector, top_k, filters, timeout,
-            consistency(len(vector), request.model_version.strip()[:64]))
+            Consistency(len(vector), request.model_version.strip()[:64]))
         explained = await self.engine.explain(live, hits, liked, reading, timeout)
         return pb.SearchResponse(hits=[_hit(h) for h in explained], model_version=live.version)
 

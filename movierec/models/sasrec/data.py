@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from movierec.models.user_input import oldest_first
+
 
 @dataclass(frozen=True)
 class ItemIndex:
@@ -41,16 +43,10 @@ class ItemIndex:
         return np.where(known, pos + 1, 0).astype(np.int64)
 
 
-def ordered(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` sorted per user into sequence order (time, then movie id descending)."""
-    return frame.assign(_neg=-frame["movie_id"].to_numpy(np.int64)).sort_values(
-        ["user_id", "timestamp", "_neg"], kind="stable").drop(columns="_neg")
-
-
 def timed_sequences(frame: pd.DataFrame, index: ItemIndex
                     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Each user's (item indices, timestamps) in sequence order (unknown movies dropped)."""
-    frame = ordered(frame)
+    frame = oldest_first(frame)
     items = index.lookup(frame["movie_id"].to_numpy())
     users = frame["user_id"].to_numpy(np.int64)
     times = frame["timestamp"].to_numpy(np.int64)

@@ -155,10 +155,12 @@ def last_hidden(model: SasRec, seqs: list[np.ndarray], batch: int = 256) -> np.n
 
 
 def task_scorer(encode: Callable[[list[np.ndarray]], np.ndarray], item_vectors: np.ndarray,
-                index: ItemIndex, task: RankingTask) -> Scorer:
-    """Scores of ``task``'s users: their history frame in sequence order, encoded by
-    ``encode``, against ``item_vectors`` (rows: index 1..N) on the task's movie columns."""
-    histories = sequences(task.history_frame, index)
+                index: ItemIndex, task: RankingTask,
+                histories: dict[int, np.ndarray] | None = None) -> Scorer:
+    """Scores of ``task``'s users: their history frame in sequence order (``histories``
+    when already built), encoded by ``encode``, against ``item_vectors`` (rows: index
+    1..N) on the task's movie columns."""
+    histories = sequences(task.history_frame, index) if histories is None else histories
     columns = index.lookup(task.movie_ids)
     table = np.zeros((len(task.movie_ids), item_vectors.shape[1]), np.float32)
     table[columns > 0] = item_vectors[columns[columns > 0] - 1]
@@ -172,10 +174,11 @@ def task_scorer(encode: Callable[[list[np.ndarray]], np.ndarray], item_vectors: 
     return score
 
 
-def _validate(model: SasRec, index: ItemIndex, valid: RankingTask) -> dict[str, float]:
+def _validate(model: SasRec, index: ItemIndex, valid: RankingTask,
+              histories: dict[int, np.ndarray]) -> dict[str, float]:
     items = model.item_table().detach().numpy()
-    return rank_evaluate(task_scorer(lambda s: last_hidden(model, s), items, index, valid),
-                         valid)
+    return rank_evaluate(task_scorer(lambda s: last_hidden(model, s), items, index, valid,
+                                     histories), valid)
 
 
 def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
@@ -192,6 +195,7 @@ def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = schedule(optimizer, config, -(-len(seqs) // config.batch))
+    histories = sequences(valid.history_frame, index)   # the validation users, read once
     started, log = time.perf_counter(), []
     best: tuple[float, int, dict, dict] = (-1.0, 0, {}, {})
     waited = 0
@@ -201,7 +205,7 @@ def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex
                  "seconds": round(time.perf_counter() - started, 1)}
         over = time.perf_counter() - started > config.time_budget_s
         if over or epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            metrics = _validate(model, index, valid)
+            metrics = _validate(model, index, valid, histories)
             entry.update({k: round(metrics[k], 5) for k in ("recall@10", "ndcg@10")})
             if metrics["ndcg@10"] > best[0]:
                 best = (metrics["ndcg@10"], epoch, metrics, copy.deepcopy(model.state_dict()))
