@@ -61,6 +61,8 @@ class SearchCall:
     liked: Sequence[int] = ()       # what Found.reason may name
     reading: common_pb2.Reading | None = None
     version: str = ""               # the embedder's version: refused if another is live
+    #: more query vectors whose inner products are added (SearchRequest.also)
+    also: Sequence[embedder_pb2.Embedding] = ()
 
 
 class Downstream(Protocol):
@@ -75,6 +77,10 @@ class Downstream(Protocol):
     async def embed_history(self, history: common_pb2.RatedMovies, deadline: Deadline,
                             purpose: int = embedder_pb2.HISTORY_PURPOSE_TASTE
                             ) -> embedder_pb2.Embedding | None: ...
+
+    async def embed_onboarding(self, profile: common_pb2.Profile,
+                               liked: common_pb2.LikedMovies, deadline: Deadline
+                               ) -> tuple[list[embedder_pb2.Embedding], list[int]]: ...
 
     async def user(self, user_id: int, limit: int, deadline: Deadline
                    ) -> tuple[catalog_pb2.User, common_pb2.RatedMovies] | None: ...
@@ -149,6 +155,12 @@ class Backends:
                                 "embedder")
         return reply.embedding, list(reply.unknown_movie_ids)
 
+    async def embed_onboarding(self, profile, liked, deadline):
+        reply = await self.read(self.embedder.EmbedOnboarding,
+                                embedder_pb2.EmbedOnboardingRequest(profile=profile, liked=liked),
+                                deadline, "embedder")
+        return list(reply.parts), list(reply.unknown_movie_ids)
+
     async def embed_history(self, history, deadline,
                             purpose=embedder_pb2.HISTORY_PURPOSE_TASTE):
         try:
@@ -178,7 +190,9 @@ class Backends:
         request = retriever_pb2.SearchRequest(
             model=call.model, vector=call.vector, top_k=call.top_k, exclude_ids=call.exclude,
             genres=call.genres, model_version=call.version, liked_ids=call.liked,
-            like_movie_id=call.like_movie_id, reading=call.reading)
+            like_movie_id=call.like_movie_id, reading=call.reading,
+            also=[retriever_pb2.QueryPart(model=e.model, vector=e.vector,
+                                          model_version=e.model_version) for e in call.also])
         reply = await self.read(self.retriever.Search, request, deadline, "retriever")
         return Hits([Found(h.movie_id, h.score, h.reason_movie_id,
                            h.reading if h.HasField("reading") else None) for h in reply.hits],

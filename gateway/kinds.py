@@ -43,6 +43,8 @@ class Signal:
     exclude: tuple[int, ...] = ()  # movies this kind leaves out (liked ids, rated movies)
     context: str = ""              # who the answer is for, or why it is only popular
     unknown: tuple[int, ...] = ()  # liked ids the model does not know
+    #: more query vectors, each in its own model's collection, summed with ``embedding``
+    also: tuple[embedder_pb2.Embedding, ...] = ()
 
 
 class Context(Protocol):
@@ -58,6 +60,10 @@ class Context(Protocol):
                             ) -> embedder_pb2.Embedding | None: ...
 
     async def user(self, user_id: int) -> tuple[Any, common_pb2.RatedMovies] | None: ...
+
+    async def embed_onboarding(self, profile: common_pb2.Profile,
+                               liked: common_pb2.LikedMovies
+                               ) -> tuple[list[embedder_pb2.Embedding], list[int]]: ...
 
 
 class Kind:
@@ -78,9 +84,9 @@ class Kind:
         raise NotImplementedError
 
 
-def check_profile(profile: common_pb2.Profile) -> None:
+def check_profile(profile: common_pb2.Profile, field: str = "profile") -> None:
     """The profile rules every path shares (:func:`movierec.validation.profile`)."""
-    validation.profile("profile", profile.age, profile.gender, profile.occupation,
+    validation.profile(field, profile.age, profile.gender, profile.occupation,
                        profile.user_id if profile.HasField("user_id") else None)
 
 
@@ -117,10 +123,8 @@ class LikedKind(Kind):
     name, case = "liked", "liked"
 
     def parse(self, request):
-        liked = validation.id_list("liked.movie_ids", request.liked.movie_ids,
-                                   limits.MAX_LIKED, allow_empty=False)
-        weights = validation.weights("liked.weights", request.liked.weights, len(liked))
-        return {"liked": tuple(liked), "weights": tuple(weights or ())}
+        liked, weights = check_liked(request.liked)
+        return {"liked": liked, "weights": weights}
 
     async def signal(self, q, ctx):
         embedding, unknown = await ctx.embed_liked(
@@ -128,6 +132,50 @@ class LikedKind(Kind):
         missing = set(unknown)
         return Signal(embedding, liked=tuple(i for i in q.liked if i not in missing),
                       exclude=q.liked, unknown=tuple(unknown))
+
+
+def check_liked(liked: common_pb2.LikedMovies, field: str = "liked",
+                allow_empty: bool = False) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The liked rules every path shares: ids (1-MAX_LIKED of them) and their weights."""
+    ids = validation.id_list(f"{field}.movie_ids", liked.movie_ids, limits.MAX_LIKED,
+                             allow_empty=allow_empty)
+    weights = validation.weights(f"{field}.weights", liked.weights, len(ids))
+    return tuple(ids), tuple(weights or ())
+
+
+class OnboardingKind(ProfileKind):
+    """A new user's profile and the movies they liked so far: the profile's fusion score
+    and the likes' PinSage score, standardized and summed with a weight that depends on
+    the number of likes (the embedder's ``EmbedOnboarding``, one summed search); the
+    profile alone while nothing is liked. The liked ids are left out, and a user id in
+    the profile leaves out what that user rated, as for a profile."""
+
+    name, case = "onboarding", "profile_and_liked"
+
+    def parse(self, request):
+        part = request.profile_and_liked
+        check_profile(part.profile, "profile_and_liked.profile")
+        liked, weights = check_liked(part.liked, "profile_and_liked.liked", allow_empty=True)
+        return {"profile": part.profile, "liked": liked, "weights": weights,
+                "user_id": self.owner(request)}
+
+    def owner(self, request):
+        profile = request.profile_and_liked.profile
+        return profile.user_id if profile.HasField("user_id") else None
+
+    async def signal(self, q, ctx):
+        liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
+        seen: tuple[int, ...] = ()
+        if q.hides_seen:
+            (parts, unknown), user = await asyncio.gather(
+                ctx.embed_onboarding(q.profile, liked), ctx.user(q.user_id))
+            seen = tuple(user[1].movie_ids) if user is not None else ()
+        else:
+            parts, unknown = await ctx.embed_onboarding(q.profile, liked)
+        missing = set(unknown)
+        return Signal(parts[0], liked=tuple(i for i in q.liked if i not in missing),
+                      exclude=(*q.liked, *seen), context=describe_profile(q.profile),
+                      unknown=tuple(unknown), also=tuple(parts[1:]))
 
 
 class UserKind(Kind):
@@ -178,7 +226,8 @@ class NextKind(UserKind):
     purpose = embedder_pb2.HISTORY_PURPOSE_NEXT
 
 
-KINDS: tuple[Kind, ...] = (ProfileKind(), LikedKind(), UserKind(), NextKind())
+KINDS: tuple[Kind, ...] = (ProfileKind(), LikedKind(), UserKind(), NextKind(),
+                           OnboardingKind())
 BY_CASE = {k.case: k for k in KINDS}
 BY_NAME = {k.name: k for k in KINDS}
 

@@ -80,9 +80,11 @@ class Recommender:
         e = signal.embedding
         hits = await self.down.search(SearchCall(
             e.model, want, e.vector, exclude=exclude, genres=q.genres, liked=signal.liked,
-            reading=e.reading if e.reading.vector else None, version=e.model_version),
-            deadline)
-        return Ranking(e.model, hits.version or e.model_version, hits.items, signal.liked,
+            reading=e.reading if e.reading.vector else None, version=e.model_version,
+            also=signal.also), deadline)
+        version = (hits.version or e.model_version) + "".join(   # "V+pinsage@W" with parts
+            f"+{part.model}@{part.model_version}" for part in signal.also)
+        return Ranking(e.model, version, hits.items, signal.liked,
                        signal.context, unknown=signal.unknown,
                        reading=registry.get(e.model).reading if e.model in registry.BY_NAME
                        else "")
@@ -135,6 +137,9 @@ class _Calls:
 
     async def embed_history(self, history, purpose=embedder_pb2.HISTORY_PURPOSE_TASTE):
         return await self.r.down.embed_history(history, self.deadline, purpose)
+
+    async def embed_onboarding(self, profile, liked):
+        return await self.r.down.embed_onboarding(profile, liked, self.deadline)
 
     async def user(self, user_id: int):
         return await self.r.down.user(user_id, limits.MAX_HISTORY, self.deadline)

@@ -20,6 +20,7 @@ MAX_REQUEST_EXCLUDE = 1000  # exclude_movie_ids of one Recommend request
 MAX_HISTORY = 5000          # ratings of one user read per request (vector window, seen list)
 MAX_EXCLUDE = MAX_REQUEST_EXCLUDE + MAX_HISTORY + MAX_LIKED  # ids excluded from one search
 
+MAX_QUERY_PARTS = 3         # query vectors one search sums (SearchRequest + also)
 MAX_BATCH_IDS = 1000        # ids per batch lookup (GetMovies, GetVectors)
 MAX_LIST_MOVIES = 5000      # movies per ListMovies page (the gateway's snapshot)
 MAX_SEARCH = 100            # title search results per page

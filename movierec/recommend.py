@@ -2,6 +2,7 @@
 
     movierec recommend --age 25 --gender F --occupation 4 --top 5
     movierec recommend --liked 1,260,1196
+    movierec recommend --age 25 --gender F --occupation 4 --liked 1,260   # onboarding
     movierec recommend --user 42 --exclude-seen
     movierec recommend --similar 1
 
@@ -37,9 +38,10 @@ def _ids(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="movierec recommend", description=__doc__.splitlines()[0])
-    kind = p.add_mutually_exclusive_group(required=True)
+    kind = p.add_mutually_exclusive_group()
     kind.add_argument("--age", "-a", type=int, help="profile: age in years (with -g, -j)")
-    kind.add_argument("--liked", type=_ids, help="comma-separated liked movie ids")
+    p.add_argument("--liked", type=_ids, help="comma-separated liked movie ids (with --age: "
+                   "the profile and the likes combined, as a new user's onboarding)")
     kind.add_argument("--user", type=int, help="a known user id")
     kind.add_argument("--next", type=int, metavar="USER",
                       help="what this known user will watch next (SASRec)")
@@ -66,6 +68,9 @@ def request_for(args: argparse.Namespace):
     if args.age is not None:
         profile = common_pb2.Profile(age=args.age, gender=args.gender,
                                      occupation=args.occupation)
+        if args.liked is not None:
+            return "Recommend", pb.RecommendRequest(profile_and_liked=pb.ProfileAndLiked(
+                profile=profile, liked=common_pb2.LikedMovies(movie_ids=args.liked)), **common)
         return "Recommend", pb.RecommendRequest(profile=profile, **common)
     if args.liked is not None:
         return "Recommend", pb.RecommendRequest(liked=common_pb2.LikedMovies(
@@ -96,8 +101,20 @@ async def ask(address: str, method: str, request, timeout: float, token: str = "
         return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments: one query, where --liked goes alone or with --age (onboarding)."""
+    p = parser()
+    args = p.parse_args(argv)
+    others = [name for name in ("user", "next", "similar") if getattr(args, name) is not None]
+    if args.liked is not None and others:
+        p.error(f"--liked goes alone or with --age, not with --{others[0]}")
+    if args.age is None and args.liked is None and not others:
+        p.error("give one of --age, --liked, --user, --next or --similar")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     method, request = request_for(args)
     try:
         reply = asyncio.run(ask(args.gateway, method, request, args.timeout, args.token))

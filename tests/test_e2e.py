@@ -314,3 +314,57 @@ def test_an_added_movie_is_recommendable_when_the_call_returns(stack: Stack) -> 
     assert len(similar.items) == 4 and added.movie_id not in {i.movie_id for i in similar.items}
     again = call(stack, "UpsertMovies", pb.UpsertMoviesRequest(movies=[movie])).movies[0]
     assert again.movie_id == added.movie_id            # idempotent: the same movie
+
+
+def _z(scores):
+    return (scores - scores.mean()) / scores.std(ddof=1)
+
+
+def test_profile_and_likes_rank_by_both_models_standardized_scores(stack: Stack) -> None:
+    """Recommend{profile_and_liked}: the liked movies are left out, the order is that of
+    z(PinSage liked score) + w(k) z(fusion profile score) over the catalog, computed here
+    from the artifacts' own vectors, and each item is explained; no like: the profile's."""
+    import numpy as np
+
+    from movierec.models import onboarding
+    from movierec.models.fusion.inference import FusionEncoder
+    from movierec.models.pinsage.encoder import PinSageEncoder
+
+    root = Path(stack.env["MOVIEREC_ARTIFACTS"])
+    liked = [1, 2, 3]
+    reply = call(stack, "Recommend", pb.RecommendRequest(profile_and_liked=pb.ProfileAndLiked(
+        profile=PROFILE, liked=common_pb2.LikedMovies(movie_ids=liked)), top_k=10))
+    assert reply.model_version.startswith("fusion@") and "+pinsage@" in reply.model_version
+    fusion_ids, fusion_vectors = read_item_vectors(latest("fusion", root))
+    pinsage_ids, pinsage_vectors = read_item_vectors(latest("pinsage", root))
+    assert list(fusion_ids) == list(pinsage_ids)
+    profile = FusionEncoder.load(latest("fusion", root)).encode_one(25, "F", 4)
+    likes = PinSageEncoder.load(latest("pinsage", root)).embed_liked(liked)
+    score = _z(pinsage_vectors @ likes) + onboarding.weight(3) * _z(fusion_vectors @ profile)
+    order = [int(fusion_ids[i]) for i in np.argsort(-score) if fusion_ids[i] not in liked]
+    assert [i.movie_id for i in reply.items] == order[:10]
+    assert all(i.reason.startswith(("because you liked", "predicted")) for i in reply.items)
+    alone = call(stack, "Recommend", pb.RecommendRequest(profile_and_liked=pb.ProfileAndLiked(
+        profile=PROFILE), top_k=5))
+    profile_only = call(stack, "Recommend", pb.RecommendRequest(profile=PROFILE, top_k=5))
+    assert [i.movie_id for i in alone.items] == [i.movie_id for i in profile_only.items]
+    code, details = error(stack, "Recommend", pb.RecommendRequest(
+        profile_and_liked=pb.ProfileAndLiked(profile=PROFILE, liked=common_pb2.LikedMovies(
+            movie_ids=[999_999]))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "liked" in details
+
+
+def test_profile_and_likes_are_cached_paged_and_filtered(stack: Stack) -> None:
+    """The combined query goes through the same cache, pages and filters as the others."""
+    request = pb.RecommendRequest(profile_and_liked=pb.ProfileAndLiked(
+        profile=common_pb2.Profile(age=35, gender="M", occupation=7),
+        liked=common_pb2.LikedMovies(movie_ids=[4, 9])), top_k=6, genres=["Drama", "Comedy"],
+        exclude_movie_ids=[10, 11])
+    first, again = call(stack, "Recommend", request), call(stack, "Recommend", request)
+    assert not first.cached and again.cached and first.next_page_token
+    request.page_token = first.next_page_token
+    second = call(stack, "Recommend", request)
+    shown = [i for reply in (first, second) for i in reply.items]
+    assert len(shown) == 12 == len({i.movie_id for i in shown})
+    assert all({"Drama", "Comedy"} & set(i.genres) for i in shown)
+    assert not {i.movie_id for i in shown} & {4, 9, 10, 11}

@@ -181,9 +181,59 @@ def test_recommend_profile_sends_visitor_id(client: TestClient, stubs) -> None:
     assert not stubs[1].seen["Recommend"][0].profile.HasField("user_id")
 
 
+def test_recommend_profile_and_liked_sends_both(client: TestClient, stubs) -> None:
+    profile = {"age": 30, "gender": "F", "occupation": 4, "user_id": 1_234_567_890}
+    body = {"profile_and_liked": {"profile": profile, "liked": {"movie_ids": [1, 2]}},
+            "exclude_movie_ids": [4], "top_k": 5}
+    first = client.post("/api/recommend", json=body)
+    assert first.status_code == 200, first.text
+    assert [i["movie_id"] for i in first.json()["items"]] == [3, 5, 6, 7, 8]
+    sent = stubs[1].seen["Recommend"][0]
+    assert sent.WhichOneof("query") == "profile_and_liked"
+    both = sent.profile_and_liked
+    assert (both.profile.age, both.profile.gender, both.profile.occupation) == (30, "F", 4)
+    assert both.profile.HasField("user_id") and both.profile.user_id == 1_234_567_890
+    assert list(both.liked.movie_ids) == [1, 2] and not both.liked.weights
+    assert list(sent.exclude_movie_ids) == [4]
+    second = client.post("/api/recommend", json={**body, "page_token": first.json()[
+        "next_page_token"]})
+    assert [i["movie_id"] for i in second.json()["items"]] == [9, 10, 11, 12, 13]
+
+
+@pytest.mark.parametrize("liked", [None, {}, {"movie_ids": []}])
+def test_recommend_profile_and_no_like_yet(client: TestClient, stubs, liked) -> None:
+    part = {"profile": {"age": 30, "gender": "M", "occupation": 12}}
+    if liked is not None:
+        part["liked"] = liked
+    reply = client.post("/api/recommend", json={"profile_and_liked": part, "top_k": 3})
+    assert reply.status_code == 200, reply.text
+    assert [i["movie_id"] for i in reply.json()["items"]] == [1, 2, 3]
+    sent = stubs[1].seen["Recommend"][0]
+    assert sent.WhichOneof("query") == "profile_and_liked"
+    assert sent.profile_and_liked.profile.gender == "M"
+    assert not sent.profile_and_liked.profile.HasField("user_id")
+    assert not sent.profile_and_liked.liked.movie_ids
+
+
+PROFILE = {"age": 25, "gender": "F", "occupation": 1}
+
+
 @pytest.mark.parametrize(("body", "message"), [
-    ({}, "set exactly one of profile, liked, user_id or next_for_user_id"),
+    ({}, "set exactly one of profile, liked, user_id, next_for_user_id or profile_and_liked"),
     ({"user_id": 3, "liked": {"movie_ids": [1]}}, "set exactly one"),
+    ({"profile": PROFILE, "profile_and_liked": {"profile": PROFILE}}, "set exactly one"),
+    ({"liked": {"movie_ids": [1]}, "profile_and_liked": {"profile": PROFILE}},
+     "set exactly one"),
+    ({"profile_and_liked": {"profile": {**PROFILE, "gender": "X"}}}, "profile.gender: "),
+    ({"profile_and_liked": {"profile": {**PROFILE, "age": 0}}}, "profile.age: "),
+    ({"profile_and_liked": {"liked": {"movie_ids": [1]}}}, "profile_and_liked.profile: "),
+    ({"profile_and_liked": {"profile": PROFILE, "liked": {"movie_ids": [0]}}},
+     "profile_and_liked.liked.movie_ids: "),
+    ({"profile_and_liked": {"profile": PROFILE, "liked": {"movie_ids": [1],
+                                                          "weights": [1, 2]}}},
+     "profile_and_liked.liked.weights: "),
+    ({"profile_and_liked": {"profile": PROFILE, "liked": {"ids": [1]}}},
+     "profile_and_liked.liked.ids: "),
     ({"user_id": 3, "top_k": "many"}, "top_k: "),
     ({"user_id": 2**70}, "user_id: "),
     ({"user_id": 3, "colour": "red"}, "colour: "),

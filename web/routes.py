@@ -93,7 +93,8 @@ async def similar(b: Client, movie_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
 
 @router.post("/recommend", response_model=schemas.Recommendations, responses=ERRORS)
 async def recommend(b: Client, body: schemas.RecommendIn) -> schemas.Recommendations:
-    """Recommendations for a profile, liked movies or a user id; page with ``page_token``."""
+    """Recommendations for a profile, liked movies, a new user's profile and likes
+    (``profile_and_liked``) or a user id; page with ``page_token``."""
     return schemas.recommendations(await b.recommend(body.to_proto()))
 
 

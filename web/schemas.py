@@ -60,15 +60,33 @@ class LikedIn(_Strict):
         [], description="empty, or one weight per movie id")
 
 
+class OnboardingLikedIn(LikedIn):
+    movie_ids: list[Int64] = Field([], description="movies the visitor liked so far "
+                                   "(may be empty: the profile alone)")
+
+
+class ProfileAndLikedIn(_Strict):
+    """A new user's profile with the movies they liked so far (both models combined)."""
+
+    profile: ProfileIn
+    liked: OnboardingLikedIn = Field(default_factory=OnboardingLikedIn)
+
+
+#: the query cases of ``RecommendRequest``, exactly one of which a request sets
+QUERY_CASES = ("profile", "liked", "user_id", "next_for_user_id", "profile_and_liked")
+
+
 class RecommendIn(_Strict):
-    """Mirrors ``RecommendRequest``: set exactly one of profile, liked, user_id or
-    next_for_user_id."""
+    """Mirrors ``RecommendRequest``: set exactly one of profile, liked, user_id,
+    next_for_user_id or profile_and_liked."""
 
     profile: ProfileIn | None = None
     liked: LikedIn | None = None
     user_id: Int64 | None = None
     next_for_user_id: Int64 | None = Field(None, description="what this known user will "
                                            "watch next (their history in time order)")
+    profile_and_liked: ProfileAndLikedIn | None = Field(
+        None, description="a new user's profile and the movies they liked so far")
     top_k: Int32 = Field(0, description="1-100; 0 means 10")
     genres: list[str] = Field([], description="keep movies of any of these genres")
     exclude_movie_ids: list[Int64] = []
@@ -78,9 +96,9 @@ class RecommendIn(_Strict):
 
     @model_validator(mode="after")
     def _one_query(self) -> RecommendIn:
-        given = [self.profile, self.liked, self.user_id, self.next_for_user_id]
-        if sum(value is not None for value in given) != 1:
-            raise ValueError("set exactly one of profile, liked, user_id or next_for_user_id")
+        if sum(getattr(self, case) is not None for case in QUERY_CASES) != 1:
+            raise ValueError(f"set exactly one of {', '.join(QUERY_CASES[:-1])} or "
+                             f"{QUERY_CASES[-1]}")
         return self
 
     def to_proto(self) -> pb.RecommendRequest:
@@ -95,6 +113,11 @@ class RecommendIn(_Strict):
             request.liked.CopyFrom(common_pb2.LikedMovies(**self.liked.model_dump()))
         elif self.user_id is not None:
             request.user_id = self.user_id
+        elif self.profile_and_liked is not None:
+            both = self.profile_and_liked
+            request.profile_and_liked.CopyFrom(pb.ProfileAndLiked(
+                profile=common_pb2.Profile(**both.profile.model_dump(exclude_none=True)),
+                liked=common_pb2.LikedMovies(**both.liked.model_dump())))
         else:
             request.next_for_user_id = self.next_for_user_id
         return request

@@ -37,17 +37,20 @@ def measure(factory: Factory, data: ProtocolData, started: float | None = None,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def choose(grid: Iterable, make: Callable[[object], Factory], data: ProtocolData
-           ) -> tuple[object, Factory, dict[str, float], dict[str, float]]:
-    """(value, its factory, its validation metrics, every value's validation Recall@10):
-    the grid value with the best validation Recall@10, NDCG@10 breaking ties."""
+def choose(grid: Iterable, make: Callable[[object], Factory], data: ProtocolData,
+           by: str = "recall@10") -> tuple[object, Factory, dict[str, float], dict[str, float]]:
+    """(value, its factory, its validation metrics, every value's validation ``by``):
+    the grid value with the best validation ``by`` (Recall@10; NDCG@10 where a
+    protocol's users have so many targets that Recall@10 is capped far below 1), the
+    other of the two breaking ties."""
+    other = "ndcg@10" if by == "recall@10" else "recall@10"
     grid_scores: dict[str, float] = {}
     best: tuple | None = None  # (key, value, valid metrics, factory); only the best is kept
     for value in grid:
         factory = make(value)
         valid = evaluate(factory(data.valid), data.valid)
-        grid_scores[str(value)] = round(valid["recall@10"], 5)
-        key = (valid["recall@10"], valid["ndcg@10"])
+        grid_scores[str(value)] = round(valid[by], 5)
+        key = (valid[by], valid[other])
         if best is None or key > best[0]:
             best = (key, value, valid, factory)
     _, value, valid, factory = best
@@ -55,10 +58,10 @@ def choose(grid: Iterable, make: Callable[[object], Factory], data: ProtocolData
 
 
 def tune(name: str, grid: Iterable, make: Callable[[object], Factory], data: ProtocolData,
-         started: float | None = None) -> dict:
-    """Pick ``name`` from ``grid`` on validation, then score the choice on test."""
+         started: float | None = None, by: str = "recall@10") -> dict:
+    """Pick ``name`` from ``grid`` on validation (by ``by``), then score it on test."""
     started = time.perf_counter() if started is None else started
-    value, factory, valid, grid_scores = choose(grid, make, data)
+    value, factory, valid, grid_scores = choose(grid, make, data, by)
     return measure(factory, data, started, valid=valid,
                    params={name: value, "grid": grid_scores})
 

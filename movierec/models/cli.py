@@ -22,7 +22,8 @@ TARGETS = {"train": {m.name: m.commands for m in registry.MODELS},
            "evaluate": {**{m.name: m.commands for m in registry.MODELS},
                         "serving": "movierec.evaluation.commands",
                         "reasons": "movierec.evaluation.explanations",
-                        "new-movies": "movierec.evaluation.new_movies"}}
+                        "new-movies": "movierec.evaluation.new_movies",
+                        "onboarding": "movierec.evaluation.onboarding_command"}}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

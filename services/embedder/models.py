@@ -16,8 +16,9 @@ import numpy as np
 
 from movierec.errors import DataError, FailedPrecondition
 from movierec.models import registry
-from movierec.models.artifact import artifacts_root, latest, read_metadata
+from movierec.models.artifact import artifacts_root, latest, read_item_vectors, read_metadata
 from movierec.models.content import ContentMap
+from movierec.models.onboarding import Spread
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Loaded:
     encoder: object
     content: ContentMap | None = None   # embeds movies the model did not train on
     items: frozenset[int] = frozenset()  # movies the artifact has a vector for
+    spread: Spread | None = None         # how its scores spread over its catalog
 
 
 @dataclass
@@ -44,9 +46,10 @@ class ModelSet:
 
     def _load(self, model: str, path: Path) -> Loaded:
         meta = read_metadata(path)
+        ids, vectors = read_item_vectors(path)
         return Loaded(model, str(meta["version"]), int(meta["dim"]), path,
                       registry.encoder_class(model).load(path), ContentMap.load(path),
-                      frozenset(np.load(path / "item_ids.npy").tolist()))
+                      frozenset(np.asarray(ids).tolist()), Spread.of(vectors))
 
     def reload(self) -> list[str]:
         """Load every model whose LATEST version is new; return what changed."""

@@ -16,7 +16,7 @@ from movierec.common.v1 import common_pb2
 from movierec.embedder.v1 import embedder_pb2 as pb
 from movierec.embedder.v1 import embedder_pb2_grpc
 from movierec.errors import InvalidArgument, NotFound
-from movierec.models import registry
+from movierec.models import onboarding, registry
 from movierec.models.fusion.inference import Profile
 from movierec.models.user_input import History, embed_user_history
 from movierec.services.embedder.models import Loaded, ModelSet
@@ -39,9 +39,9 @@ def profile_of(message) -> Profile:
     return Profile(message.age, message.gender, message.occupation, user_id)
 
 
-def liked_of(message) -> tuple[list[int], list[float] | None]:
+def liked_of(message, allow_empty: bool = False) -> tuple[list[int], list[float] | None]:
     ids = validation.id_list("liked.movie_ids", message.movie_ids, limits.MAX_LIKED,
-                             allow_empty=False)
+                             allow_empty=allow_empty)
     return ids, validation.weights("liked.weights", message.weights, len(ids))
 
 
@@ -110,6 +110,22 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         vector = model.encoder.embed_liked(ids, weights)
         return pb.EmbedLikedMoviesResponse(embedding=embedding(model, vector),
                                            unknown_movie_ids=unknown)
+
+    async def EmbedOnboarding(self, request, context):  # noqa: N802
+        profile_model = self.models.get(onboarding.PROFILE_MODEL)
+        profile = profile_model.encoder.encode([profile_of(request.profile)])[0]
+        ids, weights = liked_of(request.liked, allow_empty=True)
+        if not ids:
+            return pb.EmbedOnboardingResponse(parts=[embedding(profile_model, profile)])
+        liked_model = self.models.get(onboarding.LIKED_MODEL)
+        ids, weights, unknown = known_only(liked_model.encoder, ids, weights)
+        liked = liked_model.encoder.embed_liked(ids, weights)
+        parts = onboarding.query_parts(profile, liked, len(ids), profile_model.spread,
+                                       liked_model.spread)
+        return pb.EmbedOnboardingResponse(
+            parts=[embedding(profile_model, parts[onboarding.PROFILE_MODEL]),
+                   embedding(liked_model, parts[onboarding.LIKED_MODEL])],
+            unknown_movie_ids=unknown)
 
     async def EmbedHistory(self, request, context):  # noqa: N802
         kind = "sequence" if request.purpose == pb.HISTORY_PURPOSE_NEXT else "history"

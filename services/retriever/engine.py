@@ -155,6 +155,15 @@ class SearchEngine:
             self.facts.get(live, ids, timeout), "facts", timeout)
         return explain(hits, facts, liked, reading)
 
+    async def stored(self, live: ModelCollection, ids: Sequence[int],
+                     timeout: float) -> dict[int, np.ndarray]:
+        """Stored vectors of ``ids`` in ``live`` (those it has), kept beside the searches."""
+        copy = self.memory.loaded.get(live.collection)
+        if copy is not None:
+            return copy.stored_vectors(ids)
+        facts = await self._await(self.facts.get(live, ids, timeout), "facts", timeout)
+        return {i: fact.vector for i, fact in facts.items()}
+
     async def vectors(self, model: str, ids: Sequence[int],
                       timeout: float) -> tuple[dict[int, np.ndarray], ModelCollection]:
         live = await self.live(model, timeout)

@@ -13,6 +13,7 @@ from movierec.errors import FailedPrecondition, InvalidArgument, NotFound
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
 from movierec.server.budget import call_budget
+from movierec.services.retriever import blend
 from movierec.services.retriever.engine import SearchEngine
 from movierec.services.retriever.facts import Explained, Reading
 from movierec.services.retriever.milvus import Filters
@@ -54,6 +55,21 @@ def reading_of(request, dim: int) -> Reading | None:
     return Reading(np.asarray(weights, dtype=np.float32), *values)
 
 
+def also_of(request) -> list[blend.Part]:
+    """The request's extra query parts; INVALID_ARGUMENT when malformed or too many."""
+    if len(request.also) + 1 > limits.MAX_QUERY_PARTS:
+        raise InvalidArgument("also", f"at most {limits.MAX_QUERY_PARTS - 1} more parts")
+    if request.like_movie_id:
+        raise InvalidArgument("also", "a search by like_movie_id takes no more parts")
+    parts = []
+    for i, part in enumerate(request.also):
+        model = check_model(part.model)
+        vector = validation.finite_vector(f"also[{i}].vector", part.vector)
+        parts.append(blend.Part(model, np.asarray(vector, np.float32),
+                                Consistency(len(vector), part.model_version.strip()[:64])))
+    return parts
+
+
 def _hit(hit: Explained) -> pb.Hit:
     reply = pb.Hit(movie_id=hit.movie_id, score=hit.score, reason_movie_id=hit.reason)
     if hit.reading is not None:
@@ -86,9 +102,13 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         if request.like_movie_id:
             exclude = [*exclude, request.like_movie_id]
         filters = Filters(tuple(dict.fromkeys(exclude)), tuple(genres), low, high)
-        hits, live = await self.engine.search(
-            model, vector, top_k, filters, timeout,
-            Consistency(len(vector), request.model_version.strip()[:64]))
+        check = Consistency(len(vector), request.model_version.strip()[:64])
+        if request.also:
+            parts = [blend.Part(model, np.asarray(vector, np.float32), check), *also_of(request)]
+            hits, live = await blend.search(self.engine, parts, top_k, filters, timeout)
+        else:
+            hits, live = await self.engine.search(model, vector, top_k, filters, timeout,
+                                                  check)
         explained = await self.engine.explain(live, hits, liked, reading, timeout)
         return pb.SearchResponse(hits=[_hit(h) for h in explained], model_version=live.version)
 

@@ -2,11 +2,17 @@
 //
 // A visitor gets a random numeric id (1,000,000,000-1,999,999,999) kept in localStorage
 // with their liked movies, ratings and profile. Ratings go to POST /api/ratings under
-// that id. "Recommend from my likes" sends the liked ids plus movies rated 4-5 as
-// `liked`, with every rated id in `exclude_movie_ids`; "Recommend for my profile"
-// sends the profile with `user_id` = visitor id, so the gateway hides rated movies
-// itself (a known user's rated movies are hidden by default). After a rating the current list is fetched again and the
-// rated movie is gone. "More" repeats the last request with its next_page_token.
+// that id. The page is an onboarding flow:
+//   1. "Tell us about yourself": saving the profile shows recommendations at once;
+//   2. "Click movies you like": once a profile is saved, every like/unlike click fetches
+//      them again, as `profile_and_liked` = the profile (with `user_id` = visitor id)
+//      plus the liked ids and the movies rated 4-5 (none yet: the profile alone), with
+//      every rated id in `exclude_movie_ids`; the status says how many likes were used.
+// Without a profile, clicks only mark movies and "Recommend from my likes" sends them
+// as `liked` (same liked ids and exclusions). The gateway leaves the liked ids out. Only
+// the latest request's answer is shown (a click during a fetch wins). After a rating the
+// current list is fetched again and the rated movie is gone. "More" repeats the last
+// request with its next_page_token.
 "use strict";
 
 const PAGE = 12;
@@ -26,6 +32,7 @@ const state = {
   liked: new Map(store.get("liked", []).map((m) => [m.movie_id, m])),
   rated: store.get("rated", {}),
   mode: null, lastBody: null, token: "",
+  seq: 0,  // the latest /api/recommend request: older answers are dropped
 };
 
 async function api(path, body) {
@@ -72,6 +79,7 @@ function toggleLike(movie, button) {
   button.setAttribute("aria-pressed", String(state.liked.has(movie.movie_id)));
   store.set("liked", [...state.liked.values()]);
   renderLiked();
+  if (profile()) recommend("onboarding");  // the list follows every click once onboarded
 }
 
 function renderLiked() {
@@ -103,16 +111,38 @@ async function search(event) {
 
 // ---- recommendations ------------------------------------------------------------
 
+function profile() { return store.get("profile", null); }
+
+function likedForQuery(ratedIds) {
+  const fans = ratedIds.filter((id) => state.rated[id] >= 4 && !state.liked.has(id));
+  return [...state.liked.keys(), ...fans];
+}
+
 function query(mode, topK) {
   const ratedIds = Object.keys(state.rated).map(Number);
-  const likedIds = [...state.liked.keys()];
+  const likedIds = likedForQuery(ratedIds);
   if (mode === "liked") {
-    const fans = ratedIds.filter((id) => state.rated[id] >= 4 && !state.liked.has(id));
-    return {liked: {movie_ids: [...likedIds, ...fans]}, exclude_movie_ids: ratedIds, top_k: topK};
+    return {liked: {movie_ids: likedIds}, exclude_movie_ids: ratedIds, top_k: topK};
   }
-  const p = store.get("profile", {});
-  return {profile: {age: p.age, gender: p.gender, occupation: p.occupation, user_id: state.visitor},
-    exclude_movie_ids: likedIds, top_k: topK};
+  const p = profile() || {};
+  return {profile_and_liked: {
+    profile: {age: p.age, gender: p.gender, occupation: p.occupation, user_id: state.visitor},
+    liked: {movie_ids: likedIds}}, exclude_movie_ids: ratedIds, top_k: topK};
+}
+
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
+function describe(body, data, shown) {
+  const from = `from ${data.model_version}${data.cached ? " (cached)" : ""}`;
+  if (body.profile_and_liked) {
+    const n = body.profile_and_liked.liked.movie_ids.length;
+    const likes = n ? ` + ${plural(n, "like")}` : " (no likes yet)";
+    return `${plural(shown, "recommendation")} for your profile${likes} ${from}`;
+  }
+  if (body.liked) {
+    return `${plural(shown, "recommendation")} for your ${plural(body.liked.movie_ids.length, "like")} ${from}`;
+  }
+  return `${plural(shown, "recommendation")} ${from}`;
 }
 
 function recItem(item) {
@@ -134,16 +164,27 @@ function recItem(item) {
   return li;
 }
 
+// Fetch and show `body`'s recommendations; null when a newer request made this one stale.
 async function run(body, append) {
+  const seq = ++state.seq;
   clearError();
-  const data = await api("/api/recommend", body);
+  $("recs").setAttribute("aria-busy", "true");
+  let data;
+  try {
+    data = await api("/api/recommend", body);
+  } catch (error) {
+    if (seq !== state.seq) return null;
+    $("recs").setAttribute("aria-busy", "false");
+    throw error;
+  }
+  if (seq !== state.seq) return null;
   state.lastBody = body;
   state.token = data.next_page_token;
   const items = data.items.map(recItem);
   if (append) $("recs").append(...items); else $("recs").replaceChildren(...items);
+  $("recs").setAttribute("aria-busy", "false");
   $("more").hidden = !state.token;
-  const shown = $("recs").children.length;
-  say(`${shown} recommendations from ${data.model_version}${data.cached ? " (cached)" : ""}`);
+  say(describe(body, data, $("recs").children.length));
   return items;
 }
 
@@ -155,7 +196,7 @@ function recommend(mode, topK = PAGE) {
 async function more() {
   try {
     const items = await run({...state.lastBody, page_token: state.token}, true);
-    if (items.length) items[0].querySelector("button").focus();
+    if (items && items.length) items[0].querySelector("button").focus();
   } catch (error) { fail(error); }
 }
 
@@ -165,17 +206,24 @@ async function rate(item, stars) {
     state.rated[item.movie_id] = stars;
     store.set("rated", state.rated);
     const shown = Math.min(100, Math.max(PAGE, $("recs").children.length));
-    await recommend(state.mode, shown);
+    if (!await recommend(state.mode, shown)) return;  // failed, or a later click won
     say(`Rated “${item.title}” ${stars}/5 — ${$("status").textContent}`);
     $("results-h").focus();
   } catch (error) { fail(error); }
+}
+
+function renderProfileNote() {
+  $("profile-note").textContent = profile()
+    ? "Profile saved. Now click movies you like: the recommendations update after each click."
+    : "Optional: without a profile, like a few movies below and press “Recommend from my likes”.";
 }
 
 function submitProfile(event) {
   event.preventDefault();
   store.set("profile", {age: Number($("age").value), gender: $("gender").value,
     occupation: Number($("occupation").value)});
-  recommend("profile");
+  renderProfileNote();
+  recommend("onboarding");
 }
 
 // ---- start-up -------------------------------------------------------------------
@@ -200,6 +248,7 @@ function setUp() {
     location.reload();
   });
   renderLiked();
+  renderProfileNote();
   api("/api/genres").then((d) => $("genre").append(...d.genres.map(
     (g) => el("option", {value: g, textContent: g})))).catch(() => {});
   showPopular().catch(fail);
