@@ -18,8 +18,8 @@ movie the query is the profile's alone.
 
 :data:`RULE` ``(c, p)`` was chosen on the user cold-start validation users
 (``movierec evaluate onboarding``, docs/onboarding.md) from :data:`RULE_GRID`: the
-profile's weight falls as likes arrive. Candidates: each part's :func:`candidates` best movies, scored by every
-part (the served retriever and the evaluation use the same rule).
+profile's weight falls as likes arrive. Candidates: each part's :func:`candidates` best
+movies, scored by every part (the served retriever and the evaluation use the same rule).
 """
 
 from __future__ import annotations
