@@ -85,7 +85,8 @@ bench: install system-deps
 
 # docs/evaluation.md: models per protocol under EVAL_ROOT/artifacts-<protocol> (trained
 # when missing, one thread), then the served paths and PinSage beside the baselines, on
-# the per-user split, user cold start and the two temporal protocols.
+# the per-user split, user cold start and the two temporal protocols; then onboarding
+# (a profile plus k first likes, docs/onboarding.md) on the cold-start models.
 EVAL_ROOT ?= .movierec/eval
 EVAL_OUT ?= $(EVAL_ROOT)/report
 EVAL_CLI := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 $(VENV)/bin/movierec
@@ -103,6 +104,8 @@ eval: install data
 	  $(EVAL_CLI) evaluate pinsage --protocol $$protocol --artifacts $$root --json \
 	    > $(EVAL_OUT)/pinsage-$$protocol.json || exit 1; \
 	done
+	$(EVAL_CLI) evaluate onboarding --artifacts $(EVAL_ROOT)/artifacts-cold_start --draws 3 \
+	  --out $(EVAL_OUT)
 
 # docs/deploy.md: every image from deploy/Containerfile with podman (BASE=IMAGE to build on
 # that base; else python:3.11-slim if pullable, or a local debootstrap one), then the
