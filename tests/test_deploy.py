@@ -596,9 +596,9 @@ def test_ghz_configs_cover_every_public_call() -> None:
     destructive = {f"{gateway.full_name}.DeleteUser"}   # a load test never deletes users
     assert calls == {f"{gateway.full_name}.{m.name}" for m in gateway.methods} - destructive | {
         "movierec.retriever.v1.Retriever.Search"}
-    queries = {next(k for k in ("profile", "liked", "userId") if k in r)
+    queries = {next(k for k in ("profile", "liked", "userId", "profileAndLiked") if k in r)
                for c in configs if c["call"].endswith(".Recommend") for r in c["data"]}
-    assert queries == {"profile", "liked", "userId"}
+    assert queries == {"profile", "liked", "userId", "profileAndLiked"}
 
 
 def ids_in(configs, *keys: str) -> set[int]:

@@ -100,6 +100,24 @@ def liked_requests(data: MovieLens) -> list[Request]:
     return requests
 
 
+def onboarding_requests(data: MovieLens) -> list[Request]:
+    """40 sign-ups: a real user's profile with their first 0-5 liked (4-5 star) movies in
+    time order (``Recommend{profile_and_liked}``, each list one click longer)."""
+    users = data.users.set_index("user_id")
+    years = dict(zip((1, 18, 25, 35, 45, 50, 56), AGES, strict=True))
+    liked = data.ratings[data.ratings["rating"] >= 4].sort_values(
+        ["user_id", "timestamp", "movie_id"])
+    requests = []
+    for n, user in enumerate(sample_users(data, 40)):
+        row = users.loc[user]
+        first = liked[liked["user_id"] == user]["movie_id"].head(n % 6)
+        requests.append({"profileAndLiked": {
+            "profile": {"age": years[int(row.age)], "gender": row.gender,
+                        "occupation": int(row.occupation)},
+            "liked": {"movieIds": [int(m) for m in first]}}, "topK": 10})
+    return requests
+
+
 def user_requests(data: MovieLens) -> list[Request]:
     """60 user ids spread over 1..6040; every other one also shows the movies already rated."""
     ids = np.unique(np.linspace(1, int(data.users["user_id"].max()), 60).round().astype(int))
@@ -250,6 +268,8 @@ SCENARIOS: dict[str, Scenario] = {
     "gateway_recommend_profile": (f"{GATEWAY}.Recommend", 50050, 2000, 20, profile_requests),
     "gateway_recommend_liked": (f"{GATEWAY}.Recommend", 50050, 2000, 20, liked_requests),
     "gateway_recommend_user": (f"{GATEWAY}.Recommend", 50050, 2000, 20, user_requests),
+    "gateway_recommend_onboarding": (f"{GATEWAY}.Recommend", 50050, 2000, 20,
+                                     onboarding_requests),
     "gateway_recommend_profile_miss": (f"{GATEWAY}.Recommend", 50050, MISSES, 8,
                                        profile_miss_requests),
     "gateway_recommend_liked_miss": (f"{GATEWAY}.Recommend", 50050, MISSES, 8,

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from movierec.models import registry
+
 #: (c, p) of the profile's weight w(k) = c * k ** -p beside k known liked movies, chosen
 #: on validation (docs/onboarding.md, ``movierec evaluate onboarding``)
 RULE: tuple[float, float] = (3.0, 1.0)
@@ -35,8 +37,9 @@ RULE: tuple[float, float] = (3.0, 1.0)
 RULE_GRID = tuple((c, p) for c in (1.0, 1.5, 2.0, 3.0, 5.0) for p in (0.5, 1.0, 1.5, 2.0))
 #: constant weights, tuned per k apart (an upper bound the rule is compared with)
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
-PROFILE_MODEL = "fusion"
-LIKED_MODEL = "pinsage"
+#: the models that embed the two signals (the registry's table)
+PROFILE_MODEL = registry.for_input("profile").name
+LIKED_MODEL = registry.for_input("liked").name
 
 
 def weight(k: int, rule: tuple[float, float] | None = None) -> float:
