@@ -170,7 +170,10 @@ def demo(env: dict[str, str]) -> None:
     for title, argv in (("profile: age 25, F, occupation 4 (college/grad student)",
                          ["--age", "25", "--gender", "F", "--occupation", "4", "--top", "5"]),
                         ("liked: Toy Story, Star Wars, Fargo", ["--liked", "1,260,608", "--top",
-                                                                "5"])):
+                                                                "5"]),
+                        ("a new user: that profile and a first like, Star Wars",
+                         ["--age", "25", "--gender", "F", "--occupation", "4", "--liked", "260",
+                          "--top", "5"])):
         print(f"\n{title}")
         recommend.main([*argv, "--gateway", gateway])
     print(f"\ntry:  movierec recommend --user 42 --top 5 --gateway {gateway}")
