@@ -15,10 +15,11 @@ endif
 endif
 PYTEST_ARGS ?=
 
-.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench eval retrain
+.PHONY: help install protos protoset system-deps data test e2e lint run lock clean bench-milvus bench eval retrain monitor
 
 help:
 	@echo "make run      install, get data and models, start every service, show recommendations"
+	@echo "make monitor  Prometheus on :9090 scraping the services of \`make run\`, alerts loaded"
 	@echo "make test     install and run the test suite (real PostgreSQL, Redis, Milvus)"
 	@echo "make e2e      only the end-to-end tests (four services, web page in Chromium)"
 	@echo "make bench    benchmarks (minutes; numbers go to docs/benchmarks.md)"
@@ -64,6 +65,11 @@ lint: install
 
 run: install system-deps data
 	$(VENV)/bin/movierec up
+
+# docs/operations.md: Debian's Prometheus against the metrics ports of `make run` (run
+# it beside it), with deploy/monitoring/movierec-rules.yaml loaded; Ctrl-C stops it.
+monitor: install system-deps
+	$(PY) -m movierec.stack.monitor $(MONITOR_ARGS)
 
 # docs/lifecycle.md: against the stores `make run` uses (or DATABASE_URL / MILVUS_URI).
 retrain: install system-deps

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages movierec needs, when they are missing: PostgreSQL (server
 # binaries) and Redis for the local runtime, Chromium and its driver for the web page's
-# browser test. Debian/Ubuntu only; needs root (or sudo).
+# browser test, Prometheus (its promtool checks deploy/monitoring/; `make monitor` runs
+# the server). Debian/Ubuntu only; needs root (or sudo).
 # Anything already present is left alone, so running it again is cheap.
 set -euo pipefail
 
@@ -11,7 +12,8 @@ have_pg || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-[ ${#need[@]} -eq 0 ] && { echo "system-deps: postgresql, redis-server, chromium present"; exit 0; }
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ ${#need[@]} -eq 0 ] && { echo "system-deps: postgresql, redis-server, chromium, prometheus present"; exit 0; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: missing ${need[*]} and no apt-get here; install them, or set" \
