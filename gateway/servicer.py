@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
+import prometheus_client
 
 from movierec import limits, paging, validation
 from movierec.apps.gateway.backends import Downstream, ModelVersions
@@ -29,8 +31,13 @@ from movierec.gateway.v1 import gateway_pb2_grpc
 from movierec.retriever.v1 import retriever_pb2
 from movierec.server.budget import Deadline
 from movierec.server.factory import registrar
+from movierec.server.metrics import BUCKETS
 
 MAX_LIST_POPULAR = limits.MAX_TOP_K
+#: answered Recommend calls per query kind (gateway/kinds.py) and cache outcome
+RECOMMEND_LATENCY = prometheus_client.Histogram(
+    "movierec_gateway_recommend_seconds", "Answered Recommend calls by query kind",
+    ["kind", "cache"], buckets=BUCKETS)
 
 
 #: ``cached = true`` (field 3 of RecommendResponse and SimilarMoviesResponse) as wire
@@ -100,10 +107,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return await self.flights.run(flight, run, deadline.left())
 
     async def Recommend(self, request, context) -> bytes:  # noqa: N802
+        started = time.perf_counter()
         query, identity = recommend_query(request)
         deadline = self._deadline(context)
+        computed = False
 
         async def compute() -> bytes:
+            nonlocal computed
+            computed = True
             ranking = await self.recommender.rank(query, deadline)
             items, more = await self.recommender.explain(ranking, query.page_start,
                                                          query.top_k, deadline)
@@ -114,7 +125,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                                         if ranking.version else ranking.model,
                                         unknown_movie_ids=ranking.unknown).SerializeToString()
         payload = identity.payload + query.page_start.to_bytes(4, "big")
-        return await self._cached("rec", payload, query.user_id, compute, deadline)
+        answer = await self._cached("rec", payload, query.user_id, compute, deadline)
+        RECOMMEND_LATENCY.labels(query.kind, "miss" if computed else "hit").observe(
+            time.perf_counter() - started)
+        return answer
 
     async def SimilarMovies(self, request, context) -> bytes:  # noqa: N802
         similar, identity = similar_query(request)

@@ -142,3 +142,26 @@ def test_a_lost_generation_never_revives_old_answers(redis_url: str, missing: st
             await cache.close()
     answer = asyncio.run(scenario())
     assert not answer.cached and 1 not in {i.movie_id for i in answer.items}
+
+
+def test_recommend_latency_is_recorded_per_query_kind_and_cache_outcome(redis_url) -> None:
+    """movierec_gateway_recommend_seconds{kind, cache}: what the dashboard's per-kind
+    panels read; a miss is a call that computed its answer."""
+    from prometheus_client import REGISTRY
+
+    def count(kind: str, cache: str) -> float:
+        return REGISTRY.get_sample_value("movierec_gateway_recommend_seconds_count",
+                                         {"kind": kind, "cache": cache}) or 0.0
+
+    request = pb.RecommendRequest(next_for_user_id=7, top_k=3, genres=["Drama"])
+    before = (count("next", "miss"), count("next", "hit"))
+
+    async def twice():
+        gateway, cache = servicer(redis_url)
+        try:
+            for _ in range(2):
+                await gateway.Recommend(request, Context())
+        finally:
+            await cache.close()
+    asyncio.run(twice())
+    assert (count("next", "miss"), count("next", "hit")) == (before[0] + 1, before[1] + 1)
