@@ -107,3 +107,27 @@ def test_a_history_asked_for_what_comes_next_is_read_in_time_order(stack: Stack)
     np.testing.assert_allclose(backward.embedding.vector,
                                encoder.embed_sequence(movies[::-1]), atol=1e-5)
     assert not np.allclose(forward.embedding.vector, backward.embedding.vector, atol=1e-4)
+
+
+def test_the_live_version_of_each_model_is_exported(stack: Stack, tmp_path: Path) -> None:
+    """movierec_model_live_info{service="embedder", model, version} is 1 for the version
+    in use, and a swap drops the old version's series (the dashboard's model panel)."""
+    from prometheus_client import REGISTRY
+
+    def shown(model: str, version: str):
+        return REGISTRY.get_sample_value("movierec_model_live_info", {
+            "service": "embedder", "model": model, "version": version})
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(stack.env["MOVIEREC_ARTIFACTS"], root)
+    models = ModelSet(root)
+    models.reload()
+    old = models.current["fusion"]
+    assert all(shown(m, loaded.version) == 1 for m, loaded in models.current.items())
+    newer = root / "fusion" / "29990101T000000Z"
+    shutil.copytree(old.path, newer)
+    meta = (newer / "metadata.json").read_text().replace(old.version, newer.name)
+    (newer / "metadata.json").write_text(meta)
+    (root / "fusion" / "LATEST").write_text(newer.name + "\n")
+    assert models.reload() == [f"fusion@{newer.name}"]
+    assert shown("fusion", newer.name) == 1 and shown("fusion", old.version) is None

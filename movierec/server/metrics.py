@@ -6,6 +6,8 @@ counters (cache hits, pool errors) to the same default registry.
 
 from __future__ import annotations
 
+import contextlib
+
 import prometheus_client
 
 #: latency buckets of every movierec histogram (seconds; the SLO's 60 ms is a boundary)
@@ -18,6 +20,19 @@ RPC_TOTAL = prometheus_client.Counter(
 CLIENT_LATENCY = prometheus_client.Histogram(
     "movierec_client_latency_seconds", "Latency of outbound RPCs to other services",
     ["target", "method", "code"], buckets=BUCKETS)
+
+
+MODEL_LIVE = prometheus_client.Gauge(
+    "movierec_model_live_info", "The model version a service serves now (value 1)",
+    ["service", "model", "version"])
+
+
+def live_version(service: str, model: str, version: str, before: str | None = None) -> None:
+    """Show ``version`` as ``service``'s live ``model`` (and drop ``before``'s series)."""
+    if before is not None and before != version:
+        with contextlib.suppress(KeyError):
+            MODEL_LIVE.remove(service, model, before)
+    MODEL_LIVE.labels(service, model, version).set(1)
 
 
 def start(port: int, host: str = "127.0.0.1") -> int:

@@ -19,6 +19,7 @@ from movierec.models import registry
 from movierec.models.artifact import artifacts_root, latest, read_item_vectors, read_metadata
 from movierec.models.content import ContentMap
 from movierec.models.onboarding import Spread
+from movierec.server.metrics import live_version
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class ModelSet:
                           else "nothing")
                 continue
             changed.append(f"{model}@{updated[model].version}")
+            live_version("embedder", model, updated[model].version,
+                         self.current[model].version if model in self.current else None)
         self.current = updated
         if changed:
             log.info("models loaded", extra={"models": changed,
