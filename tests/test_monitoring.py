@@ -95,6 +95,13 @@ def _constant(node: ast.AST):
     return ast.literal_eval(node)
 
 
+def _buckets(node: ast.AST, path: Path) -> tuple[float, ...]:
+    """A literal bucket tuple, or a module-level name (``BUCKETS``) read off the module."""
+    if isinstance(node, ast.Name):
+        return tuple(getattr(importlib.import_module(_module_of(path)), node.id))
+    return _constant(node)
+
+
 def _declared_in(path: Path) -> list[Metric]:
     """``prometheus_client.<Type>(name, doc, labels, buckets=...)`` calls in one file."""
     tree = ast.parse(path.read_text(), str(path))
@@ -121,7 +128,7 @@ def _declared_in(path: Path) -> list[Metric]:
         buckets = keywords.get("buckets")
         found.append(Metric(
             name, kind, tuple(_constant(labels)) if labels is not None else (),
-            tuple(float(b) for b in _constant(buckets)) if buckets is not None
+            tuple(float(b) for b in _buckets(buckets, path)) if buckets is not None
             else (DEFAULT_BUCKETS if kind == "Histogram" else ()),
             f"{path.relative_to(ROOT)}:{node.lineno}"))
     return found
