@@ -63,6 +63,8 @@ e2e: install system-deps
 lint: install
 	$(VENV)/bin/ruff check movierec services gateway web tests benchmarks scripts loadtest
 
+# `MOVIEREC_TRACE_FILE=$PWD/traces.jsonl make run`: every process appends its spans there;
+# `movierec trace waterfall --file traces.jsonl --out w.png` draws one request (docs/tracing.md).
 run: install system-deps data
 	$(VENV)/bin/movierec up
 

@@ -27,6 +27,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from movierec import tracing
 from movierec.apps.gateway.breaker import Breaker
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Cache:
         self._pending: set[int] = set()   # users whose generation bump has not landed yet
         self._bumper: asyncio.Task | None = None
         if self.redis is not None:
+            tracing.instrument_redis(self.redis)   # a span per command, when tracing is on
             self._lookup = self.redis.register_script(_LOOKUP)
             self._bump = self.redis.register_script(_BUMP)
 

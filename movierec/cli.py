@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
               {"": "movierec.apps.gateway.token_cli:main"}),
     "loadtest": ("run a ghz config file against a local server and print ghz's summary",
                  {"": "movierec.loadtest:main"}),
+    "trace": ("draw one request's spans from a trace file (MOVIEREC_TRACE_FILE) as a PNG",
+              {"waterfall": "movierec.tracing.waterfall:main"}),
 }
 
 

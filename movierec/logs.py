@@ -2,7 +2,8 @@
 
 ``configure("catalog")`` installs the handler once per process; ``request_id`` is a
 context variable set by the server interceptor (from ``x-request-id`` metadata or a
-fresh id) and sent on by outbound clients, so one request can be followed across hops.
+fresh id; the trace id when tracing is on) and sent on by outbound clients, so one
+request can be followed across hops.
 """
 
 from __future__ import annotations

@@ -178,6 +178,16 @@ class ServerSettings:
     health_port: int = setting("MOVIEREC_HEALTH_PORT", -1, minimum=-1, maximum=65535,
                                doc="plaintext port serving only the gRPC health service "
                                    "(Kubernetes probes under TLS; -1 off)")
+    trace_endpoint: str = setting("MOVIEREC_TRACE_ENDPOINT", "",
+                                  doc="OTLP/gRPC collector the spans go to (http://host:4317 "
+                                      "plaintext, https:// TLS); tracing is off while this "
+                                      "and MOVIEREC_TRACE_FILE are empty")
+    trace_file: str = setting("MOVIEREC_TRACE_FILE", "",
+                              doc="file every finished span is appended to as a JSON line "
+                                  "(processes may share one)")
+    trace_sample: float = setting("MOVIEREC_TRACE_SAMPLE", 1.0, minimum=0.0, maximum=1.0,
+                                  doc="share of new traces recorded (a caller's decision "
+                                      "is followed: ParentBased(TraceIdRatioBased))")
 
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -188,6 +198,11 @@ class ServerSettings:
     def tls(self) -> bool:
         """Whether gRPC connections of this process use TLS (as server and as client)."""
         return bool(self.tls_cert or self.tls_ca)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether this process records traces (an OTLP endpoint or a trace file is set)."""
+        return bool(self.trace_endpoint or self.trace_file)
 
 
 #: The variables :class:`ServerSettings` reads, in field order.

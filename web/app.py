@@ -2,10 +2,12 @@
 
 Swagger UI (``/docs``) and ReDoc (``/redoc``) load their JavaScript and CSS from the
 ``fastapi-offline`` package instead of a CDN, so the docs work without internet.
-Each request gets an id (``X-Request-ID`` or a fresh one) that is logged, returned
-and forwarded to the gateway as gRPC metadata. Bodies are bounded and every answer
-carries the security headers (:mod:`movierec.apps.web.security`); Prometheus metrics
-are not served here but on the internal ``WEB_METRICS_PORT`` (:mod:`.server`).
+Each request gets an id (its trace id when tracing is on, else ``X-Request-ID`` or a
+fresh one) that is logged, returned and forwarded to the gateway as gRPC metadata; with
+tracing on, FastAPI's native telemetry opens each request's span (:mod:`.server` puts the
+sampling gate in front). Bodies are bounded and every answer carries the security headers
+(:mod:`movierec.apps.web.security`); Prometheus metrics are not served here but on the
+internal ``WEB_METRICS_PORT`` (:mod:`.server`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from movierec import tracing
 from movierec.apps.web import routes, status
 from movierec.apps.web.backend import Backend
 from movierec.apps.web.security import BodyLimit, SecurityHeaders
@@ -44,7 +47,8 @@ def _lifespan(gateway_addr: str, timeout: float, credentials: grpc.ChannelCreden
 
 
 async def _request_context(request: Request, call_next):
-    rid = (request.headers.get("x-request-id") or uuid.uuid4().hex[:16])[:64]
+    rid = (tracing.current_trace_id() or request.headers.get("x-request-id")
+           or uuid.uuid4().hex[:16])[:64]
     token = request_id.set(rid)
     start = time.perf_counter()
     try:

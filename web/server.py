@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from movierec import settings
+from movierec import settings, tracing
 from movierec.apps.web.app import MAX_BODY_BYTES, create_app
 from movierec.registry import GATEWAY, WEB
 from movierec.security import tls
@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(config.gateway_addr, config.call_timeout,
                      credentials=tls.channel_credentials(server),
                      max_body_bytes=config.max_body_bytes)
-    uvicorn.run(app, host=host, port=config.port if args.port is None else args.port,
+    port = config.port if args.port is None else args.port
+    uvicorn.run(tracing.asgi_gate(app), host=host, port=port,
                 log_config=None, access_log=False, server_header=False,
                 timeout_graceful_shutdown=int(server.grace_seconds) or 1)
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from movierec import settings
+from movierec import settings, tracing
 from movierec.logs import request_id
 from movierec.server import metrics
 from movierec.server.metadata import first
@@ -80,8 +80,9 @@ def _may_retry(exc: grpc.aio.AioRpcError, budget: RetryBudget) -> bool:
 def channel(target: str, max_message_bytes: int | None = None,
             credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
     """A channel to ``target`` (TLS with ``credentials``, else plaintext) that forwards
-    the current request id. Messages are limited like the servers' (the process'
-    ``MOVIEREC_MAX_MESSAGE_BYTES``) unless ``max_message_bytes`` says otherwise."""
+    the current request id (and, when tracing is on, the W3C trace context). Messages
+    are limited like the servers' (the process' ``MOVIEREC_MAX_MESSAGE_BYTES``) unless
+    ``max_message_bytes`` says otherwise."""
     if max_message_bytes is None:
         max_message_bytes = settings.server_settings().max_message_bytes
     options = [("grpc.max_receive_message_length", max_message_bytes),
@@ -94,7 +95,7 @@ def channel(target: str, max_message_bytes: int | None = None,
                ("grpc.initial_reconnect_backoff_ms", 100),
                ("grpc.min_reconnect_backoff_ms", 100),
                ("grpc.max_reconnect_backoff_ms", 1000)]
-    interceptors = [_RequestIdInterceptor()]
+    interceptors = [*tracing.client_interceptors(), _RequestIdInterceptor()]
     if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=options,
                                        interceptors=interceptors)

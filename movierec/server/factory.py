@@ -3,7 +3,8 @@
 ``build_server`` returns ``(server, port)``: a started :class:`ManagedServer` with
 the gRPC health service (every registered service NOT_SERVING until
 ``server.readiness.set_serving(True)``), server reflection, the interceptor (with the
-process' ``admit`` hook, if any) and message-size limits; binding port 0 picks a free
+process' ``admit`` hook, if any), OpenTelemetry's (behind its sampling gate) before it
+when tracing is on (:mod:`movierec.tracing`) and message-size limits; binding port 0 picks a free
 port, which is what tests do. With ``MOVIEREC_TLS_CERT`` the port speaks TLS only (mTLS
 with ``MOVIEREC_TLS_CA``, :mod:`movierec.security.tls`); ``MOVIEREC_HEALTH_PORT`` adds a
 plaintext port serving nothing but the health service, for probes that cannot speak
@@ -28,6 +29,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from movierec import tracing
 from movierec.security import tls
 from movierec.server.interceptor import Admit, ServiceInterceptor
 from movierec.settings import ServerSettings
@@ -145,8 +147,8 @@ async def build_server(process: str, services: Sequence[ServiceSpec], port: int,
                        ) -> tuple[ManagedServer, int]:
     """Create and start a server hosting ``services``; health starts NOT_SERVING."""
     credentials = tls.server_credentials(settings)
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(process, admit)],
-                             options=server_options(settings))
+    interceptors = [*tracing.server_interceptors(), ServiceInterceptor(process, admit)]
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     readiness = Readiness([s.name for s in services])
     for spec in services:
         spec.register(spec.servicer, server)

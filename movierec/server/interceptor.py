@@ -1,5 +1,8 @@
 """Server interceptor: request ids, admission, JSON access logs, metrics and error mapping.
 
+The request id of a call is its trace id when tracing is on (:mod:`movierec.tracing`),
+else the caller's ``x-request-id``, else a fresh one.
+
 Every unary-unary handler is wrapped so that an exception it raises becomes the status
 chosen by :func:`movierec.server.status.status_for`, and its latency and code are
 recorded. A process may pass an ``admit`` hook (the gateway's authentication and rate
@@ -19,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from movierec import tracing
 from movierec.errors import ResourceExhausted
 from movierec.logs import request_id
 from movierec.server import metrics, retry_info
@@ -32,7 +36,11 @@ Admit = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
 def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
-    return first(context.invocation_metadata(), REQUEST_ID_KEY)[:64] or uuid.uuid4().hex[:16]
+    """The trace id when tracing is on (the tracing interceptor, first, made the call's
+    trace current), else the caller's ``x-request-id``, else a fresh id."""
+    return (tracing.current_trace_id()
+            or first(context.invocation_metadata(), REQUEST_ID_KEY)[:64]
+            or uuid.uuid4().hex[:16])
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):

@@ -1,8 +1,9 @@
 """The ``movierec serve NAME`` entry point shared by every service process.
 
 Parses ``--port``/``--metrics-port``, reads settings once (failing fast), installs
-JSON logging with the process' secrets redacted (:mod:`movierec.security.redact`),
-starts the metrics endpoint, builds the server through the service's
+JSON logging with the process' secrets redacted (:mod:`movierec.security.redact`)
+and tracing when the settings turn it on (:mod:`movierec.tracing`), starts the
+metrics endpoint, builds the server through the service's
 ``create_server`` and serves until SIGTERM.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import uvloop
 
-from movierec import logs, settings
+from movierec import logs, settings, tracing
 from movierec.security import redact
 from movierec.server import metrics
 from movierec.server.factory import ManagedServer, run_until_signal
@@ -37,6 +38,10 @@ def start_process(name: str, settings_cls: type) -> tuple[Any, settings.ServerSe
     logs.configure(name, server_config.log_level)
     redact.install(settings.secrets(config))
     log.info("settings", extra={"settings": settings.describe(config)})
+    if tracing.setup(name, server_config):
+        log.info("tracing", extra={"sample": server_config.trace_sample,
+                                   "endpoint": server_config.trace_endpoint or None,
+                                   "file": server_config.trace_file or None})
     return config, server_config
 
 

@@ -209,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if running.web_url:
             print(f"web page and JSON API: {running.web_url}/  "
                   f"(OpenAPI docs: {running.web_url}/docs)\n")
+        trace_file = settings.server_settings(running.env).trace_file
+        if trace_file:
+            print(f"traces: {trace_file}  (one request's waterfall: movierec trace "
+                  f"waterfall --file {trace_file} --trace-id REQUEST_ID --out w.png)\n")
         if not args.once:
             serve(stores, running)
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from movierec import tracing
 from movierec.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from movierec.limits import MAX_ID
 
@@ -246,8 +247,10 @@ class CatalogStore:
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
                  statement_timeout_ms: int = 2000, connect_timeout: float = 3.0) -> None:
         options = f"-c statement_timeout={statement_timeout_ms}"
+        # With tracing on, each new connection is instrumented: a span per query.
         self.pool = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False,
+            configure=tracing.psycopg_configure(),
             kwargs={"options": options, "connect_timeout": max(1, int(connect_timeout)),
                     "autocommit": True, "row_factory": tuple_row})
 

@@ -5,13 +5,16 @@ profiles through the fusion user tower, liked lists and a known user's rated his
 (which the gateway reads from the catalog and passes in, newest first) through PinSage's
 aggregation of item vectors, and the same history asked for what comes next
 (``purpose`` NEXT) through SASRec in time order. The embedder calls no other service.
+Each model call is an ``embedder.model`` span when tracing is on (:mod:`movierec.tracing`).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
 
-from movierec import limits, validation
+from movierec import limits, tracing, validation
 from movierec.common.v1 import common_pb2
 from movierec.embedder.v1 import embedder_pb2 as pb
 from movierec.embedder.v1 import embedder_pb2_grpc
@@ -32,6 +35,13 @@ def embedding(loaded: Loaded, vector: np.ndarray) -> pb.Embedding:
         reply.reading.CopyFrom(common_pb2.Reading(vector=weights.tolist(), offset=offset,
                                                   low=low, high=high))
     return reply
+
+
+def model_span(loaded: Loaded, kind: str) -> AbstractContextManager:
+    """The span of one model call (no library instruments the encoders)."""
+    return tracing.span("embedder.model", {"movierec.model": loaded.model,
+                                           "movierec.model_version": loaded.version,
+                                           "movierec.input": kind})
 
 
 def profile_of(message) -> Profile:
@@ -101,25 +111,29 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     async def EmbedProfile(self, request, context):  # noqa: N802
         model = self.models.get(registry.for_input("profile").name)
-        vector = model.encoder.encode([profile_of(request.profile)])[0]
+        with model_span(model, "profile"):
+            vector = model.encoder.encode([profile_of(request.profile)])[0]
         return pb.EmbedProfileResponse(embedding=embedding(model, vector))
 
     async def EmbedLikedMovies(self, request, context):  # noqa: N802
         model = self.models.get(registry.for_input("liked").name)
         ids, weights, unknown = known_only(model.encoder, *liked_of(request.liked))
-        vector = model.encoder.embed_liked(ids, weights)
+        with model_span(model, "liked"):
+            vector = model.encoder.embed_liked(ids, weights)
         return pb.EmbedLikedMoviesResponse(embedding=embedding(model, vector),
                                            unknown_movie_ids=unknown)
 
     async def EmbedOnboarding(self, request, context):  # noqa: N802
         profile_model = self.models.get(onboarding.PROFILE_MODEL)
-        profile = profile_model.encoder.encode([profile_of(request.profile)])[0]
+        with model_span(profile_model, "profile"):
+            profile = profile_model.encoder.encode([profile_of(request.profile)])[0]
         ids, weights = liked_of(request.liked, allow_empty=True)
         if not ids:
             return pb.EmbedOnboardingResponse(parts=[embedding(profile_model, profile)])
         liked_model = self.models.get(onboarding.LIKED_MODEL)
         ids, weights, unknown = known_only(liked_model.encoder, ids, weights)
-        liked = liked_model.encoder.embed_liked(ids, weights)
+        with model_span(liked_model, "liked"):
+            liked = liked_model.encoder.embed_liked(ids, weights)
         parts = onboarding.query_parts(profile, liked, len(ids), profile_model.spread,
                                        liked_model.spread)
         return pb.EmbedOnboardingResponse(
@@ -136,7 +150,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             raise NotFound("none of the user's rated movies is known to the model")
         history = History(history.movie_ids[known], history.ratings[known],
                           history.timestamps[known])
-        vector, used = embed_user_history(model.encoder, history, self.history_limit)
+        with model_span(model, kind):
+            vector, used = embed_user_history(model.encoder, history, self.history_limit)
         return pb.EmbedHistoryResponse(embedding=embedding(model, vector), used_movie_ids=used)
 
     async def EmbedMovies(self, request, context):  # noqa: N802
@@ -146,8 +161,9 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             new = [m for m in movies if m.movie_id not in loaded.items]   # keep learned ones
             if loaded.content is None or not new:
                 continue
-            vectors = loaded.content.vectors([(m.title, m.year or None, tuple(m.genres))
-                                              for m in new])
+            with model_span(loaded, "content"):
+                vectors = loaded.content.vectors([(m.title, m.year or None, tuple(m.genres))
+                                                  for m in new])
             out += [pb.MovieEmbedding(model=loaded.model, model_version=loaded.version,
                                       movie_id=m.movie_id, vector=v.tolist())
                     for m, v in zip(new, vectors, strict=True)]

@@ -9,6 +9,8 @@ unavailable) re-resolves the live collection and is retried once within the same
 deadline. A query whose vector does not fit the live collection (another model version or
 dimension) is checked against a fresh resolution before it is refused with
 FAILED_PRECONDITION. Failures are translated by :mod:`movierec.services.retriever.failures`.
+With tracing on, each search is a ``retriever.search`` span (which copy answered: memory or
+Milvus) around the Milvus call's own span.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from movierec import tracing
 from movierec.errors import FailedPrecondition, NotFound, Unavailable
 from movierec.services.retriever.batcher import BatchedSearch, Hits
 from movierec.services.retriever.facts import Explained, HitFacts, Reading, explain
@@ -137,12 +140,15 @@ class SearchEngine:
         searches of the same collection where :class:`BatchedSearch` can)."""
         live = await self._checked(model, timeout, check)
         copy = self.memory.get(live)
-        if copy is not None:
-            return copy.search(vector, top_k, filters), live
+        attributes = {"movierec.model": live.model, "movierec.search.top_k": top_k,
+                      "movierec.search.backend": "milvus" if copy is None else "memory"}
+        with tracing.span("retriever.search", attributes):
+            if copy is not None:
+                return copy.search(vector, top_k, filters), live
 
-        def search(col: ModelCollection, t: float):
-            return self.searcher.search(col, vector, top_k, filters, t)
-        return await self._with_refresh(model, timeout, search, check)
+            def search(col: ModelCollection, t: float):
+                return self.searcher.search(col, vector, top_k, filters, t)
+            return await self._with_refresh(model, timeout, search, check)
 
     async def explain(self, live: ModelCollection, hits: Hits, liked: frozenset[int],
                       reading: Reading | None, timeout: float) -> list[Explained]:

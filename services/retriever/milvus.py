@@ -12,9 +12,11 @@ on a Milvus server (``alter_alias`` swaps it atomically), or, on Milvus Lite 2.5
 answers UNIMPLEMENTED to aliases), the model's newest row in the ``mr_live`` collection.
 Either way readers see the old or the new version, never a half-loaded one.
 
-Filters are built from validated values only (Lite has no templated filters): ids are
-integers and genres are JSON-quoted strings from a restricted alphabet. Every call
-carries a timeout: pymilvus otherwise retries some errors for minutes.
+Searches and row reads are ``milvus.search`` / ``milvus.query`` spans when tracing is on
+(:mod:`movierec.tracing`). Filters are built from validated values only (Lite has no
+templated filters): ids are integers and genres are JSON-quoted strings from a
+restricted alphabet. Every call carries a timeout: pymilvus otherwise retries some
+errors for minutes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymilvus import AsyncMilvusClient, MilvusClient, MilvusException
 
+from movierec import tracing
 from movierec.errors import InvalidArgument
 from movierec.services.retriever.failures import reraise
 from movierec.services.retriever.pointers import choose
@@ -76,6 +79,14 @@ class Filters:
         if self.max_year is not None:
             parts.append(f"year <= {int(self.max_year)}")
         return " and ".join(parts)
+
+
+def milvus_attributes(live: ModelCollection, operation: str, count: int,
+                      limit: int) -> dict[str, object]:
+    """The attributes of a Milvus call's span (pymilvus has no instrumentation)."""
+    return {"db.system": "milvus", "db.operation.name": operation,
+            "db.collection.name": live.collection, "movierec.model": live.model,
+            "milvus.count": count, "milvus.limit": limit}
 
 
 class MilvusVectors:
@@ -175,10 +186,12 @@ class MilvusVectors:
                      timeout: float) -> list[list[tuple[int, float]]]:
         """(movie id, score) of the ``top_k`` best hits, per query vector."""
         params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
-        results = await self.async_client.search(
-            live.collection, data=[list(v) for v in vectors], filter=filters.expression(),
-            limit=top_k, search_params=params, timeout=timeout,
-            consistency_level=CONSISTENCY)
+        with tracing.span("milvus.search", milvus_attributes(live, "search", len(vectors),
+                                                            top_k)):
+            results = await self.async_client.search(
+                live.collection, data=[list(v) for v in vectors],
+                filter=filters.expression(), limit=top_k, search_params=params,
+                timeout=timeout, consistency_level=CONSISTENCY)
         return [list(zip(map(int, hits.ids), map(float, hits.distances), strict=True))
                 for hits in results]
 
@@ -199,9 +212,10 @@ class MilvusVectors:
         turn an empty id list into an empty filter, which Milvus refuses without a limit)."""
         if not ids:
             return {}
-        rows = await self.async_client.query(live.collection, ids=list(ids),
-                                             output_fields=list(fields), timeout=timeout,
-                                             consistency_level=CONSISTENCY)
+        with tracing.span("milvus.query", milvus_attributes(live, "query", len(ids), 0)):
+            rows = await self.async_client.query(live.collection, ids=list(ids),
+                                                 output_fields=list(fields), timeout=timeout,
+                                                 consistency_level=CONSISTENCY)
         return {int(r["id"]): r for r in rows}
 
     async def vectors(self, live: ModelCollection, ids: Sequence[int],
