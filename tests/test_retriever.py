@@ -592,3 +592,18 @@ def test_a_row_written_while_the_copy_is_read_is_in_the_copy() -> None:
     copy = asyncio.run(scenario())
     assert copy is not None and copy.ids.tolist() == [1, 2, 3]
     assert copy.search([1.0, 0.0], 1, Filters(genres=("unknown",))) == [(3, 9.0)]
+
+
+def test_the_retriever_exports_the_version_it_serves(loaded) -> None:
+    """movierec_model_live_info{service="retriever"}: the live collection's version, what
+    the dashboard compares with the embedder's."""
+    from prometheus_client import REGISTRY
+
+    uri, batch = loaded
+
+    async def scenario(stub):
+        return await stub.Search(pb.SearchRequest(model="testmodel", top_k=3,
+                                                  vector=batch.vectors[3].tolist()), timeout=5)
+    assert run(uri, scenario).model_version == "v1"
+    assert REGISTRY.get_sample_value("movierec_model_live_info", {
+        "service": "retriever", "model": "testmodel", "version": "v1"}) == 1

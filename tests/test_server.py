@@ -60,9 +60,18 @@ def test_health_starts_not_serving_until_ready() -> None:
             assert await _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING
             await server.readiness.set_serving(True)
             assert await _health(port, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+            assert _serving_gauge() == 1            # movierec_serving follows health
+            await server.readiness.set_serving(False)
+            assert _serving_gauge() == 0
         finally:
             await server.stop(0)
     asyncio.run(scenario())
+
+
+def _serving_gauge() -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("movierec_serving", {"grpc_service": SERVICE})
 
 
 def test_reflection_lists_the_service() -> None:

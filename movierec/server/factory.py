@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from movierec import tracing
 from movierec.security import tls
+from movierec.server import metrics
 from movierec.server.interceptor import Admit, ServiceInterceptor
 from movierec.settings import ServerSettings
 
@@ -88,10 +89,14 @@ class Readiness:
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in self.names:
             await self.servicer.set(name, status)
+            if name:
+                metrics.SERVING.labels(name).set(1 if serving else 0)
         self.serving = serving
 
     async def shutdown(self) -> None:
         await self.servicer.enter_graceful_shutdown()
+        for name in self.names[1:]:
+            metrics.SERVING.labels(name).set(0)
         self.serving = False
 
 

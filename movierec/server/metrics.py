@@ -27,6 +27,11 @@ MODEL_LIVE = prometheus_client.Gauge(
     ["service", "model", "version"])
 
 
+SERVING = prometheus_client.Gauge(
+    "movierec_serving", "1 while a gRPC service of the process reports SERVING on health",
+    ["grpc_service"])
+
+
 def live_version(service: str, model: str, version: str, before: str | None = None) -> None:
     """Show ``version`` as ``service``'s live ``model`` (and drop ``before``'s series)."""
     if before is not None and before != version:

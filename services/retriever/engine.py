@@ -26,6 +26,7 @@ import numpy as np
 
 from movierec import tracing
 from movierec.errors import FailedPrecondition, NotFound, Unavailable
+from movierec.server.metrics import live_version
 from movierec.services.retriever.batcher import BatchedSearch, Hits
 from movierec.services.retriever.facts import Explained, HitFacts, Reading, explain
 from movierec.services.retriever.failures import reraise
@@ -81,6 +82,7 @@ class SearchEngine:
                 raise
             log.info("live pointer refresh failed, the last one stays", extra={"model": model})
             return cached[1]
+        live_version("retriever", model, live.version, cached[1].version if cached else None)
         self._cache[model] = (time.monotonic(), live)
         return live
 

@@ -29,13 +29,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import prometheus_client
 from pymilvus import AsyncMilvusClient, MilvusClient, MilvusException
 
 from movierec import tracing
 from movierec.errors import InvalidArgument
+from movierec.server.metrics import BUCKETS
 from movierec.services.retriever.failures import reraise
 from movierec.services.retriever.pointers import choose
 from movierec.services.retriever.records import ModelCollection
+
+#: the Milvus search call alone (a batch of query vectors), as the retriever waits for it
+MILVUS_SEARCH = prometheus_client.Histogram(
+    "movierec_retriever_milvus_search_seconds", "Milvus search calls, as the retriever waits",
+    buckets=BUCKETS)
 
 # pymilvus logs every failed call with a traceback (a load's first look for a live pointer
 # that does not exist yet, too); callers here translate and log failures themselves.
@@ -186,8 +193,8 @@ class MilvusVectors:
                      timeout: float) -> list[list[tuple[int, float]]]:
         """(movie id, score) of the ``top_k`` best hits, per query vector."""
         params = {"metric_type": live.metric, "params": self.search_params(live, top_k)}
-        with tracing.span("milvus.search", milvus_attributes(live, "search", len(vectors),
-                                                            top_k)):
+        with (tracing.span("milvus.search", milvus_attributes(live, "search", len(vectors),
+                                                             top_k)), MILVUS_SEARCH.time()):
             results = await self.async_client.search(
                 live.collection, data=[list(v) for v in vectors],
                 filter=filters.expression(), limit=top_k, search_params=params,
