@@ -110,11 +110,17 @@ class ProfileKind(Kind):
         return request.profile.user_id if request.profile.HasField("user_id") else None
 
     async def signal(self, q, ctx):
-        if not q.hides_seen:
-            return Signal(await ctx.profile_vector(q.profile), context=describe_profile(q.profile))
-        embedding, user = await asyncio.gather(ctx.profile_vector(q.profile), ctx.user(q.user_id))
-        seen = tuple(user[1].movie_ids) if user is not None else ()
+        embedding, seen = await with_seen(q, ctx, ctx.profile_vector(q.profile))
         return Signal(embedding, exclude=seen, context=describe_profile(q.profile))
+
+
+async def with_seen(q: Query, ctx: Context, embed) -> tuple[Any, tuple[int, ...]]:
+    """(what ``embed`` answers, the movies the query's user rated when they are hidden),
+    the two asked concurrently."""
+    if not q.hides_seen:
+        return await embed, ()
+    answer, user = await asyncio.gather(embed, ctx.user(q.user_id))
+    return answer, tuple(user[1].movie_ids) if user is not None else ()
 
 
 class LikedKind(Kind):
@@ -165,13 +171,7 @@ class OnboardingKind(ProfileKind):
 
     async def signal(self, q, ctx):
         liked = common_pb2.LikedMovies(movie_ids=q.liked, weights=q.weights)
-        seen: tuple[int, ...] = ()
-        if q.hides_seen:
-            (parts, unknown), user = await asyncio.gather(
-                ctx.embed_onboarding(q.profile, liked), ctx.user(q.user_id))
-            seen = tuple(user[1].movie_ids) if user is not None else ()
-        else:
-            parts, unknown = await ctx.embed_onboarding(q.profile, liked)
+        (parts, unknown), seen = await with_seen(q, ctx, ctx.embed_onboarding(q.profile, liked))
         missing = set(unknown)
         return Signal(parts[0], liked=tuple(i for i in q.liked if i not in missing),
                       exclude=(*q.liked, *seen), context=describe_profile(q.profile),

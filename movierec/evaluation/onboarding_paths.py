@@ -34,6 +34,7 @@ class OnboardingScorers:
                         onboarding.Spread.of(_known(self.liked_items)))
         self.users = users.set_index("user_id").reindex(data.user_ids)
         self.movie_ids = data.movie_ids
+        self.liked_known = set(self.pinsage.movie_ids.tolist())
 
     def profiles(self, rows: np.ndarray) -> np.ndarray:
         """Fusion vectors of the rows' profiles (no user id: they are new users)."""
@@ -46,9 +47,9 @@ class OnboardingScorers:
         """(liked vectors, number of known given movies) of the rows."""
         vectors = np.zeros((len(rows), self.pinsage.dim), np.float32)
         counts = np.zeros(len(rows), np.int64)
-        known = set(self.pinsage.movie_ids.tolist())
         for i, r in enumerate(rows):
-            given = [int(m) for m in self.movie_ids[task.history[r].indices] if int(m) in known]
+            given = [int(m) for m in self.movie_ids[task.history[r].indices]
+                     if int(m) in self.liked_known]
             if given:
                 vectors[i], counts[i] = self.pinsage.embed_liked(given), len(given)
         return vectors, counts

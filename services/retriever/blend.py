@@ -61,10 +61,10 @@ async def search(engine: SearchEngine, parts: Sequence[Part], top_k: int, filter
     results = await asyncio.gather(*(engine.search(p.model, p.vector, depth, filters,
                                                    timeout, p.check) for p in parts))
     pool = {m for hits, _ in results for m, _ in hits}
-    found = []
-    for part, (hits, live) in zip(parts, results, strict=True):
-        scores = dict(hits)
-        missing = [m for m in pool if m not in scores]
-        stored = await engine.stored(live, missing, timeout) if missing else {}
-        found.append((scores, stored, np.asarray(part.vector, np.float32)))
+    scores = [dict(hits) for hits, _ in results]
+    missing = [[m for m in pool if m not in mine] for mine in scores]
+    stored = await asyncio.gather(*(engine.stored(live, ids, timeout) for (_, live), ids
+                                    in zip(results, missing, strict=True)))
+    found = [(mine, kept, np.asarray(part.vector, np.float32))
+             for part, mine, kept in zip(parts, scores, stored, strict=True)]
     return summed(found, top_k), results[0][1]
