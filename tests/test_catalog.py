@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import grpc
+import prometheus_client
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +19,7 @@ from movierec.catalog.v1 import catalog_pb2 as pb
 from movierec.catalog.v1 import catalog_pb2_grpc
 from movierec.common.v1 import common_pb2
 from movierec.data.synthetic import generate
+from movierec.server import metrics
 from movierec.services.catalog import loader
 from movierec.services.catalog.server import CatalogSettings, create_server
 from movierec.services.catalog.store import POPULARITY_LOCK, CatalogStore
@@ -41,7 +44,8 @@ def catalog_url(database_url: str) -> str:
 
 
 async def _serve(url: str, **overrides):
-    config = CatalogSettings(database_url=url, metrics_port=-1, health_interval=0.2, **overrides)
+    config = CatalogSettings(**{"database_url": url, "metrics_port": -1,
+                                "health_interval": 0.2, **overrides})
     server, port = await create_server(config, 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     return server, channel, catalog_pb2_grpc.CatalogStub(channel)
@@ -310,3 +314,184 @@ def test_not_serving_until_database_is_reachable(tmp_path: Path) -> None:
             await server.stop(0)
             pg.destroy()
     assert asyncio.run(scenario()) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+# --- connection pools: Prometheus metrics, and a read replica -----------------------
+
+def _pool_value(name: str, pool: str) -> float:
+    value = prometheus_client.REGISTRY.get_sample_value(name, {"pool": pool})
+    return 0.0 if value is None else value
+
+
+def _scrape(port: int) -> dict[tuple[str, str], float]:
+    """``/metrics`` of this process over HTTP (another thread than the pools' loop, as
+    Prometheus reads it): the catalog pool samples by (name, pool)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {(s.name, s.labels["pool"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name.startswith("movierec_catalog_pool") for s in family.samples}
+
+
+def test_a_saturated_pool_shows_in_its_metrics(catalog_url: str) -> None:
+    """One connection, held by a query blocked on a lock taken outside: the other calls
+    wait for it, and the scrape says so while they do; then the counters keep it."""
+    metrics_port = metrics.start(0)
+
+    async def scrape() -> dict[tuple[str, str], float]:
+        return await asyncio.to_thread(_scrape, metrics_port)
+
+    async def until(condition, what: str) -> dict[tuple[str, str], float]:
+        for _ in range(100):
+            seen = await scrape()
+            if condition(seen):
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{what}: {seen}")
+
+    async def main():
+        server, channel, stub = await _serve(catalog_url, pool_min=1, pool_max=1,
+                                             call_timeout=10.0, statement_timeout_ms=10_000,
+                                             health_interval=60.0)
+        try:
+            await wait_serving(channel)
+            for _ in range(3):
+                await stub.GetMovies(pb.GetMoviesRequest(movie_ids=[1]), timeout=5)
+            idle = await until(lambda s: s[("movierec_catalog_pool_available", "primary")] == 1,
+                               "the connection back in the pool")
+            blocker = await psycopg.AsyncConnection.connect(catalog_url)
+            async with blocker:
+                await blocker.execute("BEGIN")
+                await blocker.execute("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
+                calls = [asyncio.ensure_future(stub.GetMovies(
+                    pb.GetMoviesRequest(movie_ids=[2]), timeout=10)) for _ in range(4)]
+                busy = await until(
+                    lambda s: s[("movierec_catalog_pool_requests_waiting", "primary")] == 3,
+                    "three calls waiting for the one connection")
+                # The queue's patience is the call's: this one gives up waiting.
+                gave_up = await _code(stub.GetMovies(pb.GetMoviesRequest(movie_ids=[3]),
+                                                     timeout=0.5))
+                await blocker.execute("ROLLBACK")
+            await asyncio.gather(*calls)
+            after = await until(
+                lambda s: s[("movierec_catalog_pool_requests_waiting", "primary")] == 0,
+                "the queue drained")
+            return idle, busy, gave_up, after
+        finally:
+            await channel.close()
+            await server.stop(0)
+
+    idle, busy, gave_up, after = asyncio.run(main())
+    assert {pool for _, pool in idle} == {"primary"}   # no replica configured
+    assert idle[("movierec_catalog_pool_size", "primary")] == 1
+    assert idle[("movierec_catalog_pool_max", "primary")] == 1
+    assert idle[("movierec_catalog_pool_requests_waiting", "primary")] == 0
+    assert idle[("movierec_catalog_pool_requests_total", "primary")] >= 4  # + health probe
+    assert busy[("movierec_catalog_pool_available", "primary")] == 0
+    assert busy[("movierec_catalog_pool_size", "primary")] == 1
+    assert gave_up[0] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    queued = ("movierec_catalog_pool_requests_queued_total", "primary")
+    assert after[queued] - idle[queued] >= 4   # the three calls and the one that gave up
+    assert after[("movierec_catalog_pool_request_errors_total", "primary")] >= 1
+    waited = ("movierec_catalog_pool_wait_seconds_total", "primary")
+    assert after[waited] - idle[waited] > 0.5
+    used = ("movierec_catalog_pool_usage_seconds_total", "primary")
+    assert after[used] > idle[used]
+    # The store is closed: its pool no longer shows.
+    assert prometheus_client.REGISTRY.get_sample_value(
+        "movierec_catalog_pool_size", {"pool": "primary"}) is None
+
+
+#: Where each RPC reads with CATALOG_READ_DATABASE_URL set (docs/scale-serving.md).
+ON_REPLICA = {"SearchMovies", "ListGenres", "ListPopular", "ListMovies"}
+
+
+def test_reads_that_may_lag_go_to_the_replica_and_the_rest_to_the_primary(
+        database_url: str) -> None:
+    """The replica is a copy of the primary's database whose movie 1 has another title:
+    each RPC's answer and the pools' request counters show where it read."""
+    primary = _fresh_database(database_url)
+    asyncio.run(loader.load(primary, DATA, DATA.ratings, progress=False))
+    replica = f"{primary}_replica"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            psycopg.sql.Identifier(replica.rsplit("/", 1)[1]),
+            psycopg.sql.Identifier(primary.rsplit("/", 1)[1])))
+    with psycopg.connect(replica, autocommit=True) as conn:
+        conn.execute("UPDATE movies SET title = 'Replicated Zebra' WHERE movie_id = 1")
+    calls = {
+        "GetMovies": lambda s: s.GetMovies(pb.GetMoviesRequest(movie_ids=[1]), timeout=5),
+        "SearchMovies": lambda s: s.SearchMovies(pb.SearchMoviesRequest(query="zebra"),
+                                                 timeout=5),
+        "ListGenres": lambda s: s.ListGenres(pb.ListGenresRequest(), timeout=5),
+        "ListPopular": lambda s: s.ListPopular(pb.ListPopularRequest(limit=3), timeout=5),
+        "ListMovies": lambda s: s.ListMovies(pb.ListMoviesRequest(limit=5), timeout=5),
+        "GetCatalogVersion": lambda s: s.GetCatalogVersion(pb.GetCatalogVersionRequest(),
+                                                           timeout=5),
+        "GetUser": lambda s: s.GetUser(pb.GetUserRequest(user_id=3), timeout=5),
+        "RecordRating": lambda s: s.RecordRating(pb.RecordRatingRequest(
+            user_id=3, movie_id=1, rating=1), timeout=5),
+        "GetUserHistory": lambda s: s.GetUserHistory(pb.GetUserHistoryRequest(
+            user_id=3, limit=1), timeout=5),
+        "UpsertUser": lambda s: s.UpsertUser(pb.UpsertUserRequest(
+            user_id=3, age=25, gender="F", occupation=2), timeout=5),
+        "UpsertMovies": lambda s: s.UpsertMovies(pb.UpsertMoviesRequest(movies=[
+            common_pb2.Movie(title="Only On The Primary", year=2001, genres=["Drama"])]),
+            timeout=5),
+        "DeleteUser": lambda s: s.DeleteUser(pb.DeleteUserRequest(user_id=4), timeout=5),
+    }
+
+    async def main():
+        server, channel, stub = await _serve(primary, read_database_url=replica,
+                                             health_interval=60.0)
+        try:
+            await wait_serving(channel)
+            replies, used = {}, {}
+            for name, call in calls.items():
+                before = {p: _pool_value("movierec_catalog_pool_requests_total", p)
+                          for p in ("primary", "replica")}
+                replies[name] = await call(stub)
+                used[name] = {p for p, n in before.items()
+                              if _pool_value("movierec_catalog_pool_requests_total", p) > n}
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                cursor = await conn.execute(
+                    "SELECT datname, application_name FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'movierec-catalog-%%'")
+                sessions = set(await cursor.fetchall())
+            return replies, used, sessions
+        finally:
+            await channel.close()
+            await server.stop(0)
+
+    replies, used, sessions = asyncio.run(main())
+    assert used == {name: {"replica" if name in ON_REPLICA else "primary"} for name in calls}
+    assert replies["GetMovies"].movies[0].title != "Replicated Zebra"           # primary
+    assert [m.movie.movie_id for m in replies["SearchMovies"].movies] == [1]   # replica
+    assert replies["ListMovies"].movies[0].title == "Replicated Zebra"         # replica
+    assert list(replies["GetUserHistory"].history.movie_ids) == [1]  # reads its write
+    assert {(url.rsplit("/", 1)[1], f"movierec-catalog-{pool}")
+            for url, pool in ((primary, "primary"), (replica, "replica"))} <= sessions
+    with psycopg.connect(replica) as conn:   # no write reached the replica
+        assert conn.execute("SELECT count(*) FROM movies WHERE title = "
+                            "'Only On The Primary'").fetchone()[0] == 0
+    with psycopg.connect(primary) as conn:
+        assert conn.execute("SELECT count(*) FROM movies WHERE title = "
+                            "'Only On The Primary'").fetchone()[0] == 1
+
+
+def test_the_replica_pool_refuses_writes(database_url: str) -> None:
+    url = _fresh_database(database_url)
+
+    async def main():
+        store = CatalogStore(url, min_size=1, max_size=1, read_url=url)
+        await store.open()
+        try:
+            assert set(store.pools) == {"primary", "replica"}
+            async with store.connection(5, read=True) as conn:
+                with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                    await conn.execute("CREATE TABLE nope (x int)")
+        finally:
+            await store.close()
+    asyncio.run(main())

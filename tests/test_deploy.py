@@ -187,6 +187,7 @@ def service_container(overlay: str, service: str) -> tuple[tuple[dict, ...], dic
 
 # Stand-ins for what prod's out-of-band Secrets hold, to validate the settings with.
 EXTERNAL_VALUES = {"DATABASE_URL": "postgresql://movierec:pw@db.internal:5432/movierec",
+                   "CATALOG_READ_DATABASE_URL": "",   # optional: no replica
                    "REDIS_URL": "rediss://:pw@cache.internal:6380/0"}
 
 

@@ -2,7 +2,8 @@
 
 ``create_server`` starts serving at once with health NOT_SERVING; a background probe
 applies the migrations as soon as PostgreSQL answers and only then reports SERVING,
-and afterwards follows the database (a failed ping turns it NOT_SERVING until the
+and afterwards follows the database (a failed ping of the primary, or of the read
+replica when ``CATALOG_READ_DATABASE_URL`` names one, turns it NOT_SERVING until the
 database is back) and refreshes ListPopular's counts on schedule.
 """
 
@@ -36,6 +37,11 @@ SERVICE = catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name
 class CatalogSettings:
     database_url: str = settings.setting("DATABASE_URL", "", secret=True,
                                          doc="PostgreSQL URL (required by the catalog)")
+    read_database_url: str = settings.setting(
+        "CATALOG_READ_DATABASE_URL", "", secret=True,
+        doc="PostgreSQL read replica(s) for the reads that may lag the primary: "
+            "SearchMovies, ListGenres, ListPopular, ListMovies (empty: the primary serves "
+            "every read; docs/scale-serving.md)")
     port: int = settings.port(CATALOG)
     metrics_port: int = settings.metrics_port(CATALOG)
     pool_min: int = settings.setting("CATALOG_POOL_MIN", 2, minimum=1, maximum=100,
@@ -92,7 +98,8 @@ async def create_server(config: CatalogSettings, port: int = 0) -> tuple[Managed
         raise settings.SettingsError("DATABASE_URL is required by the catalog service")
     store = CatalogStore(config.database_url, min_size=config.pool_min,
                          max_size=config.pool_max,
-                         statement_timeout_ms=config.statement_timeout_ms)
+                         statement_timeout_ms=config.statement_timeout_ms,
+                         read_url=config.read_database_url)
     servicer = CatalogServicer(store, config.call_timeout)
     spec = ServiceSpec(SERVICE, servicer, catalog_pb2_grpc.add_CatalogServicer_to_server)
     server, bound = await build_server("catalog", [spec], port,

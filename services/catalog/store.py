@@ -6,6 +6,18 @@ statement timeout) become :class:`movierec.errors.Unavailable` or
 (that would double every round trip): a connection broken by a PostgreSQL restart
 fails its statement, is discarded by the pool and the statement is retried once on a
 fresh connection, so after a restart the next calls succeed without a service restart.
+
+With a read URL (``CATALOG_READ_DATABASE_URL``: a streaming replica, or several hosts
+libpq picks among) a second pool serves the reads that may lag the primary by the
+replica's delay: movie search, genres, popular movies and the movie listing
+(``read=True`` below). Everything else stays on the primary: every write, and the reads
+that must see the writes just acknowledged, a user's profile and history (the gateway
+recomputes a user's answers right after their rating), the catalog version (the
+gateway's snapshot polls it to notice a write) and movies by id (the gateway asks for
+exactly the movies its snapshot lacks, those written since). The read pool's sessions
+are read-only (``default_transaction_read_only``), so a write sent there by mistake
+fails instead of landing on a replica that would refuse it anyway. Both pools are
+exported to Prometheus (:mod:`movierec.services.catalog.pools`).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from movierec import tracing
 from movierec.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from movierec.limits import MAX_ID
+from movierec.services.catalog.pools import POOLS
 
 T = TypeVar("T")
 
@@ -245,26 +258,47 @@ class CatalogStore:
     """Queries of the catalog service; one instance per process."""
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
-                 statement_timeout_ms: int = 2000, connect_timeout: float = 3.0) -> None:
-        options = f"-c statement_timeout={statement_timeout_ms}"
-        # With tracing on, each new connection is instrumented: a span per query.
-        self.pool = AsyncConnectionPool(
-            url, min_size=min_size, max_size=max_size, open=False,
-            configure=tracing.psycopg_configure(),
-            kwargs={"options": options, "connect_timeout": max(1, int(connect_timeout)),
-                    "autocommit": True, "row_factory": tuple_row})
+                 statement_timeout_ms: int = 2000, connect_timeout: float = 3.0,
+                 read_url: str = "") -> None:
+        def pool(target: str, name: str, low: int, high: int,
+                 extra: str = "") -> AsyncConnectionPool:
+            options = f"-c statement_timeout={statement_timeout_ms}{extra}"
+            # With tracing on, each new connection is instrumented: a span per query.
+            return AsyncConnectionPool(
+                target, min_size=low, max_size=high, open=False, name=name,
+                configure=tracing.psycopg_configure(),
+                kwargs={"options": options, "connect_timeout": max(1, int(connect_timeout)),
+                        "autocommit": True, "row_factory": tuple_row,
+                        "application_name": f"movierec-catalog-{name}"})
+
+        self.pool = pool(url, "primary", min_size, max_size)
+        #: The pool of the replica reads (the primary's when there is no read URL).
+        self.read_pool = pool(read_url, "replica", min_size, max_size,
+                              " -c default_transaction_read_only=on") if read_url else self.pool
+
+    @property
+    def pools(self) -> dict[str, AsyncConnectionPool]:
+        """The open pools by their ``pool`` label (one when reads share the primary's)."""
+        return {p.name: p for p in (self.pool, self.read_pool)}
 
     async def open(self) -> None:
-        """Start the pool; connections are made in the background and retried."""
-        await self.pool.open(wait=False)
+        """Start the pools; connections are made in the background and retried."""
+        for name, pool in self.pools.items():
+            await pool.open(wait=False)
+            POOLS.track(name, pool)
 
     async def close(self) -> None:
-        await self.pool.close()
+        for pool in self.pools.values():
+            POOLS.forget(pool)
+            await pool.close()
 
     @contextlib.asynccontextmanager
-    async def connection(self, timeout: float) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def connection(self, timeout: float,
+                         read: bool = False) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection of the primary's pool, or the replica's when ``read``."""
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
+            async with (self.read_pool if read else self.pool).connection(
+                    timeout=timeout) as conn:
                 yield conn
         except PoolTimeout as exc:
             raise Unavailable("catalog database unavailable") from exc
@@ -274,22 +308,25 @@ class CatalogStore:
             raise Unavailable("catalog database unavailable") from exc
 
     async def _fetch(self, sql: str, params: dict | tuple, timeout: float, *,
-                     retry: bool = True) -> list[tuple]:
+                     retry: bool = True, read: bool = False) -> list[tuple]:
         """Run one statement; a connection broken by a server restart is replaced once
-        (``retry``: for statements safe to repeat, reads and idempotent upserts)."""
+        (``retry``: for statements safe to repeat, reads and idempotent upserts).
+        ``read``: a read that may lag the primary, for the replica's pool."""
         async def statement(conn: psycopg.AsyncConnection) -> list[tuple]:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
-        return await self._run(statement, timeout, retry=retry, transaction=False)
+        return await self._run(statement, timeout, retry=retry, transaction=False, read=read)
 
     async def _run(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]],
-                   timeout: float, *, retry: bool, transaction: bool = True) -> T:
+                   timeout: float, *, retry: bool, transaction: bool = True,
+                   read: bool = False) -> T:
         """``work(conn)``, in one transaction unless ``transaction`` is false; retried once
         on a fresh connection when ``retry`` and the first one was broken."""
         deadline = time.monotonic() + timeout
         for attempt in (1, 2):
             try:
-                async with self.connection(max(0.01, deadline - time.monotonic())) as conn:
+                async with self.connection(max(0.01, deadline - time.monotonic()),
+                                           read) as conn:
                     if not transaction:
                         return await work(conn)
                     async with conn.transaction():
@@ -300,7 +337,10 @@ class CatalogStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def ping(self, timeout: float = 2.0) -> None:
+        """Raise unless the primary answers, and the replica when reads have their own."""
         await self._fetch("SELECT 1", (), timeout)
+        if self.read_pool is not self.pool:
+            await self._fetch("SELECT 1", (), timeout, read=True)
 
     async def get_movies(self, ids: Sequence[int], timeout: float) -> dict[int, Movie]:
         rows = await self._fetch(f"SELECT {_MOVIE_COLS} FROM movies m "
@@ -314,29 +354,30 @@ class CatalogStore:
                   "max_year": query.max_year, "limit": query.limit, "offset": query.offset,
                   "tsquery": " & ".join(f"{w}:*" for w in _WORD.findall(text))}
         if not text:
-            rows = await self._fetch(_BROWSE, params, timeout)
+            rows = await self._fetch(_BROWSE, params, timeout, read=True)
         elif params["tsquery"]:
-            rows = await self._fetch(_SEARCH_FTS, params, timeout)
+            rows = await self._fetch(_SEARCH_FTS, params, timeout, read=True)
             if not rows and (query.offset == 0 or not await self._any_fts(params, timeout)):
-                rows = await self._fetch(_SEARCH_TRGM, params, timeout)
+                rows = await self._fetch(_SEARCH_TRGM, params, timeout, read=True)
         else:
-            rows = await self._fetch(_SEARCH_TRGM, params, timeout)
+            rows = await self._fetch(_SEARCH_TRGM, params, timeout, read=True)
         return [(_movie(r), float(r[4])) for r in rows]
 
     async def _any_fts(self, params: dict, timeout: float) -> bool:
         rows = await self._fetch("SELECT EXISTS (SELECT 1 FROM movies WHERE title_tsv @@ "
-                                 "to_tsquery('simple', %(tsquery)s))", params, timeout)
+                                 "to_tsquery('simple', %(tsquery)s))", params, timeout,
+                                 read=True)
         return bool(rows[0][0])
 
     async def list_genres(self, timeout: float) -> list[str]:
         rows = await self._fetch("SELECT DISTINCT unnest(genres) AS g FROM movies ORDER BY g",
-                                 (), timeout)
+                                 (), timeout, read=True)
         return [r[0] for r in rows]
 
     async def list_popular(self, genres: Sequence[str], limit: int, exclude: Sequence[int],
                            timeout: float) -> list[tuple[Movie, float]]:
         params = {"genres": list(genres), "limit": limit, "exclude": list(exclude)}
-        rows = await self._fetch(_POPULAR_SQL, params, timeout)
+        rows = await self._fetch(_POPULAR_SQL, params, timeout, read=True)
         return [(_movie(r), float(r[4])) for r in rows]
 
     async def get_user(self, user_id: int, timeout: float) -> User:
@@ -362,9 +403,12 @@ class CatalogStore:
         one statement (one snapshot)."""
         rows = await self._fetch(
             f"SELECT {_MOVIE_COLS}, (SELECT version FROM catalog_version) FROM movies m "
-            "WHERE m.movie_id > %s ORDER BY m.movie_id LIMIT %s", (after, limit), timeout)
-        if not rows:
-            return [], await self.catalog_version(timeout)
+            "WHERE m.movie_id > %s ORDER BY m.movie_id LIMIT %s", (after, limit), timeout,
+            read=True)
+        if not rows:   # the version as the replica has it, like the rows'
+            rows = await self._fetch("SELECT version FROM catalog_version", (), timeout,
+                                     read=True)
+            return [], int(rows[0][0])
         return [_movie(r) for r in rows], int(rows[0][-1])
 
     async def catalog_version(self, timeout: float) -> int:
