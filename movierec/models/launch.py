@@ -60,7 +60,10 @@ def paddle_command(module: str, nproc: int, args: Sequence[str], log_dir: Path,
            "--log_dir", str(log_dir)]
     if ips:
         cmd += ["--ips", ",".join(ips)]
-    return [*cmd, "-m", module, *args]
+    # Paddle's launcher has no ``-m``: an unknown flag throws it into its legacy mode,
+    # which runs the module name as a file. A script not ending in .py is run as a
+    # command with the rest as its arguments; -u so a killed rank's log is complete.
+    return [*cmd, sys.executable, "-u", "-m", module, *args]
 
 
 def rank_logs(log_dir: Path) -> list[Path]:
@@ -76,8 +79,10 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text[-lines:])
 
 
-def report_failure(log_dir: Path, out=sys.stderr) -> None:
-    """Print the tail of every non-empty rank log, named by its path."""
+def report_failure(log_dir: Path, out=None) -> None:
+    """Print the tail of every non-empty rank log, named by its path (to ``out``, default
+    the current ``sys.stderr``)."""
+    out = out or sys.stderr
     for path in rank_logs(log_dir):
         if path.stat().st_size:
             print(f"----- {path} (last {TAIL_LINES} lines) -----\n{tail(path)}", file=out)
