@@ -35,19 +35,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="artifacts root (default: MOVIEREC_ARTIFACTS or ./artifacts)")
 
 
+def parser_for(action: str, model: str) -> tuple[argparse.ArgumentParser, object]:
+    """The flag parser of ``movierec ACTION MODEL`` and the commands module that acts."""
+    commands = importlib.import_module(TARGETS[action][model])
+    parser = argparse.ArgumentParser(prog=f"movierec {action} {model}")
+    _common(parser)
+    if action == "evaluate":
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+    if action == "evaluate" and model in MODELS:
+        parser.add_argument("--artifact", type=Path, default=None,
+                            help="artifact version directory (default: the latest)")
+    getattr(commands, f"add_{action}_args")(parser)
+    return parser, commands
+
+
 def _run(action: str, argv: Sequence[str]) -> int:
     top = argparse.ArgumentParser(prog=f"movierec {action}")
     top.add_argument("model", choices=list(TARGETS[action]))
     known, rest = top.parse_known_args(list(argv)[:1])
-    commands = importlib.import_module(TARGETS[action][known.model])
-    parser = argparse.ArgumentParser(prog=f"movierec {action} {known.model}")
-    _common(parser)
-    if action == "evaluate":
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
-    if action == "evaluate" and known.model in MODELS:
-        parser.add_argument("--artifact", type=Path, default=None,
-                            help="artifact version directory (default: the latest)")
-    getattr(commands, f"add_{action}_args")(parser)
+    parser, commands = parser_for(action, known.model)
     args = parser.parse_args([*rest, *list(argv)[1:]])
     return int(getattr(commands, action)(args) or 0)
 

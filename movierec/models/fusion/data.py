@@ -96,10 +96,13 @@ class Batcher:
 
     def batch(self, rows: np.ndarray, rng: np.random.Generator | None = None,
               user_drop: float = 0.0, movie_drop: float = 0.0) -> Batch:
-        user_rows, user_dropped, user_index = _distinct(
-            self.user_rows[rows], _dropped(rng, user_drop, len(rows)))
-        movie_rows, movie_dropped, movie_index = _distinct(
-            self.movie_rows[rows], _dropped(rng, movie_drop, len(rows)))
+        user_dropped = _dropped(rng, user_drop, len(rows))
+        return self._batch(rows, user_dropped, _dropped(rng, movie_drop, len(rows)))
+
+    def _batch(self, rows: np.ndarray, user_dropped: np.ndarray,
+               movie_dropped: np.ndarray) -> Batch:
+        user_rows, user_dropped, user_index = _distinct(self.user_rows[rows], user_dropped)
+        movie_rows, movie_dropped, movie_index = _distinct(self.movie_rows[rows], movie_dropped)
         users = self.tables.users.take(user_rows)
         users.uid = np.where(user_dropped, UNKNOWN, users.uid)
         movies = self.tables.movies.take(movie_rows)
@@ -107,11 +110,28 @@ class Batcher:
         return Batch(users, movies, self.tables.windows[movie_rows], user_index, movie_index,
                      self.ratings[rows])
 
+    def steps(self, batch_size: int, world: int = 1) -> int:
+        """Batches per :meth:`epoch`: a last batch too small to give each of ``world``
+        ranks a row is dropped."""
+        full, last = divmod(len(self), batch_size)
+        return full + (last >= world)
+
     def epoch(self, batch_size: int, rng: np.random.Generator, user_drop: float,
-              movie_drop: float) -> Iterator[Batch]:
+              movie_drop: float, shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+        """Shuffled batches of ``batch_size`` rows with id dropout; ``shard = (rank,
+        world)``: only rank's part of each batch (``world`` near-equal parts). Every rank
+        draws the same numbers from ``rng`` (the whole batch's dropout), so ranks seeded
+        alike cut the same batches and stay in step."""
+        rank, world = shard
         order = rng.permutation(len(self))
         for start in range(0, len(order), batch_size):
-            yield self.batch(order[start:start + batch_size], rng, user_drop, movie_drop)
+            rows = order[start:start + batch_size]
+            user_dropped = _dropped(rng, user_drop, len(rows))
+            movie_dropped = _dropped(rng, movie_drop, len(rows))
+            if len(rows) < world:
+                continue
+            part = np.array_split(np.arange(len(rows)), world)[rank]
+            yield self._batch(rows[part], user_dropped[part], movie_dropped[part])
 
     def ordered(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, len(self), batch_size):

@@ -120,18 +120,28 @@ def _user_inputs(users: UserFeatures) -> list[paddle.Tensor]:
 
 
 def rank_loss(model: FusionModel, tables: Tables, targets: RankTargets, chunk: np.ndarray,
-              profiles: ProfileTargets, catalog: list[paddle.Tensor]) -> paddle.Tensor:
+              profiles: ProfileTargets, catalog: list[paddle.Tensor],
+              shard: tuple[int, int] = (0, 1)) -> paddle.Tensor:
     """Softmax over all movies: cross entropy against the liked movies of each user of
     ``chunk`` (with their id, users weighted equally) plus cross entropy against each
-    profile's pooled likes (id hidden, profiles weighted by their number of likes)."""
-    feats = [tables.users.take(targets.users[chunk]), profiles.users]
-    users = paddle.concat([model.user(*_user_inputs(f)) for f in feats])
-    cells = np.concatenate([cell_features(f.gender, f.age) for f in feats])
-    known = np.concatenate([(f.uid != UNKNOWN).astype(np.int64) for f in feats])
+    profile's pooled likes (id hidden, profiles weighted by their number of likes).
+
+    ``shard = (rank, world)``: only every ``world``-th user and profile from ``rank`` on,
+    weighted ``world`` times, so the mean over the ranks' losses is the whole loss."""
+    rank, world = shard
+    users_part, profiles_part = chunk[rank::world], np.arange(len(profiles.weights))[rank::world]
+    parts = [(tables.users.take(targets.users[users_part]), targets.labels(users_part),
+              np.full(len(users_part), world / len(chunk))),
+             (profiles.users.take(profiles_part), profiles.labels[profiles_part],
+              profiles.weights[profiles_part] * world)]
+    parts = [part for part in parts if len(part[2])]
+    users = paddle.concat([model.user(*_user_inputs(f)) for f, _, _ in parts])
+    cells = np.concatenate([cell_features(f.gender, f.age) for f, _, _ in parts])
+    known = np.concatenate([(f.uid != UNKNOWN).astype(np.int64) for f, _, _ in parts])
     logits = model.rank_logits(users, paddle.to_tensor(known), paddle.to_tensor(cells),
                                model.movie(*catalog), catalog[0])
-    labels = np.concatenate([targets.labels(chunk), profiles.labels])
-    weights = np.concatenate([np.full(len(chunk), 1.0 / len(chunk)), profiles.weights])
+    labels = np.concatenate([labels for _, labels, _ in parts])
+    weights = np.concatenate([weights for _, _, weights in parts])
     per_row = F.cross_entropy(logits, paddle.to_tensor(labels), soft_label=True,
                               reduction="none")
     return paddle.sum(paddle.reshape(per_row, [-1]) * paddle.to_tensor(weights, "float32"))
@@ -166,9 +176,10 @@ class Ranker:
         chunks = self.fit.chunks(rng, self.chunk_size, steps)
         return {j * steps // len(chunks): chunk for j, chunk in enumerate(chunks)}
 
-    def loss(self, model: FusionModel, chunk: np.ndarray,
-             catalog: list[paddle.Tensor]) -> paddle.Tensor:
-        return rank_loss(model, self.tables, self.fit, chunk, self.profiles, catalog)
+    def loss(self, model: FusionModel, chunk: np.ndarray, catalog: list[paddle.Tensor],
+             shard: tuple[int, int] = (0, 1)) -> paddle.Tensor:
+        """The training loss of ``chunk`` (``shard``: this rank's part, see :func:`rank_loss`)."""
+        return rank_loss(model, self.tables, self.fit, chunk, self.profiles, catalog, shard)
 
     @paddle.no_grad()
     def valid_loss(self, model: FusionModel) -> float:
