@@ -81,7 +81,7 @@ def _training_metadata(result: TrainResult, config: TrainConfig, cold: int) -> d
                      "epochs_run": len(result.log), "threads": torch.get_num_threads(),
                      "torch": torch.__version__, "dgl": import_dgl().__version__,
                      "python": platform.python_version(),
-                     "log": result.log},
+                     "distributed": result.distributed, "log": result.log},
         "valid_metrics": {k: round(v, 5) for k, v in result.best_valid.items()},
         "seed": config.seed,
         "score": "dot",

@@ -17,11 +17,18 @@ After each epoch the model is scored on the validation task with full ranking
 (Recall@10, same aggregation as serving); the best epoch is checkpointed and
 restored; training stops after ``patience`` epochs without improvement or when the
 time budget is spent.
+
+The same loop trains data-parallel (:mod:`.ddp`, one process per rank): ``train`` and
+:class:`Trainer` take a :class:`SingleProcess` (the default, whose hooks do nothing)
+or its distributed counterpart, which wraps the loss in DistributedDataParallel, gives
+each rank its share of every epoch's batches, averages the epoch loss and tells every
+rank rank 0's stop decision; rank 0 alone validates and checkpoints.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from movierec.compat.dgl import import_dgl
@@ -47,6 +55,8 @@ from movierec.models.pinsage.sampler import (
 OBJECTIVES = ("softmax", "margin")
 #: parameter names of the free per-movie tables (see ``free_decay``)
 FREE_PARAMETERS = ("free_in.", "free_out.", "free_bias", "input_scale")
+#: the stream (beside the seed) of the batch order, which every rank shares
+ORDER_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,41 @@ class TrainResult:
     best_valid: dict[str, float]
     seconds: float
     log: list[dict] = field(default_factory=list)
+    #: world size, batch per rank and per step, steps per epoch, bytes all-reduced per step
+    distributed: dict = field(default_factory=dict)
+
+
+class SingleProcess:
+    """The distributed hooks of :func:`train` for one process: every one a no-op.
+
+    :class:`movierec.models.pinsage.ddp.Gloo` is the data-parallel counterpart.
+    """
+
+    rank, world, backend = 0, 1, "none"
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process validates, checkpoints and exports (rank 0)."""
+        return self.rank == 0
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """The module the steps call (DistributedDataParallel around it, distributed)."""
+        return module
+
+    def shard(self, batches: list) -> list:
+        """This rank's share of an epoch's batches (every rank the same number)."""
+        return batches
+
+    def mean(self, value: float) -> float:
+        """``value`` averaged over the ranks."""
+        return value
+
+    def agree(self, stop: bool) -> bool:
+        """Rank 0's ``stop``, on every rank (so they all leave the loop together)."""
+        return stop
+
+    def finished(self, model: nn.Module) -> None:
+        """Called with the last step's weights before the best epoch's are restored."""
 
 
 def seed_everything(seed: int) -> None:
@@ -173,6 +218,31 @@ def margin_loss(vectors: torch.Tensor, heads: torch.Tensor, tails: torch.Tensor,
     return F.relu(neg - pos + margin).mean()
 
 
+class Objective(nn.Module):
+    """A batch's training loss as one module call. DistributedDataParallel wraps this,
+    not the network, so everything from the weights to the loss is inside its forward
+    (the user tower and item tables included) and its unused-parameter search sees it."""
+
+    def __init__(self, model: PinSage, config: TrainConfig) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+    @property
+    def uses_every_parameter(self) -> bool:
+        """Whether every step's loss reaches every parameter (the margin objective
+        leaves the user tower and item tables out)."""
+        return self.config.objective == "softmax"
+
+    def forward(self, graphs: list, batch) -> torch.Tensor:
+        """``batch``: a :class:`UserBatch` (softmax) or ``(heads, tails)`` (margin)."""
+        vectors = self.model(graphs)
+        if self.config.objective == "softmax":
+            return softmax_loss(self.model, self.model.tables(vectors), batch,
+                                self.config.temperature, self.config.per_target)
+        heads, tails = batch
+        return margin_loss(vectors, heads, tails, self.config.margin)
+
+
 def _param_groups(model: PinSage, config: TrainConfig) -> list[dict]:
     """The free per-movie parameters decay by ``free_decay`` (decoupled, AdamW), the rest
     by ``weight_decay``."""
@@ -184,18 +254,31 @@ def _param_groups(model: PinSage, config: TrainConfig) -> list[dict]:
 
 
 class Trainer:
-    """Runs epochs of one objective over a :class:`TrainingGraph`."""
+    """Runs epochs of one objective over a :class:`TrainingGraph`.
 
-    def __init__(self, data: TrainingGraph, config: TrainConfig) -> None:
+    Distributed, every rank builds the same initial weights (``config.seed``), then
+    rank ``r`` samples its own walks and history splits (seed ``config.seed + r``; rank
+    0 goes on as a single process would) and takes every ``world``-th batch of a batch
+    order all ranks share.
+    """
+
+    def __init__(self, data: TrainingGraph, config: TrainConfig,
+                 dist: SingleProcess | None = None) -> None:
         if config.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {config.objective!r}; known: {OBJECTIVES}")
+        self.dist = dist = dist or SingleProcess()
         seed_everything(config.seed)
         self.data, self.config = data, config
         self.model = build_model(data, config)
+        if dist.rank:
+            seed_everything(config.seed + dist.rank)
+        self.objective = dist.wrap(Objective(self.model, config))
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config), lr=config.lr)
         self.average = copy.deepcopy(self.model) if config.ema > 0 else None
         self.sampler = NeighbourSampler(data.graph, config.walks)
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(config.seed + dist.rank)
+        self.order = (self.rng if dist.world == 1 else
+                      np.random.default_rng([config.seed, ORDER_STREAM]))
         self.weights = history_matrix(data.history, config.aggregation)
         self.users = np.flatnonzero(np.diff(self.weights.indptr) >= 2)
         self.split = HistorySplit(config.target_frac, config.short_frac, config.short_len,
@@ -208,25 +291,39 @@ class Trainer:
         """One pass over users (softmax) or items (margin); returns the mean loss."""
         graphs = self.sampler.layers(self.config.layers)
         losses = [self._step(graphs, batch) for batch in self._batches()]
-        return float(np.mean(losses))
+        return self.dist.mean(float(np.mean(losses)))
+
+    def _pool(self) -> tuple[np.ndarray, int]:
+        """What an epoch goes over (users or movies) and how many make a batch (per rank)."""
+        if self.config.objective == "softmax":
+            return self.users, self.config.batch_users
+        return self.items.numpy(), self.config.batch_items
 
     def _batches(self) -> list[np.ndarray]:
-        pool = self.users if self.config.objective == "softmax" else self.items.numpy()
-        size = (self.config.batch_users if self.config.objective == "softmax"
-                else self.config.batch_items)
-        order = self.rng.permutation(pool)
-        return [order[i:i + size] for i in range(0, len(order), size)]
+        pool, size = self._pool()
+        order = self.order.permutation(pool)
+        return self.dist.shard([order[i:i + size] for i in range(0, len(order), size)])
+
+    def communication(self) -> dict:
+        """World size, batch sizes, steps per epoch (per rank) and the bytes DDP
+        all-reduces per step: every trainable parameter's gradient, dense."""
+        pool, size = self._pool()
+        world = self.dist.world
+        grads = sum(p.numel() * p.element_size() for p in self.model.parameters()
+                    if p.requires_grad)
+        return {"world_size": world, "backend": self.dist.backend,
+                "batch_unit": "users" if self.config.objective == "softmax" else "movies",
+                "batch_per_rank": size, "batch_per_step": size * world,
+                "steps_per_epoch": math.ceil(math.ceil(len(pool) / size) / world),
+                "allreduce_bytes_per_step": grads if world > 1 else 0}
 
     def _step(self, graphs: list, batch: np.ndarray) -> float:
-        vectors = self.model(graphs)
         if self.config.objective == "softmax":
-            users = split_histories(self.weights[batch], self.split, self.rng,
-                                    self.data.stamps[batch])
-            loss = softmax_loss(self.model, self.model.tables(vectors), users,
-                                self.config.temperature, self.config.per_target)
+            inputs = split_histories(self.weights[batch], self.split, self.rng,
+                                     self.data.stamps[batch])
         else:
-            heads, tails = cooccurrence_pairs(self.data.graph, torch.from_numpy(batch))
-            loss = margin_loss(vectors, heads, tails, self.config.margin)
+            inputs = cooccurrence_pairs(self.data.graph, torch.from_numpy(batch))
+        loss = self.objective(graphs, inputs)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -244,31 +341,48 @@ class Trainer:
 
 
 def train(data: TrainingGraph, valid: RankingTask, config: TrainConfig,
-          checkpoint_dir: Path | None = None, progress: bool = True) -> TrainResult:
-    """Train with early stopping on ``valid``; the returned model is the best epoch's."""
-    trainer = Trainer(data, config)
+          checkpoint_dir: Path | None = None, progress: bool = True,
+          dist: SingleProcess | None = None) -> TrainResult:
+    """Train with early stopping on ``valid``; the returned model is the best epoch's.
+
+    Distributed (``dist``), rank 0 alone validates and checkpoints and its stop decision
+    holds for every rank; the other ranks return their last weights and no metrics.
+    """
+    dist = dist or SingleProcess()
+    trainer = Trainer(data, config, dist)
+    if dist.world > 1 and dist.is_main:
+        c = trainer.communication()
+        print(f"pinsage: {c['world_size']} ranks ({c['backend']}), {c['batch_per_rank']} "
+              f"{c['batch_unit']} per rank and step ({c['batch_per_step']} per step), "
+              f"{c['steps_per_epoch']} steps per epoch, {c['allreduce_bytes_per_step']} bytes "
+              f"all-reduced per step", flush=True)
     started = time.perf_counter()
     best: dict = {"recall@10": -1.0}
     best_state, best_epoch, stale, log = None, 0, 0, []
-    bar = tqdm(range(1, config.max_epochs + 1), desc="pinsage", disable=not progress)
+    bar = tqdm(range(1, config.max_epochs + 1), desc="pinsage",
+               disable=not progress or not dist.is_main)
     for epoch in bar:
         loss = trainer.epoch()
-        metrics = validate(trainer.evaluated, trainer.export_graphs, valid, config.aggregation)
+        metrics = (validate(trainer.evaluated, trainer.export_graphs, valid, config.aggregation)
+                   if dist.is_main else {})
         elapsed = time.perf_counter() - started
         log.append({"epoch": epoch, "loss": round(loss, 5), "seconds": round(elapsed, 1),
                     **{k: round(v, 5) for k, v in metrics.items() if "@10" in k}})
-        bar.set_postfix(loss=f"{loss:.4f}", recall10=f"{metrics['recall@10']:.4f}")
-        if metrics["recall@10"] > best["recall@10"]:
-            best, best_epoch, stale = metrics, epoch, 0
-            best_state = copy.deepcopy(trainer.evaluated.state_dict())
-            _checkpoint(checkpoint_dir, best_state, config, epoch, metrics)
-        else:
-            stale += 1
-        if stale >= config.patience or elapsed >= config.time_budget_s:
+        if dist.is_main:
+            bar.set_postfix(loss=f"{loss:.4f}", recall10=f"{metrics['recall@10']:.4f}")
+            if metrics["recall@10"] > best["recall@10"]:
+                best, best_epoch, stale = metrics, epoch, 0
+                best_state = copy.deepcopy(trainer.evaluated.state_dict())
+                _checkpoint(checkpoint_dir, best_state, config, epoch, metrics)
+            else:
+                stale += 1
+        if dist.agree(stale >= config.patience or elapsed >= config.time_budget_s):
             break
-    trainer.model.load_state_dict(best_state)
+    dist.finished(trainer.model)
+    if dist.is_main:
+        trainer.model.load_state_dict(best_state)
     return TrainResult(trainer.model, trainer.export_graphs, best_epoch, best,
-                       time.perf_counter() - started, log)
+                       time.perf_counter() - started, log, trainer.communication())
 
 
 def _checkpoint(directory: Path | None, state: dict, config: TrainConfig, epoch: int,
