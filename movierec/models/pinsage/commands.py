@@ -3,12 +3,18 @@
 The CLI adds the common flags (``--dataset``, ``--data-dir``, ``--seed``,
 ``--artifacts``, and for evaluate ``--json`` and ``--artifact``); the flags below are
 PinSage's own. Defaults are the documented ml-1m configuration (docs/pinsage.md).
+
+``--nproc N`` (N > 1) or ``--nnodes M`` (M > 1) trains data-parallel: the command starts
+``torchrun`` (:mod:`movierec.models.launch`) running :mod:`movierec.models.pinsage.ddp`
+with the other flags on N ranks (per node), and returns its exit code; rank logs go to
+``<artifacts root>/logs/pinsage-<time>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -26,16 +32,22 @@ from movierec.evaluation.protocols import (
 )
 from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.evaluation.serving import ItemSpace, pinsage_history
-from movierec.models import reasons
-from movierec.models.artifact import latest
+from movierec.models import launch, reasons
+from movierec.models.artifact import artifacts_root, latest
 from movierec.models.pinsage.aggregation import POOLS, user_scorer
 from movierec.models.pinsage.calibration import fit_both
+from movierec.models.pinsage.ddp import LR_SCALING, scaled
 from movierec.models.pinsage.encoder import MODEL, PinSageEncoder
 from movierec.models.pinsage.export import export
 from movierec.models.pinsage.graph import build_training_graph
 from movierec.models.pinsage.sampler import WalkConfig
-from movierec.models.pinsage.train import TrainConfig, served_arrays
+from movierec.models.pinsage.train import SingleProcess, TrainConfig, served_arrays
 from movierec.models.pinsage.train import train as run_training
+
+#: the module each rank of a data-parallel run executes (under torchrun)
+DDP_MODULE = "movierec.models.pinsage.ddp"
+#: flags that say where the ranks run; not passed on to them
+LAUNCH_FLAGS = ("nproc", "nnodes", "node_rank", "master_addr", "master_port")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +110,24 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=str, default=None,
                         help="where best.pt goes (default: $MOVIEREC_HOME/checkpoints/pinsage)")
     _common_runtime_args(parser)
+    _distributed_args(parser)
+
+
+def _distributed_args(parser: argparse.ArgumentParser) -> None:
+    nodes = launch.Nodes()
+    group = parser.add_argument_group("data-parallel training (torchrun, gloo on CPU)")
+    group.add_argument("--nproc", type=int, default=1,
+                       help="ranks on this node (N > 1: data-parallel under torchrun)")
+    group.add_argument("--nnodes", type=int, default=nodes.count,
+                       help="nodes of a multi-node job (static rendezvous)")
+    group.add_argument("--node-rank", type=int, default=nodes.rank)
+    group.add_argument("--master-addr", default=nodes.master,
+                       help="address of node 0 (multi-node)")
+    group.add_argument("--master-port", type=int, default=nodes.port)
+    group.add_argument("--lr-scaling", choices=LR_SCALING, default=LR_SCALING[0],
+                       help="with W ranks a step takes W x --batch-users users: the rate is "
+                            "multiplied by sqrt(W) (or W) and the weight average's decay "
+                            "raised to W; none keeps both")
 
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
@@ -129,9 +159,54 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def train(args: argparse.Namespace) -> int:
+def train_parser(prog: str = "movierec train pinsage") -> argparse.ArgumentParser:
+    """Every flag of ``movierec train pinsage`` (the common ones included)."""
+    from movierec.models.cli import _common
+
+    parser = argparse.ArgumentParser(prog=prog)
+    _common(parser)
+    add_train_args(parser)
+    return parser
+
+
+def rank_argv(args: argparse.Namespace) -> list[str]:
+    """The flags that reproduce ``args`` for each rank, less where the ranks run."""
+    argv: list[str] = []
+    for action in train_parser()._actions:
+        if not action.option_strings or action.dest in (*LAUNCH_FLAGS, "help"):
+            continue
+        value, flag = getattr(args, action.dest), action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(flag if value else f"--no-{flag[2:]}")
+        elif action.nargs == 0:  # store_true
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def launch_ranks(args: argparse.Namespace) -> int:
+    """Train on ``--nproc`` ranks (per node) under torchrun; the launcher's exit code."""
+    log_dir = (artifacts_root(args.artifacts) / "logs"
+               / f"{MODEL}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    nodes = launch.Nodes(args.nnodes, args.node_rank, args.master_addr, args.master_port)
+    cmd = launch.torchrun_command(DDP_MODULE, args.nproc, rank_argv(args), log_dir, nodes)
+    print(f"pinsage: {args.nproc} rank(s) on node {nodes.rank} of {nodes.count}; "
+          f"rank logs in {log_dir}", flush=True)
+    return launch.run(cmd, log_dir)
+
+
+def train(args: argparse.Namespace, dist: SingleProcess | None = None) -> int:
     """Train on the relevant ratings of the split's training part (the protocol's
-    relevance rule), early-stop on its validation task, score its test task, export."""
+    relevance rule), early-stop on its validation task, score its test task, export.
+
+    With ``--nproc``/``--nnodes`` above 1 (and no ``dist``) start the ranks instead;
+    each rank calls this with its :class:`movierec.models.pinsage.ddp.Gloo`, and rank 0
+    alone checkpoints, calibrates, tests and exports.
+    """
+    if dist is None and (args.nproc > 1 or args.nnodes > 1):
+        return launch_ranks(args)
+    dist = dist or SingleProcess()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data = load_dataset(args.dataset, args.data_dir)
@@ -141,8 +216,13 @@ def train(args: argparse.Namespace) -> int:
                                                           protocols.MIN_RATING[protocol]))
     valid, test = ranking_tasks(data, split)
     config = _config(args)
-    checkpoints = Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)
-    result = run_training(graph, valid, config, checkpoints, progress=not args.no_progress)
+    config = scaled(config, dist.world, args.lr_scaling)
+    checkpoints = (Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)
+                   if dist.is_main else None)
+    result = run_training(graph, valid, config, checkpoints, progress=not args.no_progress,
+                          dist=dist)
+    if not dist.is_main:
+        return 0
     served = served_arrays(result.model, result.export_graphs)
     calibration = None
     if args.calibrate_bias and served.tower.bias:
