@@ -14,6 +14,12 @@ a few in a row open a short circuit breaker (:mod:`movierec.apps.gateway.breaker
 dead Redis costs nothing per request. A generation
 bump that fails is retried in the background until Redis takes it; meanwhile that
 user's answers are neither read from nor written to the cache.
+
+Redis may be one server (``REDIS_URL``), a master found through Redis Sentinel
+(``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``) or a Redis Cluster (``REDIS_CLUSTER``):
+:func:`connect` builds redis-py's own client for each, which follows a failover or a
+slot move by itself. The scripts work on a cluster because a user's keys share one hash
+slot (their ``{u<id>}`` hash tag).
 """
 
 from __future__ import annotations
@@ -22,10 +28,15 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
+from urllib.parse import urlparse
 
 import prometheus_client
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException, RedisError
 
 from movierec import tracing
 from movierec.apps.gateway.breaker import Breaker
@@ -34,7 +45,7 @@ log = logging.getLogger(__name__)
 CACHE_EVENTS = prometheus_client.Counter(
     "movierec_gateway_cache_total", "Gateway cache lookups and failures", ["event"])
 PREFIX = "mr:v2:"
-FAILURES = (TimeoutError, RedisError, OSError)
+FAILURES = (TimeoutError, RedisError, RedisClusterException, OSError)
 
 # KEYS[1] generation key, KEYS[2] answer key prefix (one hash slot: both carry the
 # user's hash tag); ARGV[1] now in ms, ARGV[2] generation TTL (s).
@@ -80,15 +91,49 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (REDIS_SENTINELS) as addresses; ValueError if malformed."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"not host:port: {item!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
+def connect(url: str, timeout: float, *, sentinels: Sequence[tuple[str, int]] = (),
+            sentinel_master: str = "mymaster",
+            cluster: bool = False) -> aioredis.Redis | RedisCluster:
+    """redis-py's client for ``url``: one server; or, with ``sentinels``, the master the
+    sentinels name for ``sentinel_master`` (``url`` then gives only its username,
+    password, database and TLS: ``rediss://``); or, with ``cluster``, the Redis Cluster
+    that ``url``'s node belongs to. Every socket operation is bounded by ``timeout``."""
+    timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if cluster:
+        return RedisCluster.from_url(url, **timeouts)
+    if sentinels:
+        options = dict(parse_url(url))
+        for where in ("host", "port", "path", "connection_class"):
+            options.pop(where, None)
+        # Sentinels are asked without credentials; the master's come from the URL.
+        manager = Sentinel(list(sentinels), sentinel_kwargs=dict(timeouts), **timeouts)
+        return manager.master_for(sentinel_master, ssl=urlparse(url).scheme == "rediss",
+                                  **options)
+    return aioredis.Redis.from_url(url, **timeouts)
+
+
 class Cache:
     """Redis-backed answer cache with per-user generations and a circuit breaker."""
 
     def __init__(self, url: str, ttl: float, timeout: float, breaker_seconds: float = 1.0,
-                 bump_retry_seconds: float = 0.1, breaker_failures: int = 3) -> None:
+                 bump_retry_seconds: float = 0.1, breaker_failures: int = 3, *,
+                 sentinels: Sequence[tuple[str, int]] = (), sentinel_master: str = "mymaster",
+                 cluster: bool = False) -> None:
         self.ttl = max(1, int(ttl))
         self.generation_ttl = self.ttl * 10
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout,
-                                             socket_connect_timeout=timeout) if url else None
+        self.redis = connect(url, timeout, sentinels=sentinels, sentinel_master=sentinel_master,
+                             cluster=cluster) if url else None
         self.breaker = Breaker(breaker_seconds, breaker_failures)
         self.bump_retry_seconds = bump_retry_seconds
         self._pending: set[int] = set()   # users whose generation bump has not landed yet
@@ -182,3 +227,6 @@ class Cache:
             self._bumper.cancel()
         if self.redis is not None:
             await self.redis.aclose()
+            pool = getattr(self.redis, "connection_pool", None)   # a cluster has none
+            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
+                await sentinel.aclose()

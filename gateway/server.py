@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec import settings
 from movierec.apps.gateway.backends import Backends, ModelVersions
-from movierec.apps.gateway.cache import Cache
+from movierec.apps.gateway.cache import Cache, sentinel_addresses
 from movierec.apps.gateway.guard import Guard, networks
 from movierec.apps.gateway.movies import MovieSnapshot
 from movierec.apps.gateway.ratelimit import RateLimiter
@@ -47,6 +47,18 @@ class GatewaySettings:
     catalog_addr: str = settings.address(CATALOG)
     redis_url: str = settings.setting("REDIS_URL", "", secret=True,
                                       doc="Redis URL of the answer cache (empty: no cache)")
+    redis_sentinels: str = settings.setting(
+        "REDIS_SENTINELS", "",
+        doc="host:port,host:port of Redis Sentinels: the cache's master is the one they "
+            "name REDIS_SENTINEL_MASTER, followed through failovers (REDIS_URL then gives "
+            "only the password, database and TLS; empty: REDIS_URL is the server)")
+    redis_sentinel_master: str = settings.setting(
+        "REDIS_SENTINEL_MASTER", "mymaster",
+        doc="the master's name the sentinels monitor (with REDIS_SENTINELS)")
+    redis_cluster: bool = settings.setting(
+        "REDIS_CLUSTER", False,
+        doc="REDIS_URL names a node of a Redis Cluster; redis-py's RedisCluster finds the "
+            "others and follows slot moves")
     cache_ttl: float = settings.setting("GATEWAY_CACHE_TTL", 300.0, minimum=1, maximum=86_400,
                                         doc="seconds a cached answer lives")
     call_timeout: float = settings.setting("GATEWAY_CALL_TIMEOUT", 1.0, minimum=0.01,
@@ -86,11 +98,29 @@ class GatewaySettings:
         if self.rate_limit and not self.redis_url:
             problems.append("GATEWAY_RATE_LIMIT needs REDIS_URL (the buckets live there)")
         try:
+            sentinels = sentinel_addresses(self.redis_sentinels)
+        except ValueError as exc:
+            problems.append(f"REDIS_SENTINELS: {exc}")
+            sentinels = []
+        if sentinels and self.redis_cluster:
+            problems.append("REDIS_SENTINELS and REDIS_CLUSTER exclude each other")
+        if (sentinels or self.redis_cluster) and not self.redis_url:
+            problems.append("REDIS_SENTINELS and REDIS_CLUSTER need REDIS_URL (empty: no "
+                            "cache): with sentinels, e.g. redis://:PASSWORD@master/0")
+        if sentinels and not self.redis_sentinel_master:
+            problems.append("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER")
+        try:
             networks(self.trusted_proxies)
         except ValueError as exc:
             problems.append(f"GATEWAY_TRUSTED_PROXIES: {exc}")
         if problems:
             raise settings.SettingsError("invalid settings: " + "; ".join(problems))
+
+    def cache(self) -> Cache:
+        """The answer cache on the Redis these settings name (none: a cache that is off)."""
+        return Cache(self.redis_url, self.cache_ttl, self.redis_timeout,
+                     sentinels=sentinel_addresses(self.redis_sentinels),
+                     sentinel_master=self.redis_sentinel_master, cluster=self.redis_cluster)
 
     def verifier(self) -> tokens.Verifier | None:
         """The token verifier when auth is on, else None."""
@@ -131,7 +161,7 @@ async def create_server(config: GatewaySettings, port: int = 0) -> tuple[Managed
     server_config = settings.server_settings()
     backends = Backends(config.embedder_addr, config.retriever_addr, config.catalog_addr,
                         tls.channel_credentials(server_config))
-    cache = Cache(config.redis_url, config.cache_ttl, config.redis_timeout)
+    cache = config.cache()
     versions = ModelVersions(backends, interval=5.0)
     movies = MovieSnapshot(backends, config.catalog_refresh)
     servicer = GatewayServicer(backends, cache, versions, config.call_timeout, movies)

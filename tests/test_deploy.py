@@ -55,7 +55,8 @@ MILVUS_CLIENTS = {"retriever", "load-vectors", "retrain"}
 # Egress to addresses outside the cluster: (pod, port) pairs; the managed stores in prod
 # and GroupLens for the MovieLens download.
 EXTERNAL_EGRESS = {("catalog", 5432), ("load-catalog", 5432), ("retrain", 5432),
-                   ("gateway", 6379), ("gateway", 6380), ("fetch-movielens", 443)}
+                   ("gateway", 6379), ("gateway", 6380), ("gateway", 26379),
+                   ("fetch-movielens", 443)}
 PRIVATE = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 
