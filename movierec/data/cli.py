@@ -9,6 +9,8 @@ from pathlib import Path
 
 from movierec.data.source import DATASETS, fetch, load_dataset, locate
 from movierec.data.splits import DEFAULT_SEED, HELD_OUT, SPLITS, holdout_movies, make_split
+from movierec.data.synth_check import compare, curves, table
+from movierec.data.synth_scale import plan, write_scale
 from movierec.data.synthetic import generate, write_ml1m
 from movierec.errors import DataError
 
@@ -36,13 +38,65 @@ def _parser() -> argparse.ArgumentParser:
     held.add_argument("--fraction", type=float, default=0.1)
     held.add_argument("--seed", type=int, default=DEFAULT_SEED)
     held.add_argument("--out", type=Path, required=True)
-    synth = sub.add_parser("synth", help="write a synthetic data set in ml-1m's format")
-    synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--users", type=int, default=300)
-    synth.add_argument("--movies", type=int, default=400)
-    synth.add_argument("--per-user", type=int, default=40)
-    synth.add_argument("--seed", type=int, default=0)
+    _synth_parsers(sub)
     return parser
+
+
+def _synth_parsers(sub) -> None:
+    """``synth`` (old flags, or scale mode with --ratings) and ``synth-check``."""
+    synth = sub.add_parser("synth", help="write a synthetic data set in ml-1m's format; "
+                           "with --ratings, MovieLens-like curves at any size up to 25M")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--ratings", type=int, help="scale mode: exactly this many ratings, "
+                       "users and movies derived from it (ml-1m -> ml-25m ratios) unless given")
+    synth.add_argument("--users", type=int, help="default 300, or derived with --ratings")
+    synth.add_argument("--movies", type=int, help="default 400, or derived with --ratings")
+    synth.add_argument("--per-user", type=int, default=40, help="without --ratings only")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--first-year", type=int, default=1996, help="with --ratings: the "
+                       "ratings' time span (default 1996-2019); movies come out before it")
+    synth.add_argument("--last-year", type=int, default=2019)
+    check = sub.add_parser("synth-check", help="compare a data set's popularity and activity "
+                           "curves with ml-1m's (exit 1 when a curve is off)")
+    check.add_argument("--data-dir", type=Path, required=True)
+    check.add_argument("--against", type=Path, help="reference data set directory "
+                       "(default: ml-1m, found like `stats` finds it)")
+    check.add_argument("--json", action="store_true")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    """Write the small generator's data set, or with --ratings the scaled one, and say so."""
+    if args.ratings is None:
+        data = generate(args.users or 300, args.movies or 400, args.per_user, args.seed)
+        print(write_ml1m(data, args.out))
+        return 0
+    try:
+        spec = plan(args.ratings, args.users, args.movies, seed=args.seed,
+                    first_year=args.first_year, last_year=args.last_year)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    report = write_scale(spec, args.out)
+    print(f"{report.directory}: {report.ratings:,} ratings, {report.users:,} users, "
+          f"{report.movies:,} movies ({report.rated_movies:,} rated), seed {spec.seed}, "
+          f"popularity exponent {report.popularity_exponent:.3f}, "
+          f"{report.seconds:.1f} s, peak RSS {report.peak_rss_mb:,.0f} MiB")
+    return 0
+
+
+def _synth_check(args: argparse.Namespace) -> int:
+    """Print the curves beside the reference's; 1 when one is out of tolerance."""
+    against = args.against or locate("ml-1m")
+    if against is None:
+        raise DataError("ml-1m not found: pass --against or set MOVIELENS_DIR")
+    rows = compare(curves(args.data_dir), curves(against))
+    if args.json:
+        print(json.dumps([vars(row) for row in rows], indent=2))
+    else:
+        print(table(rows, (args.data_dir.name, against.name)))
+    off = [row.metric for row in rows if not row.ok]
+    if off and not args.json:
+        print(f"off: {', '.join(off)}")
+    return 1 if off else 0
 
 
 def stats(name: str, data_dir: Path | None, seed: int) -> dict:
@@ -84,9 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             (args.out / HELD_OUT).write_text(json.dumps({"movie_ids": held, "seed": args.seed,
                                                          "fraction": args.fraction}))
             print(f"{args.out}: {len(kept.movies):,} movies kept, {len(held):,} held out")
+        elif args.action == "synth-check":
+            return _synth_check(args)
         else:
-            data = generate(args.users, args.movies, args.per_user, args.seed)
-            print(write_ml1m(data, args.out))
+            return _synth(args)
     except DataError as exc:
         print(f"movierec data: {exc}")
         return 1
