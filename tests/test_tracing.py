@@ -154,7 +154,7 @@ def test_off_by_default_nothing_installed_or_recorded(memory) -> None:
     exporter, _ = memory
     exporter.clear()
     assert not tracing.setup("test", settings.ServerSettings())
-    assert tracing.server_interceptors() == [] and tracing.client_interceptors() == []
+    assert tracing.server_gate() is None and tracing.client_gate() is None
     assert tracing.psycopg_configure() is None and tracing.asgi_gate(tracing) is tracing
     with tracing.span("nothing"):
         assert tracing.current_trace_id() == ""

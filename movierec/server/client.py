@@ -60,13 +60,27 @@ def _retried_downstream(exc: grpc.aio.AioRpcError) -> bool:
     return bool(first(exc.trailing_metadata(), RETRIED_KEY))
 
 
-class _RequestIdInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class _OutboundInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """A channel's one interceptor: sends the request id on and, with tracing on, asks
+    the tracing gate (:func:`movierec.tracing.client_gate`) whether the call goes
+    through OpenTelemetry's instrumentation (a recorded trace) or only carries the
+    unrecorded trace's ``traceparent``."""
+
+    def __init__(self) -> None:
+        self.gate = tracing.client_gate()
+
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         rid = request_id.get()
-        if rid:
-            metadata = list(client_call_details.metadata or ())
-            metadata.append((REQUEST_ID_KEY, rid))
+        traced, extra = (False, ()) if self.gate is None else \
+            self.gate.outbound(client_call_details)
+        if rid or extra:
+            metadata = [*(client_call_details.metadata or ()), *extra]
+            if rid:
+                metadata.append((REQUEST_ID_KEY, rid))
             client_call_details = client_call_details._replace(metadata=metadata)
+        if traced:
+            return await self.gate.traced.intercept_unary_unary(
+                continuation, client_call_details, request)
         return await continuation(client_call_details, request)
 
 
@@ -95,7 +109,7 @@ def channel(target: str, max_message_bytes: int | None = None,
                ("grpc.initial_reconnect_backoff_ms", 100),
                ("grpc.min_reconnect_backoff_ms", 100),
                ("grpc.max_reconnect_backoff_ms", 1000)]
-    interceptors = [*tracing.client_interceptors(), _RequestIdInterceptor()]
+    interceptors = [_OutboundInterceptor()]
     if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=options,
                                        interceptors=interceptors)

@@ -29,7 +29,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from movierec import tracing
 from movierec.security import tls
 from movierec.server import metrics
 from movierec.server.interceptor import Admit, ServiceInterceptor
@@ -152,8 +151,8 @@ async def build_server(process: str, services: Sequence[ServiceSpec], port: int,
                        ) -> tuple[ManagedServer, int]:
     """Create and start a server hosting ``services``; health starts NOT_SERVING."""
     credentials = tls.server_credentials(settings)
-    interceptors = [*tracing.server_interceptors(), ServiceInterceptor(process, admit)]
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(process, admit)],
+                             options=server_options(settings))
     readiness = Readiness([s.name for s in services])
     for spec in services:
         spec.register(spec.servicer, server)

@@ -44,26 +44,47 @@ def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps unary handlers of one service process."""
+    """Wraps unary handlers of one service process (the server's one interceptor).
+
+    With tracing on, the tracing gate (:func:`movierec.tracing.server_gate`) finds the
+    handler: a call of a recorded trace goes through OpenTelemetry's interceptor, whose
+    span encloses this wrapper (so the request id is the trace id); any other call's
+    wrapper makes its unrecorded trace current.
+    """
 
     def __init__(self, service: str, admit: Admit | None = None) -> None:
         self.service = service
         self.admit = admit
+        self.gate = tracing.server_gate()
 
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
+        if self.gate is None:
+            return self._wrapped(await continuation(handler_call_details),
+                                 handler_call_details, None)
+        how, trace_context = self.gate.route(handler_call_details)
+        if how in ("plain", "untraced"):
+            return self._wrapped(await continuation(handler_call_details),
+                                 handler_call_details, trace_context)
+
+        async def ours(details):
+            return self._wrapped(await continuation(details), details, None)
+        return await self.gate.intercept(how, ours, handler_call_details)
+
+    def _wrapped(self, handler, details, trace_context):
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        method = details.method.rsplit("/", 1)[-1]
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, method, handler_call_details.method),
+            self._wrap(handler.unary_unary, method, details.method, trace_context),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
-    def _wrap(self, behaviour, method: str, full_method: str):
+    def _wrap(self, behaviour, method: str, full_method: str, trace_context=None):
         admit = self.admit
+        gate = self.gate
 
         async def wrapped(request, context: grpc.aio.ServicerContext):
+            trace_token = None if trace_context is None else gate.attach(trace_context)
             token = request_id.set(_incoming_request_id(context))
             budget = budget_for(context.invocation_metadata())
             budget_token = retry_budget.set(budget)
@@ -86,6 +107,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 self._record(method, code, time.perf_counter() - start)
                 retry_budget.reset(budget_token)
                 request_id.reset(token)
+                if trace_token is not None:
+                    gate.detach(trace_token)
         return wrapped
 
     def _record(self, method: str, code, seconds: float) -> None:

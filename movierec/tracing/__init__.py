@@ -7,8 +7,10 @@ answer (no interceptor, a reusable null context, an empty trace id). With one of
 set it installs the SDK (:mod:`movierec.tracing.sdk`: the OTLP/gRPC exporter, the JSON
 lines file exporter, ``ParentBased(TraceIdRatioBased(MOVIEREC_TRACE_SAMPLE))``), and:
 
-- gRPC servers and channels get OpenTelemetry's aio interceptors (W3C ``traceparent``
-  in the metadata of every hop; health checks and reflection are not traced);
+- gRPC servers and channels run OpenTelemetry's aio interceptors (W3C ``traceparent``
+  in the metadata of every hop; health checks and reflection are not traced) through
+  their one interceptor of our own, which asks a gate (:func:`server_gate`,
+  :func:`client_gate`);
 - the gateway's Redis client and the catalog's PostgreSQL connections are instrumented
   by OpenTelemetry's redis and psycopg instrumentations, one span per command and query;
 - the web facade's spans are FastAPI's own (its native telemetry), a gate in front;
@@ -72,22 +74,24 @@ def current_trace_id() -> str:
     return instrument.trace_id()
 
 
-def server_interceptors() -> list[Any]:
-    """Interceptors a gRPC aio server puts first (none when off)."""
+def server_gate() -> Any:
+    """What a gRPC server's interceptor asks how to find each call's handler (an
+    :class:`~movierec.tracing.instrument.ServerGate`); None when off."""
     if _tracer is None:
-        return []
+        return None
     from movierec.tracing import instrument
 
-    return [instrument.server_interceptor(_ratio)]
+    return instrument.ServerGate(_ratio)
 
 
-def client_interceptors() -> list[Any]:
-    """Interceptors a gRPC aio channel puts first (none when off)."""
+def client_gate() -> Any:
+    """What a channel's interceptor asks what each outbound call needs (an
+    :class:`~movierec.tracing.instrument.ClientGate`); None when off."""
     if _tracer is None:
-        return []
+        return None
     from movierec.tracing import instrument
 
-    return instrument.client_interceptors()
+    return instrument.ClientGate()
 
 
 def instrument_redis(client: Any) -> None:
