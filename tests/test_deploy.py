@@ -33,15 +33,19 @@ from movierec.server import factory
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
-OVERLAYS = {"dev": "deploy/k8s/overlays/dev", "prod": "deploy/k8s/overlays/prod"}
+OVERLAYS = {"dev": "deploy/k8s/overlays/dev", "prod": "deploy/k8s/overlays/prod",
+            "external-milvus": "deploy/k8s/overlays/external-milvus"}
+#: overlays/external-milvus's jobs: deploy/k8s/jobs and retrain with the Milvus CA mounted.
+EXTERNAL_MILVUS_JOBS = "deploy/k8s/overlays/external-milvus/jobs"
 ADD_ONS = ("deploy/k8s/jobs", "deploy/k8s/retrain", "deploy/k8s/loadtest",
-           "deploy/milvus/networkpolicy", "deploy/k8s/overlays/local")
+           "deploy/milvus/networkpolicy", "deploy/k8s/overlays/local", EXTERNAL_MILVUS_JOBS)
 # What runs in an overlay's namespace beside it: the offline jobs, the nightly retrain
 # (a CronJob) and the in-cluster load test.
 WORKLOADS = ("deploy/k8s/jobs", "deploy/k8s/retrain", "deploy/k8s/loadtest")
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 # Secrets that prod creates out of band (deploy/README.md); everything else is rendered.
-EXTERNAL_SECRETS = {"dev": set(), "prod": {"movierec-stores"}}
+EXTERNAL_SECRETS = {"dev": set(), "prod": {"movierec-stores"},
+                    "external-milvus": {"movierec-stores", "movierec-milvus"}}
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # Every Deployment, from the one registry: the gRPC services and the web facade.
 SERVICES = {s.name: s for s in registry.SERVICES}
@@ -186,10 +190,14 @@ def service_container(overlay: str, service: str) -> tuple[tuple[dict, ...], dic
     return docs, container
 
 
+#: Where overlays/external-milvus mounts the Milvus CA (its Secret's optional ca.crt).
+MILVUS_CA = "/etc/movierec/milvus-ca/ca.crt"
 # Stand-ins for what prod's out-of-band Secrets hold, to validate the settings with.
 EXTERNAL_VALUES = {"DATABASE_URL": "postgresql://movierec:pw@db.internal:5432/movierec",
                    "CATALOG_READ_DATABASE_URL": "",   # optional: no replica
-                   "REDIS_URL": "rediss://:pw@cache.internal:6380/0"}
+                   "REDIS_URL": "rediss://:pw@cache.internal:6380/0",
+                   "MILVUS_URI": "https://milvus.example.internal:19530",
+                   "MILVUS_TOKEN": "movierec:pw", "MILVUS_CA": MILVUS_CA}
 
 
 def with_mounted_files(env: dict[str, str | None], tmp_path: Path) -> dict[str, str]:
@@ -354,9 +362,13 @@ def test_retrain_uses_the_serving_artifacts_and_the_stores_secrets(overlay) -> N
     env = environment(container, docs, external)
     refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"]
             if "valueFrom" in v}
+    optional = {"name": "movierec-milvus", "optional": True}
     assert refs == {"DATABASE_URL": {"name": "movierec-stores", "key": "DATABASE_URL"},
-                    "MILVUS_URI": {"name": "movierec-milvus", "key": "MILVUS_URI"}}
-    for service, variable in (("catalog", "DATABASE_URL"), ("retriever", "MILVUS_URI")):
+                    "MILVUS_URI": {"name": "movierec-milvus", "key": "MILVUS_URI"},
+                    "MILVUS_TOKEN": {**optional, "key": "MILVUS_TOKEN"},
+                    "MILVUS_CA": {**optional, "key": "MILVUS_CA"}}
+    for service, variable in (("catalog", "DATABASE_URL"), ("retriever", "MILVUS_URI"),
+                              ("retriever", "MILVUS_TOKEN"), ("retriever", "MILVUS_CA")):
         served_docs, served = service_container(overlay, service)
         assert environment(served, served_docs, external)[variable] == env[variable], service
     spec = pod_template(cron)["spec"]
@@ -460,12 +472,29 @@ def test_network_policies_allow_exactly_the_call_graph(overlay) -> None:
             if "from" not in rule:
                 [(_, app)] = policy["spec"]["podSelector"]["matchLabels"].items()
                 assert rule["ports"] == [{"port": public[app], "protocol": "TCP"}]
-    milvus = {app for app, (labels, _) in everyone.items()
-              if any(in_namespace(peer, "milvus") for p in policies
-                     if "Egress" in p["spec"]["policyTypes"]
-                     and selects(p["spec"]["podSelector"], labels)
-                     for rule in p["spec"].get("egress", []) for peer in rule.get("to", []))}
-    assert milvus == MILVUS_CLIENTS
+    assert milvus_clients(policies, everyone, in_namespace_milvus) == (
+        set() if overlay == "external-milvus" else MILVUS_CLIENTS)
+    assert milvus_clients(policies, everyone, external_milvus) == (
+        MILVUS_CLIENTS if overlay == "external-milvus" else set())
+
+
+def in_namespace_milvus(peer: dict, rule: dict) -> bool:
+    """The in-cluster Milvus (namespace "milvus", the Helm release of deploy/milvus)."""
+    return in_namespace(peer, "milvus")
+
+
+def external_milvus(peer: dict, rule: dict) -> bool:
+    """Milvus outside the cluster: an address block, on its proxy port."""
+    return "ipBlock" in peer and [p["port"] for p in rule["ports"]] == [19530]
+
+
+def milvus_clients(policies, everyone, reaches) -> set[str]:
+    """The apps some egress rule lets reach Milvus as ``reaches(peer, rule)`` sees it."""
+    return {app for app, (labels, _) in everyone.items()
+            if any(reaches(peer, rule) for p in policies
+                   if "Egress" in p["spec"]["policyTypes"]
+                   and selects(p["spec"]["podSelector"], labels)
+                   for rule in p["spec"].get("egress", []) for peer in rule.get("to", []))}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -492,7 +521,9 @@ def test_egress_is_only_what_each_pod_needs(overlay) -> None:
                 else:
                     assert block["cidr"] in PRIVATE, policy["metadata"]["name"]
     # ... and every one of them that needs it: dev runs its stores in the namespace.
-    assert outside == (EXTERNAL_EGRESS if overlay == "prod" else {("fetch-movielens", 443)})
+    expected = {"dev": {("fetch-movielens", 443)}, "prod": EXTERNAL_EGRESS,
+                "external-milvus": EXTERNAL_EGRESS | {(app, 19530) for app in MILVUS_CLIENTS}}
+    assert outside == expected[overlay]
 
 
 def in_namespace(peer: dict, namespace: str) -> bool:
@@ -524,6 +555,9 @@ def test_milvus_uri_always_names_a_server(overlay) -> None:
             if "MILVUS_URI" not in env:
                 continue
             users.add(app)
+            if overlay == "external-milvus":   # the out-of-band Secret's, checked below
+                assert env["MILVUS_URI"] is None, app
+                continue
             uri = urlparse(env["MILVUS_URI"] or "")
             assert uri.scheme in ("http", "https", "tcp", "grpc") and uri.hostname, (app, uri)
             assert not uri.path.endswith(".db"), (app, uri)
@@ -542,6 +576,61 @@ def test_milvus_helm_values_and_commands() -> None:
     for values in ("values-standalone.yaml", "values-cluster.yaml"):
         assert re.search(r"helm upgrade --install milvus zilliztech/milvus .*--namespace milvus"
                          rf"[^\n]*deploy/milvus/{values}", readme), values
+
+
+def test_external_milvus_is_a_uri_a_token_and_an_optional_ca() -> None:
+    """overlays/external-milvus: no Milvus in the cluster; every Milvus client reads the
+    URI, the token and the CA path from the out-of-band Secret movierec-milvus and mounts
+    its optional ca.crt where MILVUS_CA points; the vectors are loaded once, by the
+    load-vectors Job, and no retriever copies them into its memory."""
+    import copy
+
+    overlay = OVERLAYS["external-milvus"]
+    docs, jobs = render(overlay), render(EXTERNAL_MILVUS_JOBS)
+    assert not find(docs, "Secret", "movierec-milvus")
+    how = (ROOT / overlay / "kustomization.yaml").read_text()
+    for key in ("MILVUS_URI", "MILVUS_TOKEN"):
+        assert f"--from-literal={key}=" in how, key
+    assert f"--from-literal=MILVUS_CA={MILVUS_CA} --from-file=ca.crt=" in how
+    clients = [(app, spec) for app, spec in pod_specs(docs + jobs) if app in MILVUS_CLIENTS]
+    assert sorted(app for app, _ in clients) == sorted(MILVUS_CLIENTS)
+    for app, spec in clients:
+        [container] = spec["containers"]
+        refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"]
+                if v["name"].startswith("MILVUS_")}
+        assert refs == {"MILVUS_URI": {"name": "movierec-milvus", "key": "MILVUS_URI"},
+                        "MILVUS_TOKEN": {"name": "movierec-milvus", "key": "MILVUS_TOKEN",
+                                         "optional": True},
+                        "MILVUS_CA": {"name": "movierec-milvus", "key": "MILVUS_CA",
+                                      "optional": True}}, app
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        [mount] = [m for m in container["volumeMounts"]
+                   if m["mountPath"] == MILVUS_CA.rsplit("/", 1)[0]]
+        assert mount["readOnly"] is True, app
+        assert volumes[mount["name"]]["secret"] == {
+            "secretName": "movierec-milvus", "optional": True,
+            "items": [{"key": "ca.crt", "path": MILVUS_CA.rsplit("/", 1)[1]}]}, app
+    _, retriever = service_container("external-milvus", "retriever")
+    env = environment(retriever, docs, EXTERNAL_SECRETS["external-milvus"])
+    assert env["RETRIEVER_MEMORY_BELOW"] == "0"
+    _, prod = service_container("prod", "retriever")
+    assert environment(prod, render(OVERLAYS["prod"]), EXTERNAL_SECRETS["prod"])[
+        "RETRIEVER_MEMORY_BELOW"] != "0"
+    # The jobs are deploy/k8s/jobs and deploy/k8s/retrain plus the CA, nothing else.
+    stripped = []
+    for doc in copy.deepcopy(jobs):
+        if doc["kind"] in ("Job", "CronJob"):
+            spec = pod_template(doc)["spec"]
+            spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "milvus-ca"]
+            for container in spec["containers"]:
+                container["volumeMounts"] = [m for m in container["volumeMounts"]
+                                             if m["name"] != "milvus-ca"]
+        stripped.append(doc)
+    plain = render("deploy/k8s/jobs") + render("deploy/k8s/retrain")
+
+    def key(doc: dict) -> tuple[str, str]:
+        return doc["kind"], doc["metadata"]["name"]
+    assert sorted(stripped, key=key) == sorted(plain, key=key)
 
 
 # --- ghz ---------------------------------------------------------------------------

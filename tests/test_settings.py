@@ -100,3 +100,37 @@ def test_tls_certificate_and_key_go_together() -> None:
         settings.load(settings.ServerSettings, {"MOVIEREC_TLS_CERT": "/x.crt"})
     assert not settings.ServerSettings().tls
     assert settings.ServerSettings(tls_ca="/ca.crt").tls
+
+
+def test_scale_out_settings_fail_fast_and_keep_their_secrets() -> None:
+    """docs/scale-serving.md's settings: the catalog's read replica, the retriever's
+    Milvus token and CA (a CA needs TLS), all masked in the start-up log."""
+    import logging
+
+    from movierec.security.redact import Redactor
+    from movierec.services.catalog.server import CatalogSettings
+    from movierec.services.retriever.milvus import MilvusAccess, MilvusVectors
+    from movierec.services.retriever.server import RetrieverSettings
+
+    catalog = settings.load(CatalogSettings, {
+        "DATABASE_URL": "postgresql://u:primary-pw@db/x",
+        "CATALOG_READ_DATABASE_URL": "postgresql://u:replica-pw@replica/x"})
+    assert settings.describe(catalog)["CATALOG_READ_DATABASE_URL"] == \
+        "postgresql://u:***@replica/x"
+    assert {"primary-pw", "replica-pw"} <= set(settings.secrets(catalog))
+    retriever = settings.load(RetrieverSettings, {
+        "MILVUS_URI": "https://milvus.example:19530", "MILVUS_TOKEN": "movierec:tok3n-pw",
+        "MILVUS_CA": "/etc/movierec/milvus-ca/ca.crt"})
+    assert settings.describe(retriever)["MILVUS_TOKEN"] == "***"
+    assert set(settings.variables(MilvusAccess)) == {"MILVUS_TOKEN", "MILVUS_CA"}
+    store = MilvusVectors(retriever.milvus_uri, access=retriever.access())
+    assert store.options == {"token": "movierec:tok3n-pw", "secure": True,
+                             "server_pem_path": "/etc/movierec/milvus-ca/ca.crt"}
+    assert MilvusVectors("http://milvus:19530", access=MilvusAccess()).options == {}
+    with pytest.raises(settings.SettingsError, match="MILVUS_CA needs an https"):
+        settings.load(RetrieverSettings, {"MILVUS_URI": "http://milvus:19530",
+                                          "MILVUS_CA": "/ca.crt"})
+    record = logging.LogRecord("x", logging.ERROR, "", 0, "auth failed for %s", (
+        "movierec:tok3n-pw",), None)
+    Redactor(settings.secrets(retriever)).filter(record)
+    assert "tok3n" not in record.getMessage()

@@ -17,10 +17,18 @@ Searches and row reads are ``milvus.search`` / ``milvus.query`` spans when traci
 templated filters): ids are integers and genres are JSON-quoted strings from a
 restricted alphabet. Every call carries a timeout: pymilvus otherwise retries some
 errors for minutes.
+
+A Milvus that wants credentials gets ``MILVUS_TOKEN`` (``user:password`` or an API key)
+with every call, and one whose TLS certificate a private CA signed is verified with
+``MILVUS_CA`` (an ``https://`` URI uses TLS either way): :class:`MilvusAccess`, read once
+from the environment by every process that opens Milvus (the retriever takes its own
+settings' copy). The token is a secret setting, so it is masked in the settings log and
+redacted from log lines.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -32,7 +40,7 @@ import numpy as np
 import prometheus_client
 from pymilvus import AsyncMilvusClient, MilvusClient, MilvusException
 
-from movierec import tracing
+from movierec import settings, tracing
 from movierec.errors import InvalidArgument
 from movierec.server.metrics import BUCKETS
 from movierec.services.retriever.failures import reraise
@@ -62,6 +70,36 @@ KEEPALIVE = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_timeout_ms": 20_
 #: held back otherwise: Milvus' "Session" level (the collections' default, "Bounded",
 #: may leave a write unseen for seconds).
 CONSISTENCY = "Session"
+
+
+@dataclass(frozen=True)
+class MilvusAccess:
+    """Credentials and TLS trust for a Milvus server (defaults: none, the system's CAs)."""
+
+    token: str = settings.setting(
+        "MILVUS_TOKEN", "", secret=True,
+        doc="Milvus credentials sent with every call: user:password or an API key "
+            "(empty: none)")
+    ca: str = settings.setting(
+        "MILVUS_CA", "",
+        doc="PEM CA bundle that signed Milvus' TLS certificate (an https:// MILVUS_URI; "
+            "empty: the system's CAs)")
+
+    def client_options(self, uri: str) -> dict[str, object]:
+        """pymilvus keyword arguments for ``uri``; SettingsError for a CA without TLS."""
+        options: dict[str, object] = {"token": self.token} if self.token else {}
+        if self.ca:
+            if not uri.startswith("https://"):
+                raise settings.SettingsError("invalid settings: MILVUS_CA needs an https:// "
+                                             "MILVUS_URI")
+            options.update(secure=True, server_pem_path=self.ca)
+        return options
+
+
+@functools.cache
+def milvus_access() -> MilvusAccess:
+    """This process' :class:`MilvusAccess`, read from the environment once."""
+    return settings.load(MilvusAccess)
 
 
 @dataclass(frozen=True)
@@ -106,10 +144,12 @@ class MilvusVectors:
     Milvus requires). The live-pointer backend is chosen on first use.
     """
 
-    def __init__(self, uri: str, timeout: float = 2.0, search_ef: int = 128) -> None:
+    def __init__(self, uri: str, timeout: float = 2.0, search_ef: int = 128,
+                 access: MilvusAccess | None = None) -> None:
         self.uri = uri
         self.timeout = timeout
         self.search_ef = search_ef
+        self.options = (access or milvus_access()).client_options(uri)
         self._client: MilvusClient | None = None
         self._async_client: AsyncMilvusClient | None = None
         self._pointer = None
@@ -121,7 +161,8 @@ class MilvusVectors:
             if self._client is None:
                 try:
                     self._client = MilvusClient(uri=self.uri, timeout=self.timeout,
-                                                grpc_options=KEEPALIVE, dedicated=True)
+                                                grpc_options=KEEPALIVE, dedicated=True,
+                                                **self.options)
                 except MilvusException as exc:
                     reraise(exc)
             return self._client
@@ -178,7 +219,8 @@ class MilvusVectors:
     def async_client(self) -> AsyncMilvusClient:
         if self._async_client is None:
             self._async_client = AsyncMilvusClient(uri=self.uri, timeout=self.timeout,
-                                                   grpc_options=KEEPALIVE, dedicated=True)
+                                                   grpc_options=KEEPALIVE, dedicated=True,
+                                                   **self.options)
         return self._async_client
 
     async def aclose(self) -> None:

@@ -7,6 +7,7 @@ when it returns. The index settings are read by the vector loader too.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from movierec.server.factory import (
 from movierec.server.runner import serve_main
 from movierec.services.retriever.batcher import BatchedSearch
 from movierec.services.retriever.engine import SearchEngine
-from movierec.services.retriever.milvus import MilvusVectors
+from movierec.services.retriever.milvus import MilvusAccess, MilvusVectors
 from movierec.services.retriever.records import INDEX_TYPES, IndexSpec
 from movierec.services.retriever.servicer import RetrieverServicer
 
@@ -36,6 +37,11 @@ SERVICE = retriever_pb2.DESCRIPTOR.services_by_name["Retriever"].full_name
 class RetrieverSettings:
     milvus_uri: str = settings.setting("MILVUS_URI", "", secret=True,
                                        doc="Milvus address (required by the retriever)")
+    # MILVUS_TOKEN and MILVUS_CA, as MilvusAccess declares them (the loads read those).
+    milvus_token: str = dataclasses.field(
+        default="", metadata=dataclasses.fields(MilvusAccess)[0].metadata)
+    milvus_ca: str = dataclasses.field(
+        default="", metadata=dataclasses.fields(MilvusAccess)[1].metadata)
     port: int = settings.port(RETRIEVER)
     metrics_port: int = settings.metrics_port(RETRIEVER)
     call_timeout: float = settings.setting("RETRIEVER_CALL_TIMEOUT", 1.0, minimum=0.01,
@@ -69,6 +75,12 @@ class RetrieverSettings:
         "RETRIEVER_BATCH_EXCLUDE", 512, minimum=0, maximum=limits.MAX_EXCLUDE,
         doc="longest exclusion list a batched search may carry (longer: searched alone)")
 
+    def __post_init__(self) -> None:
+        self.access().client_options(self.milvus_uri)   # a CA needs https://
+
+    def access(self) -> MilvusAccess:
+        return MilvusAccess(self.milvus_token, self.milvus_ca)
+
     def index_spec(self) -> IndexSpec:
         return IndexSpec(self.index, self.hnsw_m, self.hnsw_ef_construction, self.exact_below)
 
@@ -81,7 +93,7 @@ async def create_server(config: RetrieverSettings, port: int = 0) -> tuple[Manag
             "file can be opened by one process only, so the retriever never opens one itself "
             "(`movierec up` runs milvus-lite as a loopback server instead)")
     store = MilvusVectors(config.milvus_uri, timeout=config.call_timeout,
-                          search_ef=config.hnsw_ef)
+                          search_ef=config.hnsw_ef, access=config.access())
     engine = SearchEngine(store, config.registry_ttl,
                           BatchedSearch(store, config.batch_max, config.batch_exclude),
                           config.memory_below)
