@@ -112,16 +112,48 @@ def test_a_failed_download_is_one_clear_error(failing_commands, monkeypatch) -> 
     assert failing_commands[0][-5:] == ["movierec.cli", "data", "fetch", "--dataset", "ml-1m"]
 
 
-def test_a_failed_training_is_one_clear_error(failing_commands, monkeypatch) -> None:
+def test_a_failed_training_is_one_clear_error(monkeypatch) -> None:
+    import sys
+
     from movierec.errors import DataError
-    from movierec.stack import prepare
+    from movierec.stack import prepare, training
 
     def no_artifact(model):
         raise DataError(f"no {model} artifact")
     monkeypatch.setattr(prepare, "latest", no_artifact)
-    with pytest.raises(prepare.StepFailed, match=r"^training fusion failed: `movierec train "
-                                                 r"fusion --dataset ml-1m` exited with code 3$"):
-        prepare.ensure_models("ml-1m")
+    monkeypatch.setattr(training, "MOVIEREC", [
+        sys.executable, "-c", "import sys; sys.exit(3 if 'fusion' in sys.argv else 0)"])
+    failed = (r"^training fusion failed: `movierec train fusion --dataset ml-1m --no-progress` "
+              r"exited with code 3$")
+    with pytest.raises(prepare.StepFailed, match=failed), \
+            prepare.ensure_models("ml-1m") as started:
+        started.wait()
+
+
+def test_models_train_side_by_side_and_a_failure_stops_the_others(monkeypatch, capsys,
+                                                                  tmp_path) -> None:
+    import os
+    import sys
+    import time
+
+    from movierec.stack import training
+
+    script = ("import os, sys, time; print('epoch 1', flush=True); "
+              "open(os.path.join(sys.argv[2], sys.argv[1]), 'w').write(str(os.getpid())); "
+              "time.sleep(0.5 if sys.argv[1] == 'bad' else 60); "
+              "sys.exit(5 if sys.argv[1] == 'bad' else 0)")
+    monkeypatch.setattr(training, "MOVIEREC", [sys.executable, "-c", script])
+    commands = {name: [name, str(tmp_path)] for name in ("slow", "bad")}
+    start = time.monotonic()
+    with pytest.raises(training.StepFailed, match=r"^training bad failed: .* code 5$"), \
+            training.Training(commands) as started:
+        started.wait()
+    assert time.monotonic() - start < 30
+    slow = int((tmp_path / "slow").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(slow, 0)
+    printed = capsys.readouterr().out
+    assert "[slow] epoch 1" in printed and "[bad] epoch 1" in printed
 
 
 def test_up_prints_a_failed_step_on_one_line_and_exits_1(failing_commands, monkeypatch,

@@ -15,7 +15,7 @@ import time
 
 from movierec import settings
 from movierec.data.source import load_dataset, locate
-from movierec.errors import DataError, MovierecError, NotFound
+from movierec.errors import DataError, NotFound
 from movierec.models import registry
 from movierec.models.artifact import latest, read_metadata
 from movierec.services.catalog import loader
@@ -23,12 +23,9 @@ from movierec.services.retriever.loader import items_from_artifact, publish
 from movierec.services.retriever.milvus import MilvusVectors
 from movierec.services.retriever.records import version_key
 from movierec.services.retriever.server import RetrieverSettings
+from movierec.stack.training import StepFailed, Training, failure
 
 MODELS = registry.NAMES
-
-
-class StepFailed(MovierecError):
-    """A preparation step's command failed; it has printed why (``up`` exits 1)."""
 
 
 def step(text: str) -> float:
@@ -43,8 +40,7 @@ def run_step(argv: list[str], failed: str) -> None:
     try:
         subprocess.run(command, check=True)
     except subprocess.CalledProcessError as exc:
-        raise StepFailed(f"{failed}: `movierec {' '.join(argv)}` exited with code "
-                         f"{exc.returncode}") from None
+        raise StepFailed(failure(failed, argv, exc.returncode)) from None
 
 
 def ensure_data(dataset: str) -> None:
@@ -57,19 +53,21 @@ def ensure_data(dataset: str) -> None:
     print(f"    done in {time.perf_counter() - start:.0f}s")
 
 
-def ensure_models(dataset: str) -> None:
+def ensure_models(dataset: str) -> Training:
+    """Start training every model that has no artifact, side by side (one process and
+    one thread each: the models train on both cores at once); what :meth:`Training.wait`
+    finishes."""
+    missing = []
     for model in MODELS:
         try:
-            path = latest(model)
-            print(f"==> {model}: using artifact {path.name}")
-            continue
+            print(f"==> {model}: using artifact {latest(model).name}")
         except DataError:
-            pass
-        extra = list(registry.get(model).first_run)
-        start = step(f"training {model} on {dataset} (first run only; "
-                     f"{' '.join(extra) or 'default budget'})")
-        run_step(["train", model, "--dataset", dataset, *extra], f"training {model} failed")
-        print(f"    {model} trained in {time.perf_counter() - start:.0f}s")
+            missing.append(model)
+    commands = {m: ["train", m, "--dataset", dataset, *registry.get(m).first_run,
+                    "--no-progress"] for m in missing}
+    if commands:
+        step(f"training {', '.join(missing)} on {dataset} side by side (first run only)")
+    return Training(commands)
 
 
 def load_catalog(database_url: str, dataset: str) -> None:
@@ -109,7 +107,9 @@ def load_vectors(milvus_uri: str, dataset: str) -> None:
 
 
 def prepare(addresses: dict[str, str], dataset: str) -> None:
+    """Data, then the models' training beside the catalog load, then the vectors."""
     ensure_data(dataset)
-    ensure_models(dataset)
-    load_catalog(addresses["DATABASE_URL"], dataset)
+    with ensure_models(dataset) as training:
+        load_catalog(addresses["DATABASE_URL"], dataset)
+        training.wait()
     load_vectors(addresses["MILVUS_URI"], dataset)
