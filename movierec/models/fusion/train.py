@@ -2,7 +2,8 @@
 loss (:mod:`.ranking`), early stopping on the holdout slice's RMSE.
 
 The validation slice is carved out of the training split with
-:func:`movierec.data.splits.holdout`; after every epoch the model is scored on it,
+:func:`movierec.data.splits.holdout`; after every epoch (its history row: losses,
+``seconds`` since the start, ``epoch_seconds`` of the training pass) the model is scored on it,
 the best weights are checkpointed (``best.pdparams``) together with a resumable
 ``last`` state (weights, optimizer, batch-order generator; dropout masks are not
 replayed), the learning rate is multiplied by ``lr_decay`` after an epoch without
@@ -248,9 +249,11 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
     step = par.wrap(TrainStep(model, ranker, cfg, par.shard))
     deadline = started + cfg.max_minutes * 60
     for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
+        epoch_started = time.monotonic()
         loss, out_of_time = _run_epoch(step, opt, fit_b, ranker, cfg, rng, deadline,
                                        f"epoch {epoch}/{cfg.max_epochs}",
                                        progress and par.is_main, par)
+        epoch_seconds = time.monotonic() - epoch_started
         par.epoch_done(model, epoch, loss)
         improved = stop = False
         if par.is_main:
@@ -259,7 +262,8 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
                    "valid_rmse": round(valid_rmse, 5)}
             if ranker is not None:
                 row["valid_rank_loss"] = round(ranker.valid_loss(model), 5)
-            state["history"].append({**row, "seconds": round(time.monotonic() - started, 1)})
+            state["history"].append({**row, "seconds": round(time.monotonic() - started, 1),
+                                     "epoch_seconds": round(epoch_seconds, 1)})
             if progress:
                 tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v}" for k, v in row.items()
                                                           if k != "epoch"), file=sys.stderr)
