@@ -53,8 +53,10 @@ SERVICES = {s.name: s for s in registry.SERVICES}
 RUNTIME_ENV = {"embedder": {"OMP_NUM_THREADS", "MKL_NUM_THREADS"}}
 # Who may open whose serving port, inside the namespace (ghz is the load-test job).
 # The retrain CronJob snapshots the catalog (PostgreSQL) and publishes vectors (Milvus).
+# The ranks of a distributed training Job talk among themselves (train-distributed.yaml).
 CALLERS = {**{name: set(s.callers) for name, s in SERVICES.items()},
-           "postgres": {"catalog", "load-catalog", "retrain"}, "redis": {"gateway"}}
+           "postgres": {"catalog", "load-catalog", "retrain"}, "redis": {"gateway"},
+           "train-pinsage": {"train-pinsage"}, "train-fusion": {"train-fusion"}}
 MILVUS_CLIENTS = {"retriever", "load-vectors", "retrain"}
 # Egress to addresses outside the cluster: (pod, port) pairs; the managed stores in prod
 # and GroupLens for the MovieLens download.
@@ -412,6 +414,109 @@ def test_local_overlay_runs_the_retrain_once_as_a_pod() -> None:
     assert "retrain" not in plan.jobs  # not one of the jobs that run before serving
 
 
+# --- training across nodes (deploy/k8s/jobs/train-distributed.yaml) -----------------
+
+def distributed(name: str) -> tuple[dict, dict, dict]:
+    """The Indexed Job ``name``, its headless Service and its one container."""
+    docs = render("deploy/k8s/jobs")
+    [job] = find(docs, "Job", name)
+    [service] = find(docs, "Service", job["spec"]["template"]["spec"]["subdomain"])
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    return job, service, container
+
+
+@pytest.mark.parametrize("name", ["train-pinsage", "train-fusion"])
+def test_distributed_training_is_an_indexed_job_behind_a_headless_service(name) -> None:
+    """completions = parallelism = nodes, each pod's index its node rank, pod i
+    resolvable as <job>-<i>.<service> before anything is ready, one failed rank fails
+    the Job; the shared data read-only, the artifacts where rank 0 writes them."""
+    job, service, container = distributed(name)
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] >= 2
+    assert spec["suspend"] is True    # `apply -k deploy/k8s/jobs` must not train twice
+    assert spec["backoffLimit"] == 0 and {"action": "FailJob", "onExitCodes": {
+        "operator": "NotIn", "values": [0]}} in spec["podFailurePolicy"]["rules"]
+    assert pod["restartPolicy"] == "Never"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert selects({"matchLabels": service["spec"]["selector"]},
+                   job["spec"]["template"]["metadata"]["labels"])
+    env = {v["name"]: v for v in container["env"]}
+    assert env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+    assert [p["containerPort"] for p in container["ports"]] == [
+        p["targetPort"] for p in service["spec"]["ports"]]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False))
+              for m in container["volumeMounts"]}
+    data, read_only = mounts["/var/lib/movierec/data"]
+    assert data["persistentVolumeClaim"] == {"claimName": "movielens", "readOnly": True}
+    assert read_only
+    artifacts, read_only = mounts[env["MOVIEREC_ARTIFACTS"]["value"]]
+    assert artifacts["persistentVolumeClaim"] == {"claimName": "artifacts"} and not read_only
+    [train] = find(render("deploy/k8s/jobs"), "Job", "train")   # a node: job/train's pod
+    assert container["resources"] == train["spec"]["template"]["spec"]["containers"][0][
+        "resources"]
+
+
+def test_pinsage_ranks_run_under_torchrun_with_the_index_as_node_rank() -> None:
+    torch_run = pytest.importorskip("torch.distributed.run")
+    from movierec.models.pinsage import commands
+
+    job, service, container = distributed("train-pinsage")
+    assert container["command"] == ["torchrun"]
+    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in container["args"]
+    argv = [a.replace("$(JOB_COMPLETION_INDEX)", "1") for a in container["args"]]
+    args = torch_run.get_args_parser().parse_args(argv)
+    assert int(args.nnodes) == job["spec"]["completions"] and args.node_rank == 1
+    assert args.rdzv_backend == "static" and args.module
+    assert args.master_addr == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert args.master_port == service["spec"]["ports"][0]["port"]
+    assert args.training_script == "movierec.models.pinsage.ddp"
+    flags = commands.train_parser("ddp").parse_args(args.training_script_args)
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(flags.threads)
+    cores = float(container["resources"]["limits"]["cpu"])
+    assert int(args.nproc_per_node) * flags.threads == cores
+
+
+def test_fusion_ranks_run_under_paddles_launcher_with_ips_in_index_order(tmp_path) -> None:
+    """Paddle ranks a node by its own IP's place in --ips, so the script resolves the
+    pods' names in index order (run here with a stand-in getent and python)."""
+    from movierec.models.cli import parser_for
+
+    job, service, container = distributed("train-fusion")
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert int(env["NODES"]) == job["spec"]["completions"]
+    addresses = {f"train-fusion-{i}.{service['metadata']['name']}": f"10.1.0.{7 + i}"
+                 for i in range(job["spec"]["completions"])}
+    cases = "".join(f'  {host}) echo "{ip}   $2" ;;\n' for host, ip in addresses.items())
+    (tmp_path / "getent").write_text(f'#!/bin/sh\ncase "$2" in\n{cases}esac\n')
+    (tmp_path / "python").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
+    for stub in ("getent", "python"):
+        (tmp_path / stub).chmod(0o755)
+    assert container["command"] == ["sh", "-c"]
+    ran = subprocess.run(["sh", "-c", *container["args"]], capture_output=True, text=True,
+                         timeout=30, env={**env, "JOB_COMPLETION_INDEX": "1",
+                                          "PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert ran.returncode == 0, ran.stderr
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[:2] == ["-m", "paddle.distributed.launch"]
+    launcher = dict(zip(argv[2:10:2], argv[3:11:2], strict=True))
+    assert launcher["--ips"] == ",".join(addresses.values())   # pod i at place i
+    assert launcher["--nproc_per_node"] == env["RANKS"]
+    assert int(launcher["--start_port"]) == service["spec"]["ports"][0]["port"]
+    assert argv[10:14] == ["python", "-u", "-m", "movierec.models.fusion.ddp"]
+    parser, _ = parser_for("train", "fusion")
+    flags = parser.parse_args(argv[14:])
+    assert flags.nproc == 1 and not flags.ips    # the ranks do not launch again
+    assert env["OMP_NUM_THREADS"] == str(flags.threads)
+    assert int(env["RANKS"]) * flags.threads == float(
+        container["resources"]["limits"]["cpu"])
+
+
 # --- network policies ----------------------------------------------------------------
 
 def selects(selector: dict, labels: dict) -> bool:
@@ -438,9 +543,13 @@ def allows(policies, direction: str, pod: dict, peer: dict, port: dict) -> bool:
     chosen = [p["spec"] for p in policies if kind in p["spec"]["policyTypes"]
               and selects(p["spec"]["podSelector"], pod)]
     key = "from" if direction == "ingress" else "to"
+
+    def admits(allowed: dict) -> bool:   # a named port, a number, or a range of numbers
+        if "endPort" in allowed:
+            return allowed["port"] <= port["containerPort"] <= allowed["endPort"]
+        return allowed["port"] in (port["name"], port["containerPort"])
     return any(peer_is_pod(rule.get(key), peer)
-               and any(p["port"] in (port["name"], port["containerPort"])
-                       for p in rule.get("ports", [{"port": port["name"]}]))
+               and any(admits(p) for p in rule.get("ports", [{"port": port["name"]}]))
                for spec in chosen for rule in spec.get(direction, []))
 
 
