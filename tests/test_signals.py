@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from movierec.stack.signals import Shutdown
+from movierec.signals import Shutdown
 
 
 def test_the_first_signal_is_recorded_and_later_ones_change_nothing() -> None:
@@ -56,7 +56,7 @@ def test_a_signal_inside_the_handler_does_not_raise_twice() -> None:
 #: must finish.
 STORM = textwrap.dedent("""
     import signal, subprocess, time
-    from movierec.stack.signals import Shutdown
+    from movierec.signals import Shutdown
     shutdown = Shutdown().install([signal.SIGALRM])
     signal.setitimer(signal.ITIMER_REAL, 0.001, 0.0001)
     end = time.monotonic() + 1.5
@@ -85,7 +85,7 @@ def test_importing_the_fusion_model_leaves_sigterm_to_python() -> None:
     code imports it through movierec.compat.paddle, which puts Python's handler back."""
     script = textwrap.dedent("""
         import os, signal, time
-        from movierec.stack.signals import Shutdown
+        from movierec.signals import Shutdown
         shutdown = Shutdown().install()
         import movierec.models.fusion.train
         os.kill(os.getpid(), signal.SIGTERM)

@@ -3,7 +3,7 @@
 Importing ``paddle`` installs glog's C++ failure handler for SIGTERM (beside SIGSEGV,
 SIGABRT, SIGFPE, SIGILL and SIGBUS): on SIGTERM it prints a "FatalError" report and
 kills the process, replacing whatever Python had there (``movierec up``'s
-:class:`~movierec.stack.signals.Shutdown`, the default action), so no ``finally`` of
+:class:`~movierec.signals.Shutdown`, the default action), so no ``finally`` of
 ours ever runs. ``paddle.disable_signal_handler()`` resets them all to the default,
 which is no better. So after the import, Python's own SIGTERM disposition is put back;
 the crash reports for real faults stay. Model code imports paddle from here.

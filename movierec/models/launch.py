@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from movierec.stack.signals import Shutdown
+from movierec.signals import Shutdown
 
 #: lines of each failed rank's log printed on failure
 TAIL_LINES = 40

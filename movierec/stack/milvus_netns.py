@@ -11,7 +11,7 @@ proxy port inside, with ``splice(2)`` and a thread per direction (no measurable 
 1.7-1.8 ms p50 per search through it, 1.9-2.2 ms from inside the namespace; an asyncio
 copy loop cost about 1 ms). SIGTERM or SIGINT, in any number and at any moment, stops
 Milvus once (SIGKILL after ``--grace`` seconds): the handler only records the signal
-(:class:`movierec.stack.signals.Shutdown`) and the main loop acts on it. Milvus gets SIGKILL
+(:class:`movierec.signals.Shutdown`) and the main loop acts on it. Milvus gets SIGKILL
 if this process dies, and this process gets SIGTERM if its starter dies, so no server
 outlives its owner.
 """
@@ -34,7 +34,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 
-from movierec.stack.signals import Shutdown
+from movierec.signals import Shutdown
 
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

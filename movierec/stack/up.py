@@ -6,7 +6,7 @@ its own ``movierec serve NAME`` process on a fixed loopback port, waits for each
 report SERVING through the gRPC health service, prints sample recommendations and
 how to call the gateway, and serves until Ctrl-C/SIGTERM, then stops everything it
 started. The first SIGTERM or SIGINT, at any step, ends that step (a lock-free handler
-raises KeyboardInterrupt once, :class:`movierec.stack.signals.Shutdown`); every later one
+raises KeyboardInterrupt once, :class:`movierec.signals.Shutdown`); every later one
 is ignored, so it cannot cut the stop sequence short and leave a process behind.
 """
 
@@ -32,9 +32,9 @@ from movierec.errors import MovierecError, Unavailable
 from movierec.registry import Service
 from movierec.security import tls
 from movierec.server import client
+from movierec.signals import Shutdown
 from movierec.stack.prepare import prepare
 from movierec.stack.process import runtime_root, stop_process
-from movierec.stack.signals import Shutdown
 from movierec.stack.stores import LocalStores, ports_to_check
 from movierec.stack.supervise import Supervisor, process_alive
 from movierec.stack.web import start_web
