@@ -79,14 +79,14 @@ def load_catalog(database_url: str, dataset: str) -> None:
     print(f"    {counts} in {time.perf_counter() - start:.1f}s")
 
 
-def load_vectors(milvus_uri: str, dataset: str) -> None:
-    """Publish each model's newest artifact unless it is live already. The embedder that
+def load_vectors(milvus_uri: str, dataset: str, models: tuple[str, ...] = MODELS) -> None:
+    """Publish each of ``models``' newest artifact unless it is live already. The embedder that
     ``up`` starts serves that artifact, so a newer live version is replaced (forced):
     the retriever must serve the embedder's version."""
     index = settings.load(RetrieverSettings).index_spec()
     store = MilvusVectors(milvus_uri, timeout=60)
     store.ready()
-    for model in MODELS:
+    for model in models:
         path = latest(model)
         version = read_metadata(path)["version"]
         try:
