@@ -77,6 +77,7 @@ def test_every_rank_ends_with_the_same_weights_and_finite_losses(two_ranks: Path
     logged = [entry["loss"] for entry in meta["training"]["log"]]  # the ranks' mean
     np.testing.assert_allclose(logged, np.mean([r["losses"] for r in ranks], 0), atol=1e-5)
     assert logged[-1] < logged[0]
+    assert all(entry["train_seconds"] > 0 for entry in meta["training"]["log"])
 
 
 def test_rank_zero_alone_writes_one_artifact_with_the_world_size(two_ranks: Path) -> None:

@@ -362,11 +362,14 @@ def train(data: TrainingGraph, valid: RankingTask, config: TrainConfig,
     bar = tqdm(range(1, config.max_epochs + 1), desc="pinsage",
                disable=not progress or not dist.is_main)
     for epoch in bar:
+        tick = time.perf_counter()
         loss = trainer.epoch()
+        trained = time.perf_counter() - tick
         metrics = (validate(trainer.evaluated, trainer.export_graphs, valid, config.aggregation)
                    if dist.is_main else {})
         elapsed = time.perf_counter() - started
         log.append({"epoch": epoch, "loss": round(loss, 5), "seconds": round(elapsed, 1),
+                    "train_seconds": round(trained, 2),
                     **{k: round(v, 5) for k, v in metrics.items() if "@10" in k}})
         if dist.is_main:
             bar.set_postfix(loss=f"{loss:.4f}", recall10=f"{metrics['recall@10']:.4f}")
