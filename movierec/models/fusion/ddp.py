@@ -15,20 +15,23 @@
   trainable parameter's gradient is dense (no embedding is ``sparse=True``), so a step
   sends :func:`~.train.gradient_bytes` (logged at start);
 * rank 0 alone validates, checkpoints and exports; its learning-rate, stop and
-  out-of-time decisions are broadcast, so the ranks apply the same updates and stop
-  together.
+  out-of-time decisions are broadcast (the time budget is checked every ``check_every``
+  steps, each check being one more collective), so the ranks apply the same updates
+  and stop together.
 
 Without the launcher's environment (one process) this is ``movierec train fusion``.
 
-Test hooks, read here only: ``MOVIEREC_DDP_FAIL_RANK=r`` makes rank ``r`` fail after
-its second step; ``MOVIEREC_DDP_TEST_DIR=d`` makes every rank write
-``d/rank-<r>-epoch-<e>.json`` (a hash of its parameters, the epoch's training MSE) and
-``.npz`` (the parameters) after each epoch's last step, and ``d/pid-<r>`` at start.
+Test hooks, read here only: ``MOVIEREC_DDP_FAIL_RANK=r`` makes rank ``r`` fail in its
+third step (the others then wait in that step's all-reduce); ``MOVIEREC_DDP_TEST_DIR=d``
+makes every rank write ``d/rank-<r>-epoch-<e>.json`` (a hash of its parameters, the
+epoch's training MSE) and ``.npz`` (the parameters) after each epoch's last step, and
+``d/pid-<r>`` at start.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -57,13 +60,14 @@ def parameter_hash(model: FusionModel) -> str:
 class Collective(Parallel):
     """Rank ``rank`` of ``world`` in the default process group (gloo on CPU builds)."""
 
+    check_every = 16
+
     def __init__(self) -> None:
         paddle.distributed.init_parallel_env()
         self.rank = paddle.distributed.get_rank()
         self.world = paddle.distributed.get_world_size()
         fail = os.environ.get(FAIL_RANK, "")
         self._fail = fail != "" and int(fail) == self.rank
-        self._steps = 0
         self._test_dir = Path(os.environ[TEST_DIR]) if os.environ.get(TEST_DIR) else None
         if self._test_dir is not None:
             self._test_dir.mkdir(parents=True, exist_ok=True)
@@ -74,15 +78,18 @@ class Collective(Parallel):
             trainable = [p for p in step.model.parameters() if not p.stop_gradient]
             print(f"fusion ddp: {self.world} ranks, all-reduce of {len(trainable)} dense "
                   f"gradients, {gradient_bytes(step.model)} bytes per step", file=sys.stderr)
+        if self._fail:
+            steps = itertools.count(1)
+
+            def fail(layer, inputs, outputs):
+                if next(steps) == 3:
+                    raise RuntimeError(f"rank {self.rank} fails on purpose ({FAIL_RANK})")
+            step.register_forward_post_hook(fail)
         # the ranking loss runs on some steps only: its parameters (rank_scale) get no
         # gradient on the others, which the reducer must be told to expect
         return paddle.DataParallel(step, find_unused_parameters=True)
 
     def agree(self, *values: float) -> tuple[float, ...]:
-        if self._fail:      # agree runs after every training step
-            self._steps += 1
-            if self._steps >= 2:
-                raise RuntimeError(f"rank {self.rank} fails on purpose ({FAIL_RANK})")
         tensor = paddle.to_tensor(np.asarray(values, dtype=np.float64))
         paddle.distributed.broadcast(tensor, src=0)
         return tuple(type(v)(x) for v, x in zip(values, tensor.numpy().tolist(), strict=True))
