@@ -61,7 +61,8 @@ def epoch_seconds(meta: dict, model: str) -> list[float]:
     """Seconds of each training epoch, from the artifact's training log."""
     log = (meta.get("training") or {}).get("log") or meta.get("history") or []
     cumulative = [row.get("seconds") for row in log if isinstance(row, dict)]
-    per = [row.get("train_seconds") for row in log if isinstance(row, dict)]
+    per = [row.get("train_seconds", row.get("epoch_seconds")) for row in log
+           if isinstance(row, dict)]
     if per and all(v is not None for v in per):
         return per
     values = [v for v in cumulative if v is not None]
@@ -78,6 +79,7 @@ def summary(meta: dict, model: str) -> dict:
             "training_s": training.get("seconds", meta.get("training_seconds")),
             "artifact_wall_s": meta.get("wall_seconds"),
             "valid": meta.get("valid_metrics") or meta.get("metrics"),
+            "rows_per_epoch": [row.get("rows") for row in meta.get("history") or []] or None,
             "distributed": training.get("distributed") or meta.get("distributed")}
 
 

@@ -162,9 +162,9 @@ def mse_loss(model: FusionModel, batch: Batch) -> paddle.Tensor:
 
 def _run_epoch(step: paddle.nn.Layer, opt, batcher: Batcher, ranker: Ranker | None,
                cfg: FusionConfig, rng: np.random.Generator, deadline: float, desc: str,
-               progress: bool, par: Parallel) -> tuple[float, bool]:
+               progress: bool, par: Parallel) -> tuple[float, bool, int]:
     """One pass over (this rank's part of) the data; returns (mean squared error over all
-    ranks, whether the time ran out on rank 0)."""
+    ranks, whether the time ran out on rank 0, the rows trained on over all ranks)."""
     step.train()
     total, count, out_of_time = 0.0, 0, False
     steps = batcher.steps(cfg.batch_size, par.world)
@@ -185,7 +185,7 @@ def _run_epoch(step: paddle.nn.Layer, opt, batcher: Batcher, ranker: Ranker | No
                 if out_of_time:
                     break
     total, count = par.total(total, count)
-    return total / max(count, 1), out_of_time
+    return total / max(count, 1), out_of_time, int(count)
 
 
 def _param_names(model: FusionModel) -> dict[str, str]:
@@ -253,9 +253,9 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
     deadline = started + cfg.max_minutes * 60
     for epoch in range(state["epoch"] + 1, cfg.max_epochs + 1):
         epoch_started = time.monotonic()
-        loss, out_of_time = _run_epoch(step, opt, fit_b, ranker, cfg, rng, deadline,
-                                       f"epoch {epoch}/{cfg.max_epochs}",
-                                       progress and par.is_main, par)
+        loss, out_of_time, rows = _run_epoch(step, opt, fit_b, ranker, cfg, rng, deadline,
+                                             f"epoch {epoch}/{cfg.max_epochs}",
+                                             progress and par.is_main, par)
         epoch_seconds = time.monotonic() - epoch_started
         par.epoch_done(model, epoch, loss)
         improved = stop = False
@@ -266,7 +266,8 @@ def train_model(data: MovieLens, train: pd.DataFrame, cfg: FusionConfig, seed: i
             if ranker is not None:
                 row["valid_rank_loss"] = round(ranker.valid_loss(model), 5)
             state["history"].append({**row, "seconds": round(time.monotonic() - started, 1),
-                                     "epoch_seconds": round(epoch_seconds, 1)})
+                                     "epoch_seconds": round(epoch_seconds, 1),
+                                     "rows": rows})
             if progress:
                 tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v}" for k, v in row.items()
                                                           if k != "epoch"), file=sys.stderr)
