@@ -80,7 +80,10 @@ def summary(meta: dict, model: str) -> dict:
             "artifact_wall_s": meta.get("wall_seconds"),
             "valid": meta.get("valid_metrics") or meta.get("metrics"),
             "rows_per_epoch": [row.get("rows") for row in meta.get("history") or []] or None,
-            "distributed": training.get("distributed") or meta.get("distributed")}
+            "distributed": training.get("distributed") or meta.get("distributed"),
+            "gradient_bytes": (training.get("distributed") or {}).get(
+                "gradient_bytes", meta.get("gradient_bytes")),
+            "steps_per_epoch": (training.get("distributed") or {}).get("steps_per_epoch")}
 
 
 def publish_seconds(model: str, data_dir: Path, artifacts: Path) -> float:

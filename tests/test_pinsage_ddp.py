@@ -93,7 +93,8 @@ def test_rank_zero_alone_writes_one_artifact_with_the_world_size(two_ranks: Path
     assert meta["training"]["distributed"] == {
         "world_size": 2, "backend": "gloo", "batch_unit": "users", "batch_per_rank": 64,
         "batch_per_step": 128, "steps_per_epoch": math.ceil(math.ceil(users / 64) / 2),
-        "allreduce_bytes_per_step": 4 * sum(p.numel() for p in model.parameters())}
+        "allreduce_bytes_per_step": 4 * sum(p.numel() for p in model.parameters()),
+        "gradient_bytes": 4 * sum(p.numel() for p in model.parameters())}
     config = (versions[0] / "config.json").read_text()
     assert f'"lr": {TrainConfig.lr * math.sqrt(2)}' in config
     assert [p.parent.name for p in (two_ranks / "artifacts" / "logs").glob("*/*/attempt_0/*")]

@@ -148,7 +148,8 @@ def train(args: argparse.Namespace, parallel=None) -> int:
             "wall_seconds": round(time.monotonic() - started, 1), "threads": args.threads,
             "num_parameters": int(sum(p.size for p in result.model.parameters())),
             "world_size": par.world, "per_rank_batch": -(-cfg.batch_size // par.world),
-            "allreduce_bytes_per_step": gradient_bytes(result.model) if par.world > 1 else 0}
+            "allreduce_bytes_per_step": gradient_bytes(result.model) if par.world > 1 else 0,
+            "gradient_bytes": gradient_bytes(result.model)}
     path = export(result.model, cfg, result.vocab, data, meta, args.artifacts,
                   reasons.for_movies(data.movies, train_part))
     hidden = hidden_ids_key(args.split)

@@ -315,7 +315,8 @@ class Trainer:
                 "batch_unit": "users" if self.config.objective == "softmax" else "movies",
                 "batch_per_rank": size, "batch_per_step": size * world,
                 "steps_per_epoch": math.ceil(math.ceil(len(pool) / size) / world),
-                "allreduce_bytes_per_step": grads if world > 1 else 0}
+                "allreduce_bytes_per_step": grads if world > 1 else 0,
+                "gradient_bytes": grads}
 
     def _step(self, graphs: list, batch: np.ndarray) -> float:
         if self.config.objective == "softmax":
