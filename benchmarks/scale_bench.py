@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -36,13 +35,13 @@ MOVIEREC = [sys.executable, "-m", "movierec.cli"]
 
 
 def child_run(argv: list[str], env: dict[str, str]) -> dict:
-    """Run ``argv``; its wall seconds, exit code and peak RSS (MiB, of its largest
-    descendant: ru_maxrss of waited-for children is a maximum, not a sum)."""
+    """Run ``argv``; its wall seconds, exit code and peak RSS (MiB: the largest of the
+    child and the descendants it waited for, as ``wait4`` reports; a maximum, not a sum)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    peak = max(usage.ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = usage.ru_maxrss
     return {"wall_s": round(time.perf_counter() - start, 1), "rc": proc.returncode,
             "peak_rss_mib": round(peak / 1024)}
 
