@@ -109,6 +109,8 @@ def train(model: str, data_dir: Path, artifacts: Path, args: argparse.Namespace)
         argv += ["--max-epochs", str(args.epochs)]
     if args.nproc > 1:
         argv += ["--nproc", str(args.nproc)]
+    if model == "pinsage" and not args.calibrate:
+        argv.append("--no-calibrate-bias")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MOVIELENS_DIR": str(data_dir),
            "MOVIEREC_ARTIFACTS": str(artifacts)}
     run = child_run(argv, env)
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="epochs per run (0: the model's own stopping rule)")
     parser.add_argument("--nproc", type=int, default=1)
     parser.add_argument("--publish", action="store_true", help="time a Milvus publish too")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                        help="PinSage's bias calibration (63 full rankings of the "
+                             "validation users per weight: hours at 25M)")
     parser.add_argument("--work", type=Path, default=ROOT / ".movierec" / "scale")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
