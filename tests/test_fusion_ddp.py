@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from process_helpers import alive
 
 paddle = pytest.importorskip("paddle")
 
@@ -135,14 +136,6 @@ def test_without_dropout_two_ranks_compute_what_one_process_does(tmp_path):
         pytest.approx(read_metadata(single)["metrics"]["valid_rmse"], abs=1e-3)
 
 
-def _alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().split()[2] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def test_a_failed_rank_fails_the_job_with_its_log_and_leaves_no_rank(tmp_path, capfd,
                                                                       monkeypatch):
     monkeypatch.setenv(ddp.FAIL_RANK, "1")
@@ -150,7 +143,7 @@ def test_a_failed_rank_fails_the_job_with_its_log_and_leaves_no_rank(tmp_path, c
     err = capfd.readouterr().err
     assert "rank 1 fails on purpose" in err and "workerlog.1" in err
     pids = [int(p.read_text()) for p in (tmp_path / "ranks").glob("pid-*")]
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert _versions(tmp_path) == []
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_helpers import alive
 
 from movierec.models import launch
 
@@ -25,15 +26,6 @@ RANK_SCRIPT = textwrap.dedent("""
         raise SystemExit(f"rank {rank} failed on purpose")
     time.sleep(120)
 """)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def _pids(folder: Path) -> list[int]:
@@ -59,7 +51,7 @@ def test_a_failed_rank_fails_the_job_with_its_log_and_leaves_no_rank(
     assert str(logs) in err
     pids = _pids(rank_module)
     assert len(pids) == 2
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_a_stop_signal_stops_every_rank(rank_module: Path) -> None:
@@ -75,9 +67,9 @@ def test_a_stop_signal_stops_every_rank(rank_module: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 128 + signal.SIGTERM
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in _pids(rank_module)) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in _pids(rank_module)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in _pids(rank_module))
+    assert not any(alive(pid) for pid in _pids(rank_module))
 
 
 def test_multi_node_commands_use_a_static_rendezvous(tmp_path: Path) -> None:

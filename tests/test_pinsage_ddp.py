@@ -10,12 +10,12 @@ its log shown and no rank left behind.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from process_helpers import alive
 
 from movierec.data.source import load_dataset
 from movierec.data.splits import make_split
@@ -42,15 +42,6 @@ def _train(tmp: Path, *extra: str) -> int:
         [*FLAGS, "--artifacts", str(tmp / "artifacts"), "--checkpoint-dir", str(tmp / "ckpt"),
          *extra])
     return commands.train(args)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +114,7 @@ def test_a_failing_rank_fails_the_job_with_its_log_and_leaves_no_rank(
     err = capfd.readouterr().err
     assert "rank 1 fails on purpose" in err and "attempt_0/1/stderr.log" in err
     pids = [int(p.read_text()) for p in (tmp_path / "dump").glob("pid-*")]
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert not (tmp_path / "artifacts" / "pinsage").exists()
 
 
