@@ -20,6 +20,8 @@ from movierec.errors import MovierecError
 
 #: seconds a training process gets to exit after SIGTERM before SIGKILL
 GRACE_S = 10.0
+#: seconds between two "still training" lines (the trainers print little on their own)
+HEARTBEAT_S = 60.0
 #: how a ``movierec`` command starts (the command's arguments follow)
 MOVIEREC = [sys.executable, "-m", "movierec.cli"]
 
@@ -64,7 +66,12 @@ class Training:
         """Block until every process ended; StepFailed (the others stopped) at the first
         that exits non-zero."""
         pending = dict(self.procs)
+        beat = time.monotonic() + HEARTBEAT_S
         while pending:
+            if time.monotonic() >= beat:
+                beat += HEARTBEAT_S
+                print(f"    still training {', '.join(pending)} "
+                      f"({time.perf_counter() - self.started:.0f}s)", flush=True)
             for name, proc in list(pending.items()):
                 code = proc.poll()
                 if code is None:
