@@ -64,7 +64,10 @@ class _OutboundInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """A channel's one interceptor: sends the request id on and, with tracing on, asks
     the tracing gate (:func:`movierec.tracing.client_gate`) whether the call goes
     through OpenTelemetry's instrumentation (a recorded trace) or only carries the
-    unrecorded trace's ``traceparent``."""
+    unrecorded trace's ``traceparent``. A call that carries a ``traceparent`` sends no
+    ``x-request-id``: with tracing on the request id is the trace id, which the callee
+    reads from the trace context (one unique header less per hop: the floor of tracing's
+    overhead fell from ~9 % to ~4 %, docs/tracing.md)."""
 
     def __init__(self) -> None:
         self.gate = tracing.client_gate()
@@ -73,10 +76,10 @@ class _OutboundInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         rid = request_id.get()
         traced, extra = (False, ()) if self.gate is None else \
             self.gate.outbound(client_call_details)
-        if rid or extra:
+        if rid and not (traced or extra):
+            extra = ((REQUEST_ID_KEY, rid),)
+        if extra:
             metadata = [*(client_call_details.metadata or ()), *extra]
-            if rid:
-                metadata.append((REQUEST_ID_KEY, rid))
             client_call_details = client_call_details._replace(metadata=metadata)
         if traced:
             return await self.gate.traced.intercept_unary_unary(
