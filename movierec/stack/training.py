@@ -17,6 +17,7 @@ import time
 from types import TracebackType
 
 from movierec.errors import MovierecError
+from movierec.stack.process import stop_process
 
 #: seconds a training process gets to exit after SIGTERM before SIGKILL
 GRACE_S = 10.0
@@ -94,11 +95,7 @@ class Training:
                 proc.terminate()
         deadline = time.monotonic() + GRACE_S
         for proc in self.procs.values():
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, max(deadline - time.monotonic(), 0.1))
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
