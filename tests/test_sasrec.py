@@ -185,3 +185,23 @@ def test_a_longer_horizon_targets_an_item_up_to_that_many_steps_ahead() -> None:
         assert ahead.min() >= 1 and ahead.max() <= 5 and targets.numpy().max() == 60
         steps |= set(ahead[:, :10].ravel().tolist())
     assert steps == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("positions", ["newest", "oldest"])
+def test_both_position_alignments_encode_in_numpy_as_in_torch(positions) -> None:
+    from movierec.models.sasrec.encoder import Weights
+    from movierec.models.sasrec.model import Dims, SasRec
+    torch.manual_seed(3)
+    model = SasRec(Dims(items=30, dim=16, layers=2, heads=2, max_len=12, positions=positions))
+    with torch.no_grad():                       # positions must matter to be tested
+        model.positions.weight.normal_()
+    arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    weights = Weights(arrays, heads=2, layers=2, max_len=12, positions=positions)
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(1, 31, n) for n in (1, 5, 12, 20)]            # 20 > max_len
+    np.testing.assert_allclose(np.stack([weights.encode(s) for s in seqs]),
+                               last_hidden(model, seqs), atol=2e-4)
+    short = last_hidden(model, [seqs[1]])
+    other = "oldest" if positions == "newest" else "newest"
+    assert not np.allclose(Weights(arrays, 2, 2, 12, other).encode(seqs[1]), short[0],
+                           atol=1e-3)

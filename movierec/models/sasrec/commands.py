@@ -42,6 +42,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     parser.add_argument("--crop", type=float, default=d.crop,
                         help="share of long histories trained on a random older window")
+    parser.add_argument("--positions", choices=["newest", "oldest"], default=d.positions,
+                        help="position 0 is the window's oldest item, or the newest item "
+                             "sits at the last position")
     parser.add_argument("--shuffle-ties", action=argparse.BooleanOptionalAction,
                         default=d.shuffle_ties,
                         help="a random order inside same-second groups, each epoch")

@@ -42,6 +42,7 @@ class Weights:
     heads: int
     layers: int
     max_len: int
+    positions: str = "newest"   # model.Dims.positions
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -74,7 +75,8 @@ class Weights:
         items = items[-self.max_len:]
         table = self["items.weight"]
         x = table[items] * np.float32(np.sqrt(table.shape[1]))
-        x = x + self["positions.weight"][self.max_len - len(items):]
+        first = self.max_len - len(items) if self.positions == "newest" else 0
+        x = x + self["positions.weight"][first:first + len(items)]
         for i in range(self.layers):
             x = self.block(i, x, last=i == self.layers - 1)
         return _norm(x[-1], self["norm.weight"], self["norm.bias"]).astype(np.float32)
@@ -102,7 +104,7 @@ class SasRecEncoder:
             arrays = {k: loaded[k].astype(np.float32) for k in loaded.files}
         dims = meta["dims"]
         return cls(ids, Weights(arrays, int(dims["heads"]), int(dims["layers"]),
-                                int(dims["max_len"])), meta)
+                                int(dims["max_len"]), dims.get("positions", "newest")), meta)
 
     @property
     def dim(self) -> int:

@@ -51,7 +51,8 @@ def export(result: TrainResult, config: TrainConfig, info: dict[str, Any],
 def _training_metadata(result: TrainResult, config: TrainConfig) -> dict[str, Any]:
     return {
         "dims": {"hidden": config.dim, "layers": config.layers, "heads": config.heads,
-                 "max_len": config.max_len, "ffn": config.ffn},
+                 "max_len": config.max_len, "ffn": config.ffn,
+                 "positions": config.positions},
         "objective": "full softmax cross-entropy, next item at every position",
         "optimizer": {"name": "AdamW", "lr": config.lr, "batch": config.batch,
                       "schedule": config.schedule, "warmup_steps": config.warmup_steps,

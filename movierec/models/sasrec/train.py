@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from movierec.evaluation.ranking import RankingTask, Scorer
 from movierec.evaluation.ranking import evaluate as rank_evaluate
 from movierec.models.sasrec.data import ItemIndex, left_padded, sequences, shuffle_ties
+from movierec.models.sasrec.loss import full_cross_entropy
 from movierec.models.sasrec.model import Dims, SasRec
 
 
@@ -35,6 +35,7 @@ class TrainConfig:
     max_len: int = 200
     ffn: int = 1
     dropout: float = 0.2
+    positions: str = "newest"  # or "oldest" (model.Dims.positions)
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch: int = 64
@@ -51,7 +52,7 @@ class TrainConfig:
 
     def dims(self, items: int) -> Dims:
         return Dims(items, self.dim, self.layers, self.heads, self.max_len, self.ffn,
-                    self.dropout)
+                    self.dropout, self.positions)
 
 
 @dataclass
@@ -132,8 +133,7 @@ def _epoch(model: SasRec, seqs: list[tuple[np.ndarray, np.ndarray]], config: Tra
     for inputs, targets in _batches(seqs, config, rng):
         hidden = model(inputs)
         keep = targets > 0
-        logits = hidden[keep] @ model.item_table().T        # (positions, N)
-        loss = nn.functional.cross_entropy(logits, targets[keep] - 1)
+        loss = full_cross_entropy(hidden[keep], model.item_table(), targets[keep] - 1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
