@@ -59,7 +59,8 @@ class ModelSpec:
 
 FUSION = ModelSpec("fusion", "fusion two-tower (PaddlePaddle)",
                    "movierec.models.fusion.inference:FusionEncoder", ("profile",),
-                   reading="predicted {reading:.1f} stars for {audience}")
+                   reading="predicted {reading:.1f} stars for {audience}",
+                   first_run=("--max-minutes", "7"))
 PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
                     "movierec.models.pinsage.encoder:PinSageEncoder", ("liked", "history"))
 #: what a known user will watch next (``Recommend{next_for_user_id}``); PinSage keeps
@@ -67,8 +68,8 @@ PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
 #: next item (docs/sequence.md)
 SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
                    "movierec.models.sasrec.encoder:SasRecEncoder", ("sequence",), similar=False,
-                   first_run=("--split", "leave_last_out", "--max-epochs", "15",
-                              "--time-budget", "10"))
+                   first_run=("--split", "leave_last_out", "--dim", "64", "--max-epochs",
+                              "15", "--time-budget", "7"))
 
 MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)
 BY_NAME = {m.name: m for m in MODELS}
