@@ -60,16 +60,17 @@ class ModelSpec:
 FUSION = ModelSpec("fusion", "fusion two-tower (PaddlePaddle)",
                    "movierec.models.fusion.inference:FusionEncoder", ("profile",),
                    reading="predicted {reading:.1f} stars for {audience}",
-                   first_run=("--max-minutes", "7"))
+                   first_run=("--max-minutes", "6"))
 PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
-                    "movierec.models.pinsage.encoder:PinSageEncoder", ("liked", "history"))
+                    "movierec.models.pinsage.encoder:PinSageEncoder", ("liked", "history"),
+                    first_run=("--time-budget", "6"))
 #: what a known user will watch next (``Recommend{next_for_user_id}``); PinSage keeps
 #: ``Recommend{user_id}``: it wins the per-user and the global time splits, SASRec the
 #: next item (docs/sequence.md)
 SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
                    "movierec.models.sasrec.encoder:SasRecEncoder", ("sequence",), similar=False,
                    first_run=("--split", "leave_last_out", "--dim", "64", "--max-epochs",
-                              "15", "--time-budget", "7"))
+                              "15", "--time-budget", "6"))
 
 MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)
 BY_NAME = {m.name: m for m in MODELS}
