@@ -70,7 +70,7 @@ PINSAGE = ModelSpec("pinsage", "PinSage (PyTorch + DGL)",
 SASREC = ModelSpec("sasrec", "SASRec sequential transformer (PyTorch)",
                    "movierec.models.sasrec.encoder:SasRecEncoder", ("sequence",), similar=False,
                    first_run=("--split", "leave_last_out", "--dim", "64", "--max-epochs",
-                              "7", "--time-budget", "6"))
+                              "15", "--time-budget", "6"))
 
 MODELS: tuple[ModelSpec, ...] = (FUSION, PINSAGE, SASREC)
 BY_NAME = {m.name: m for m in MODELS}
