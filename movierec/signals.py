@@ -18,10 +18,13 @@ Two uses:
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: the interrupting Shutdown this process installed last (what :func:`deferred` defers)
+_active: Shutdown | None = None
 
 
 class Shutdown:
@@ -31,9 +34,13 @@ class Shutdown:
         self.signum = 0
         self.interrupt = interrupt
         self._stopping = False
+        self._deferring = 0      # depth of :func:`deferred` blocks
+        self._pending = False    # an interrupt waits for the outermost block to end
 
     def install(self, signals: Iterable[int] = STOP_SIGNALS) -> Shutdown:
         """Handle ``signals`` with :meth:`handle` (call from the main thread)."""
+        global _active
+        _active = self
         for sig in signals:
             signal.signal(sig, self.handle)
         return self
@@ -52,4 +59,30 @@ class Shutdown:
             self.signum = signum
             if self.interrupt and not self._stopping:
                 self._stopping = True
+                if self._deferring:
+                    self._pending = True
+                    return
                 raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Inside, a stop signal is recorded and its KeyboardInterrupt raised only on leaving.
+
+    For starting a child and recording it in one step: an interrupt raised inside
+    ``subprocess.Popen`` after its fork (while it waits for the child's exec) leaves a
+    child nobody recorded, so the stop sequence cannot end it (a service outlived
+    ``movierec up`` that way). Wrap the start and the assignment, not the waits after.
+    """
+    shutdown = _active
+    if shutdown is None or not shutdown.interrupt:
+        yield
+        return
+    shutdown._deferring += 1
+    try:
+        yield
+    finally:
+        shutdown._deferring -= 1
+        if not shutdown._deferring and shutdown._pending:
+            shutdown._pending = False
+            raise KeyboardInterrupt(f"signal {signal.Signals(shutdown.signum).name}")

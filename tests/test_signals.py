@@ -95,3 +95,33 @@ def test_importing_the_fusion_model_leaves_sigterm_to_python() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr[-2000:]
+
+
+def test_a_signal_inside_deferred_is_raised_on_leaving_after_the_step_completes() -> None:
+    """A child started and recorded inside ``deferred`` is recorded even when the stop
+    signal lands in the middle (in ``Popen``, after the fork): the interrupt comes after."""
+    import os
+
+    from movierec import signals
+    previous = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    shutdown = Shutdown(interrupt=True).install()
+    recorded = []
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with signals.deferred():
+                with signals.deferred():                 # nested: the outermost raises
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(1000):                # the handler has run by now
+                        pass
+                    recorded.append("inner")
+                recorded.append("outer")
+        assert recorded == ["inner", "outer"] and shutdown.signum == signal.SIGTERM
+        with signals.deferred():                         # stopping: nothing pending
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        assert shutdown.signum == signal.SIGTERM
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signals._active = None

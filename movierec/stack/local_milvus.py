@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from movierec.errors import Unavailable
+from movierec.signals import deferred
 from movierec.stack.process import free_port, port_open, stop_process, wait_for_port
 
 
@@ -94,7 +95,7 @@ class LocalMilvus(LoopbackServer):
         self.root.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
         env["LD_LIBRARY_PATH"] = f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"
-        with (self.root / "milvus.log").open("ab") as log:
+        with deferred(), (self.root / "milvus.log").open("ab") as log:   # movierec.signals
             self.proc = subprocess.Popen(
                 [str(lib / "milvus"), str(self.root / "milvus.db"), f"127.0.0.1:{self.port}",
                  os.environ.get("MILVUS_LITE_LOG_LEVEL", "ERROR")],

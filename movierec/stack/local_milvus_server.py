@@ -34,6 +34,7 @@ from pathlib import Path
 
 from movierec.data.source import home_dir
 from movierec.errors import Unavailable
+from movierec.signals import deferred
 from movierec.stack.local_milvus import LoopbackServer
 
 VERSION = "2.3.5"
@@ -185,7 +186,7 @@ class LocalMilvusServer(LoopbackServer):
         binaries = self._prepare()
         listener = _listener(self.port)
         try:
-            with (self.root / "logs" / "supervisor.log").open("ab") as log:
+            with deferred(), (self.root / "logs" / "supervisor.log").open("ab") as log:
                 self.proc = subprocess.Popen(
                     self._command(listener.fileno(), binaries), stdout=log,
                     stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from movierec.errors import Unavailable
+from movierec.signals import deferred
 from movierec.stack.process import find_binary, free_port, stop_process, wait_for_port
 
 
@@ -34,8 +35,9 @@ class LocalRedis:
                 "--save", "", "--appendonly", "no", "--protected-mode", "yes",
                 "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",
                 "--logfile", str(self.root / "redis.log")]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        with deferred():            # started and recorded in one step (movierec.signals)
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for_port("127.0.0.1", self.port, timeout, self.proc, "redis-server")
         return self.url
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from movierec import registry
 from movierec.errors import Unavailable
+from movierec.signals import deferred
 from movierec.stack.process import (
     find_binary,
     free_port,
@@ -105,7 +106,8 @@ class LocalPrometheus:
         """Start in the background; return the URL once it is ready."""
         args = self.command(self.write_config(settings))
         log = (self.root / "prometheus.log").open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        with deferred():            # started and recorded in one step (movierec.signals)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for_port("127.0.0.1", self.port, timeout, self.proc, "prometheus")
         deadline = time.monotonic() + timeout

@@ -77,13 +77,13 @@ class LocalStores:
                 continue
             server = self._make(store)
             already = not isinstance(server, LocalRedis) and server.running()
+            if not already:  # a server another process started is left to it; this one
+                self.started[store] = server   # is stopped even if its start fails
             try:
                 self.addresses[env] = server.start()
             except BaseException:
                 self.stop()
                 raise
-            if not already:  # a server another process started is left to it
-                self.started[store] = server
             log.info("started local %s", store, extra={"address": self.addresses[env]})
         return dict(self.addresses)
 

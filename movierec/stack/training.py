@@ -17,6 +17,7 @@ import time
 from types import TracebackType
 
 from movierec.errors import MovierecError
+from movierec.signals import deferred
 from movierec.stack.process import stop_process
 
 #: seconds a training process gets to exit after SIGTERM before SIGKILL
@@ -53,14 +54,19 @@ class Training:
         self.started = time.perf_counter()
 
     def __enter__(self) -> Training:
-        for name, argv in self.commands.items():
-            proc = subprocess.Popen([*MOVIEREC, *argv],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1)
-            self.procs[name] = proc
-            relay = threading.Thread(target=_relay, args=(name, proc.stdout), daemon=True)
-            relay.start()
-            self.relays.append(relay)
+        try:
+            for name, argv in self.commands.items():
+                with deferred():    # started and recorded in one step (movierec.signals)
+                    self.procs[name] = subprocess.Popen(
+                        [*MOVIEREC, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, bufsize=1)
+                relay = threading.Thread(target=_relay, args=(name, self.procs[name].stdout),
+                                         daemon=True)
+                relay.start()
+                self.relays.append(relay)
+        except BaseException:       # __exit__ does not run when __enter__ raises
+            self.stop()
+            raise
         return self
 
     def wait(self) -> None:

@@ -32,7 +32,7 @@ from movierec.errors import MovierecError, Unavailable
 from movierec.registry import Service
 from movierec.security import tls
 from movierec.server import client
-from movierec.signals import Shutdown
+from movierec.signals import Shutdown, deferred
 from movierec.stack.prepare import prepare
 from movierec.stack.process import runtime_root, stop_process
 from movierec.stack.stores import LocalStores, ports_to_check
@@ -130,7 +130,8 @@ class Running:
             self.procs[service.name], self.web_url = start_web(self.env, self.logs)
             return
         port = int(self.env.setdefault(service.port_env, str(service.port)))
-        self.procs[service.name] = launch(service, self.env, self.logs)
+        with deferred():        # a stop signal during the start still finds the process
+            self.procs[service.name] = launch(service, self.env, self.logs)
         wait_serving(self.procs[service.name], service.name, port, self.timeout, self.env)
 
     def start_all(self) -> None:

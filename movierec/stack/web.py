@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from movierec.errors import Unavailable
+from movierec.signals import deferred
 from movierec.stack.process import free_port, stop_process
 
 
@@ -33,17 +34,25 @@ def start_web(env: dict[str, str], log_dir: Path,
     """The running facade process and its base URL; Unavailable if it never gets healthy."""
     port = int(env.get("WEB_PORT") or free_port())
     log_dir.mkdir(parents=True, exist_ok=True)
-    with (log_dir / "web.log").open("ab") as out:
+    with deferred(), (log_dir / "web.log").open("ab") as out:   # see movierec.signals
         proc = subprocess.Popen([sys.executable, "-m", "movierec.apps.web"],
                                 env={**env, "WEB_PORT": str(port)},
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, url, timeout, log_dir)
+    except BaseException:       # a stop signal or a failure: the caller never gets proc
+        stop_process(proc)
+        raise
+    return proc, url
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, log_dir: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise Unavailable(f"web exited with code {proc.returncode} (see {log_dir}/web.log)")
         if healthy(url):
-            return proc, url
+            return
         time.sleep(0.2)
-    stop_process(proc)
     raise Unavailable(f"web was not healthy at {url} after {timeout:.0f}s")
