@@ -107,14 +107,13 @@ def test_a_signal_inside_deferred_is_raised_on_leaving_after_the_step_completes(
     shutdown = Shutdown(interrupt=True).install()
     recorded = []
     try:
-        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            with signals.deferred():
-                with signals.deferred():                 # nested: the outermost raises
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    for _ in range(1000):                # the handler has run by now
-                        pass
-                    recorded.append("inner")
-                recorded.append("outer")
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), signals.deferred():
+            with signals.deferred():                 # nested: the outermost raises
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):                # the handler has run by now
+                    pass
+                recorded.append("inner")
+            recorded.append("outer")
         assert recorded == ["inner", "outer"] and shutdown.signum == signal.SIGTERM
         with signals.deferred():                         # stopping: nothing pending
             os.kill(os.getpid(), signal.SIGINT)

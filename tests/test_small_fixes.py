@@ -4,6 +4,7 @@ rating rules, and the echo server in the registry."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -123,7 +124,9 @@ def test_a_failed_training_is_one_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(prepare, "latest", no_artifact)
     monkeypatch.setattr(training, "MOVIEREC", [
         sys.executable, "-c", "import sys; sys.exit(3 if 'fusion' in sys.argv else 0)"])
-    failed = (r"^training fusion failed: `movierec train fusion --dataset ml-1m --no-progress` "
+    from movierec.models import registry as models
+    argv = " ".join(["--dataset", "ml-1m", *models.get("fusion").first_run, "--no-progress"])
+    failed = (rf"^training fusion failed: `movierec train fusion {re.escape(argv)}` "
               r"exited with code 3$")
     with pytest.raises(prepare.StepFailed, match=failed), \
             prepare.ensure_models("ml-1m") as started:
