@@ -19,6 +19,7 @@ from movierec.models.artifact import normalize
 from movierec.retriever.v1 import retriever_pb2 as pb
 from movierec.retriever.v1 import retriever_pb2_grpc
 from movierec.services.retriever.batcher import BatchedSearch
+from movierec.services.retriever.engine import SearchEngine
 from movierec.services.retriever.loader import IndexSpec, ItemBatch, publish
 from movierec.services.retriever.memory import MEMORY_SEARCHES
 from movierec.services.retriever.milvus import Filters, MilvusVectors
@@ -607,3 +608,20 @@ def test_the_retriever_exports_the_version_it_serves(loaded) -> None:
     assert run(uri, scenario).model_version == "v1"
     assert REGISTRY.get_sample_value("movierec_model_live_info", {
         "service": "retriever", "model": "testmodel", "version": "v1"}) == 1
+
+
+def test_a_store_call_cancelled_as_its_answer_arrives_stays_cancelled() -> None:
+    """Stopping the retriever cancels its background loops; a Milvus call whose answer
+    arrives in the same loop step must still end them (Python 3.11's ``wait_for``
+    returned the answer instead, and the keep-warm loop outlived the server's stop)."""
+    engine = SearchEngine(MilvusVectors("http://127.0.0.1:1"))
+
+    async def scenario() -> asyncio.Task:
+        answer = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(engine._await(answer, "probe", 5))
+        await asyncio.sleep(0)            # the call waits for its answer
+        answer.set_result(True)
+        task.cancel()
+        await asyncio.wait({task})
+        return task
+    assert asyncio.run(scenario()).cancelled()

@@ -22,7 +22,7 @@ from movierec.logs import request_id
 from movierec.server import client, metrics
 from movierec.server.client import REQUEST_ID_KEY
 from movierec.server.echo import SERVICE, create_server
-from movierec.server.factory import ServiceSpec, build_server
+from movierec.server.factory import ServiceSpec, build_server, start_task
 from movierec.stack.process import free_port
 
 
@@ -66,6 +66,37 @@ def test_health_starts_not_serving_until_ready() -> None:
         finally:
             await server.stop(0)
     asyncio.run(scenario())
+
+
+def test_a_background_loop_that_misses_a_cancellation_still_ends_with_the_server() -> None:
+    """A loop that lost one cancellation (Python 3.11's ``asyncio.wait_for`` loses it when
+    its call completes in the step that cancels it) does not hold the server's stop
+    forever: the stop cancels again until the task ends (a retriever test hung 300 s)."""
+    rounds: list[str] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if "swallowed" in rounds:
+                    raise
+                rounds.append("swallowed")
+
+    async def scenario():
+        spec = ServiceSpec(SERVICE, Faulty(), echo_pb2_grpc.add_EchoServicer_to_server)
+        server, _ = await build_server("t", [spec], 0, settings.ServerSettings())
+        task = start_task(server, stubborn())
+        await asyncio.sleep(0.05)
+        stop = asyncio.ensure_future(server.stop(0))
+        await asyncio.wait({stop}, timeout=10)   # without the fix: never
+        ended = stop.done()
+        if not ended:   # end the test's loop anyway
+            task.cancel()
+            await stop
+        return ended, task
+    ended, task = asyncio.run(scenario())
+    assert ended and rounds == ["swallowed"] and task.cancelled()
 
 
 def _serving_gauge() -> float | None:

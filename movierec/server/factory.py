@@ -35,6 +35,8 @@ from movierec.server.interceptor import Admit, ServiceInterceptor
 from movierec.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+#: how long a stopping server waits for a background task to end before cancelling it again
+RECANCEL_SECONDS = 0.5
 #: Health service name that stays SERVING while the process lives (liveness probes):
 #: readiness ("" and each service) follows dependencies, and restarting a pod because
 #: its database is down would not help.
@@ -214,12 +216,18 @@ async def follow_health(server: ManagedServer, probe: Callable[[], Awaitable[boo
 
 
 def start_task(server: ManagedServer, coroutine: Awaitable[None]) -> asyncio.Task:
-    """Run ``coroutine`` in the background until the server stops."""
+    """Run ``coroutine`` in the background until the server stops.
+
+    The stop cancels it again until it ends: one cancellation can be lost (Python 3.11's
+    ``asyncio.wait_for``, and any library code built on it, returns a result that arrived
+    in the step that cancelled it), and a loop that missed it would hold the stop forever."""
     task = asyncio.ensure_future(coroutine)
 
     async def cancel() -> None:
-        task.cancel()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            task.result()
     server.on_stop(cancel)
     return task

@@ -58,8 +58,14 @@ class SearchEngine:
                                  timeout)
 
     async def _await(self, call: Awaitable[T], name: str, timeout: float) -> T:
+        """``call`` within ``timeout``. With :func:`asyncio.timeout`, not ``wait_for``:
+        Python 3.11's ``wait_for`` returns the result, swallowing a cancellation, when the
+        call completes in the loop step that cancels it, and a background loop
+        (:meth:`keep_warm`, the health probe) then outlived the server's stop (a test hung
+        for 300 s in CI)."""
         try:
-            return await asyncio.wait_for(call, timeout)
+            async with asyncio.timeout(timeout):
+                return await call
         except TimeoutError as exc:
             log.warning("milvus did not answer in time", extra={"call": name})
             raise Unavailable("vector index did not answer in time") from exc
