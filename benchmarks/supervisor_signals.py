@@ -1,7 +1,7 @@
 """Signal bursts against the Milvus supervisor: nothing may survive them (issue 31).
 
 Each run starts the supervisor (:mod:`movierec.stack.milvus_netns`, in its private
-namespaces, exactly as :class:`LocalMilvusServer` starts it) over a Milvus binary,
+namespaces, with ``spawn_supervisor`` as :class:`LocalMilvusServer` does) over a binary,
 waits a random moment of its life (before its handlers exist, while Milvus starts,
 while it serves), sends a burst of 1-3 signals (SIGTERM and SIGINT mixed, 0-20 ms
 apart), and checks that the supervisor and every process of its server are gone
@@ -108,12 +108,11 @@ def one_run(binary: Path, workdir: Path, rng: random.Random, max_delay: float,
     """Start the supervisor, signal it at a random moment, see what is left."""
     for sub in ("configs", "logs", "data", "run"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    with socket.socket() as listener, (workdir / "logs" / "supervisor.log").open("ab") as log:
+    with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        proc = subprocess.Popen(supervisor_command(binary, workdir, listener.fileno(), grace),
-                                pass_fds=(listener.fileno(),), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = lms.spawn_supervisor(supervisor_command(binary, workdir, listener.fileno(),
+                                                       grace), listener, workdir)
     delay = rng.uniform(0, max_delay)
     time.sleep(delay)
     sent = burst(rng)
@@ -123,41 +122,21 @@ def one_run(binary: Path, workdir: Path, rng: random.Random, max_delay: float,
         time.sleep(rng.uniform(0, 0.02))
     seconds, survivors = wait_gone(proc, workdir.resolve(), grace + 5)
     for pid in survivors:  # leave nothing behind, even when the run failed
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait(5)
     return Outcome(delay, [s.name for s in sent], seconds, survivors)
-
-
-@contextlib.contextmanager
-def signals_not_ignored():
-    """SIGINT and SIGTERM handled, not ignored, in this process while supervisors start.
-
-    A process inherits the signals its starter ignores: a shell runs background commands
-    with SIGINT ignored, and a SIGINT that reaches a supervisor started from there before
-    its Python code installs a handler is dropped by the kernel. ``movierec up`` handles
-    both signals (its children start with the defaults); the stress starts them the same
-    way whatever shell started it."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if previous[signal.SIGTERM] == signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def stress(binary: Path, workdir: Path, runs: int, max_delay: float, grace: float,
            seed: int = 0, say=lambda _: None) -> list[Outcome]:
     rng = random.Random(seed)
     outcomes = []
-    with signals_not_ignored():
-        for index in range(runs):
-            outcome = one_run(binary, workdir, rng, max_delay, grace)
-            say(f"{index:3d} after {outcome.delay:6.2f}s {'+'.join(outcome.signals):23s} "
-                f"gone in {outcome.seconds_to_gone:5.2f}s survivors {outcome.survivors}")
-            outcomes.append(outcome)
+    for index in range(runs):
+        outcome = one_run(binary, workdir, rng, max_delay, grace)
+        say(f"{index:3d} after {outcome.delay:6.2f}s {'+'.join(outcome.signals):23s} "
+            f"gone in {outcome.seconds_to_gone:5.2f}s survivors {outcome.survivors}")
+        outcomes.append(outcome)
     return outcomes
 
 

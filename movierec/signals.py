@@ -38,11 +38,15 @@ class Shutdown:
         self._pending = False    # an interrupt waits for the outermost block to end
 
     def install(self, signals: Iterable[int] = STOP_SIGNALS) -> Shutdown:
-        """Handle ``signals`` with :meth:`handle` (call from the main thread)."""
+        """Handle ``signals`` with :meth:`handle` (call from the main thread), then unblock
+        them: a starter that used :func:`held` left them blocked, and one that arrived
+        since is delivered now, to this handler."""
         global _active
         _active = self
+        signals = list(signals)
         for sig in signals:
             signal.signal(sig, self.handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
         return self
 
     @property
@@ -86,3 +90,21 @@ def deferred() -> Iterator[None]:
         if not shutdown._deferring and shutdown._pending:
             shutdown._pending = False
             raise KeyboardInterrupt(f"signal {signal.Signals(shutdown.signum).name}")
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Inside, SIGTERM and SIGINT are blocked in this thread; a child started here starts
+    with them blocked (a signal mask survives fork and exec) until its
+    :meth:`Shutdown.install` unblocks them.
+
+    For a child that must act on a stop signal at any moment of its life: one sent before
+    its handler exists waits, pending, instead of landing in an interpreter that is still
+    starting (a SIGINT 59 ms after the Milvus supervisor started was lost that way in CI,
+    and the supervisor and its Milvus ran on). Signals sent to this process meanwhile are
+    delivered when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from movierec.signals import Shutdown
+from movierec.signals import Shutdown, held
 
 
 def test_the_first_signal_is_recorded_and_later_ones_change_nothing() -> None:
@@ -124,3 +124,21 @@ def test_a_signal_inside_deferred_is_raised_on_leaving_after_the_step_completes(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signals._active = None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_child_started_with_its_signals_held_gets_one_sent_before_its_handler(sig) -> None:
+    """A signal sent while the child's interpreter still starts (here: sleeps before it
+    installs its handler) waits, pending, and reaches the handler: nothing is lost or acted
+    on before the child can act on it (issue 31: the Milvus supervisor once ran on after
+    a SIGINT in its first 59 ms). The starter's own mask is as it was before."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    code = ("import time; time.sleep(0.5); from movierec.signals import Shutdown; "
+            "s = Shutdown().install(); time.sleep(0.1); print(s.signum, flush=True)")
+    with held():
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 text=True)
+    child.send_signal(sig)
+    out, _ = child.communicate(timeout=30)
+    assert (child.returncode, out.strip()) == (0, str(int(sig)))
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from movierec.data.source import home_dir
 from movierec.errors import Unavailable
-from movierec.signals import deferred
+from movierec.signals import deferred, held
 from movierec.stack.local_milvus import LoopbackServer
 
 VERSION = "2.3.5"
@@ -186,11 +186,9 @@ class LocalMilvusServer(LoopbackServer):
         binaries = self._prepare()
         listener = _listener(self.port)
         try:
-            with deferred(), (self.root / "logs" / "supervisor.log").open("ab") as log:
-                self.proc = subprocess.Popen(
-                    self._command(listener.fileno(), binaries), stdout=log,
-                    stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),
-                    start_new_session=True)
+            with deferred():
+                self.proc = spawn_supervisor(self._command(listener.fileno(), binaries),
+                                             listener, self.root)
         finally:
             listener.close()
         try:
@@ -206,6 +204,16 @@ class LocalMilvusServer(LoopbackServer):
             return
         stop_group(self.proc, STOP_GRACE + 4)
         self._stopped()
+
+
+def spawn_supervisor(command: list[str], listener: socket.socket,
+                     root: Path) -> subprocess.Popen:
+    """Start the supervisor ``command`` (in its own session, logging to ``root``/logs,
+    given ``listener``) with its stop signals held until its handlers exist
+    (:func:`movierec.signals.held`): a signal at any moment of its life stops it."""
+    with held(), (root / "logs" / "supervisor.log").open("ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                pass_fds=(listener.fileno(),), start_new_session=True)
 
 
 def stop_group(proc: subprocess.Popen, timeout: float) -> None:

@@ -174,9 +174,9 @@ def supervise(args: argparse.Namespace, env: dict[str, str], shutdown: Shutdown,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Set up the namespace and supervise Milvus. Stop signals are recorded from the first
-    line on; one that reached the process before Python ran this line acted as the
-    starter left it (``up`` and the tests leave SIGINT and SIGTERM at their defaults:
-    a starter that ignores SIGINT passes that on, and such a signal is lost)."""
+    line on: the starter (:func:`~movierec.stack.local_milvus_server.spawn_supervisor`)
+    holds them blocked until this line installs the handler, so one sent earlier (while
+    ``unshare`` or the interpreter still starts) waits for it instead of being lost."""
     shutdown = Shutdown().install()
     parser = argparse.ArgumentParser(prog="milvus_netns", description=__doc__.splitlines()[0])
     parser.add_argument("--listen-fd", type=int, required=True)
