@@ -123,7 +123,7 @@ def test_train_and_evaluate_commands_round_trip(tmp_path, capsys) -> None:
         split="leave_last_out", dim=16, layers=1, heads=2, max_len=16, ffn=1, batch=64,
         max_epochs=2, patience=2, eval_every=1, dropout=0.1, lr=1e-3, weight_decay=0.0,
         time_budget=1.0, train_seed=None, threads=1, no_progress=True,
-        checkpoint_dir=str(tmp_path / "ckpt"))
+        checkpoint_dir=str(tmp_path / "ckpt"), with_valid_epochs=0)
     assert commands.train(args) == 0
     path = latest("sasrec", tmp_path)
     meta = read_metadata(path)
@@ -140,6 +140,22 @@ def test_train_and_evaluate_commands_round_trip(tmp_path, capsys) -> None:
     # the evaluation scores the served (numpy) encoder: its test metrics equal training's
     assert rows["sasrec"]["ndcg@10"] == pytest.approx(meta["metrics"]["test"]["ndcg@10"],
                                                       abs=1e-4)
+
+
+def test_a_refit_trains_on_the_validation_ratings_for_the_epochs_it_is_given(chain) -> None:
+    """``--with-valid-epochs E``: every validation rating becomes training data, exactly E
+    epochs run with no validation, and the refit still predicts the test items."""
+    data, built, index, _ = chain
+    config = replace(QUICK, fixed_epochs=QUICK.max_epochs - 1)
+    seen = pd.concat([built.split.train, built.split.valid])
+    result = train(timed_sequences(seen, index), index, None, config, progress=False)
+    assert [e["epoch"] for e in result.log] == list(range(1, QUICK.max_epochs))
+    assert result.best_valid == {}
+    items = result.model.item_table().detach().numpy()
+    scorer = task_scorer(lambda s: last_hidden(result.model, s), items, index, built.test)
+    assert evaluate(scorer, built.test)["recall@10"] >= 0.9
+    with pytest.raises(ValueError, match="fixed_epochs"):
+        train(timed_sequences(seen, index), index, None, QUICK, progress=False)
 
 
 def test_batches_cover_every_newest_window_once_padded_to_their_longest() -> None:

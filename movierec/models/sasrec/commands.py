@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from movierec.data.source import home_dir, load_dataset
@@ -53,6 +54,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                              "--max-epochs, or constant")
     parser.add_argument("--time-budget", type=float, default=d.time_budget_s / 60,
                         help="minutes of training before stopping at the best epoch so far")
+    parser.add_argument("--with-valid-epochs", type=int, default=0, metavar="E",
+                        help="refit: train on the training part and the validation ratings "
+                             "for exactly E epochs (the count a validation run chose; the "
+                             "schedule still spans --max-epochs), with no validation")
     parser.add_argument("--train-seed", type=int, default=None,
                         help="seed of the weights and batches (default: --seed)")
     parser.add_argument("--checkpoint-dir", type=str, default=None,
@@ -74,7 +79,7 @@ def _runtime_args(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values.update(time_budget_s=args.time_budget * 60,
+    values.update(time_budget_s=args.time_budget * 60, fixed_epochs=args.with_valid_epochs,
                   seed=args.seed if args.train_seed is None else args.train_seed)
     return TrainConfig(**values)
 
@@ -90,6 +95,8 @@ def train(args: argparse.Namespace) -> int:
     index = ItemIndex.of(data.movies["movie_id"])
     seen = training_ratings(data, split)
     config = _config(args)
+    if config.fixed_epochs:     # a refit: the validation ratings are training data
+        seen, valid = pd.concat([seen, split.valid]), None
     checkpoints = Path(args.checkpoint_dir or home_dir() / "checkpoints" / MODEL)
     result = run_training(timed_sequences(seen, index), index, valid, config,
                           progress=not args.no_progress, checkpoints=checkpoints)
@@ -98,6 +105,7 @@ def train(args: argparse.Namespace) -> int:
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
             "trained_through": trained_through(seen), "split_seed": args.seed,
+            "fit_on": "train+valid" if config.fixed_epochs else "train",
             "metrics": {"test": test_metrics},
             "wall_seconds": round(time.perf_counter() - started, 1)}
     trained = np.isin(index.movie_ids, seen["movie_id"].to_numpy(np.int64))

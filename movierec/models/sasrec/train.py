@@ -49,6 +49,7 @@ class TrainConfig:
     eval_every: int = 3
     time_budget_s: float = 28 * 60
     seed: int = 2026
+    fixed_epochs: int = 0      # > 0: exactly this many epochs, no validation (a refit)
 
     def dims(self, items: int) -> Dims:
         return Dims(items, self.dim, self.layers, self.heads, self.max_len, self.ffn,
@@ -181,20 +182,32 @@ def _validate(model: SasRec, index: ItemIndex, valid: RankingTask,
                                      histories), valid)
 
 
-def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
-          valid: RankingTask,
-          config: TrainConfig, progress: bool = True,
-          checkpoints: Path | None = None) -> TrainResult:
-    """Train on ``train_seqs`` (users' (items, times), :func:`.data.timed_sequences`),
-    early-stop on ``valid``; the best
-    weights so far are also saved as ``checkpoints/best.pt`` when given."""
+def _start(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
+           config: TrainConfig):
+    """Seeded generator, the trainable sequences, a fresh model, its optimizer and
+    schedule."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     seqs = [s for s in train_seqs.values() if len(s[0]) >= 2]
     model = SasRec(config.dims(index.size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
-    scheduler = schedule(optimizer, config, -(-len(seqs) // config.batch))
+    return rng, seqs, model, optimizer, schedule(optimizer, config,
+                                                 -(-len(seqs) // config.batch))
+
+
+def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
+          valid: RankingTask | None,
+          config: TrainConfig, progress: bool = True,
+          checkpoints: Path | None = None) -> TrainResult:
+    """Train on ``train_seqs`` (users' (items, times), :func:`.data.timed_sequences`),
+    early-stop on ``valid``; the best
+    weights so far are also saved as ``checkpoints/best.pt`` when given. Without
+    ``valid`` (``config.fixed_epochs``, a refit whose epoch count a validation run chose)
+    every epoch runs and the last weights are kept."""
+    if valid is None:
+        return _train_fixed(train_seqs, index, config, progress)
+    rng, seqs, model, optimizer, scheduler = _start(train_seqs, index, config)
     histories = sequences(valid.history_frame, index)   # the validation users, read once
     started, log = time.perf_counter(), []
     best: tuple[float, int, dict, dict] = (-1.0, 0, {}, {})
@@ -224,3 +237,22 @@ def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex
         model.load_state_dict(best[3])
     model.eval()
     return TrainResult(model, index, best[1], best[2], time.perf_counter() - started, log)
+
+
+def _train_fixed(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
+                 config: TrainConfig, progress: bool) -> TrainResult:
+    """``config.fixed_epochs`` epochs (the schedule still spans ``max_epochs``), no
+    validation; the last weights."""
+    if not 0 < config.fixed_epochs <= config.max_epochs:
+        raise ValueError("a run without validation needs 0 < fixed_epochs <= max_epochs")
+    rng, seqs, model, optimizer, scheduler = _start(train_seqs, index, config)
+    started, log = time.perf_counter(), []
+    for epoch in range(1, config.fixed_epochs + 1):
+        loss = _epoch(model, seqs, config, optimizer, rng, scheduler)
+        log.append({"epoch": epoch, "loss": round(loss, 4),
+                    "seconds": round(time.perf_counter() - started, 1)})
+        if progress:
+            print(f"sasrec: {log[-1]}", flush=True)
+    model.eval()
+    return TrainResult(model, index, config.fixed_epochs, {}, time.perf_counter() - started,
+                       log)
