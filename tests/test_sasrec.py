@@ -158,6 +158,28 @@ def test_a_refit_trains_on_the_validation_ratings_for_the_epochs_it_is_given(cha
         train(timed_sequences(seen, index), index, None, QUICK, progress=False)
 
 
+def test_a_refit_artifact_reports_no_validation(tmp_path, capsys) -> None:
+    """An artifact trained on the validation ratings says so, and its evaluation shows
+    no validation metrics (they would be measured on its own training data)."""
+    args = argparse.Namespace(
+        dataset="synthetic-120x80-s3", data_dir=None, seed=5, artifacts=tmp_path,
+        split="leave_last_out", dim=16, layers=1, heads=1, max_len=16, ffn=1, batch=64,
+        max_epochs=2, patience=2, eval_every=1, dropout=0.1, lr=1e-3, weight_decay=0.0,
+        time_budget=1.0, train_seed=None, threads=1, no_progress=True,
+        checkpoint_dir=str(tmp_path / "ckpt"), with_valid_epochs=2)
+    assert commands.train(args) == 0
+    meta = read_metadata(latest("sasrec", tmp_path))
+    assert meta["fit_on"] == "train+valid" and meta["valid_metrics"] == {}
+    capsys.readouterr()
+    args = argparse.Namespace(dataset="synthetic-120x80-s3", data_dir=None, seed=5,
+                              artifacts=tmp_path, artifact=None, protocol="leave_last_out",
+                              no_baselines=True, json=False, threads=1, no_progress=True)
+    assert commands.evaluate(args) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("SASRec"))
+    assert "–" in row
+
+
 def test_batches_cover_every_newest_window_once_padded_to_their_longest() -> None:
     from movierec.models.sasrec.train import _batches
     rng = np.random.default_rng(0)

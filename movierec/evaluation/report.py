@@ -29,6 +29,13 @@ def _cell(key: str, value: float) -> str:
     return f"{value:.1f}" if key.startswith("popularity") else f"{value:.4f}"
 
 
+def _valid(row: dict) -> str:
+    """Validation Recall@10, or a dash for a model that trained on the validation ratings
+    (a refit has no validation)."""
+    value = row["valid"].get("recall@10")
+    return "–" if value is None else f"{value:.4f}"
+
+
 def text_table(report: dict) -> str:
     """Fixed-width table of the test metrics (validation Recall@10 beside them)."""
     head = (f"{report['dataset']} protocol={report['protocol']} split={report['split']} "
@@ -40,8 +47,7 @@ def text_table(report: dict) -> str:
         lines[1] += "  cold R@10 / NDCG@10 (users unseen in training)"
     for name, row in report["rows"].items():
         cells = "".join(f"{_cell(k, row[k]):>13}" for k, _ in COLUMNS)
-        line = (f"{LABELS.get(name, name):<20}{cells}{row['valid']['recall@10']:>12.4f}  "
-                f"{_params(row)}")
+        line = f"{LABELS.get(name, name):<20}{cells}{_valid(row):>12}  {_params(row)}"
         if cold and "cold" in row:
             line += f"  cold {row['cold']['recall@10']:.4f} / {row['cold']['ndcg@10']:.4f}"
         lines.append(line)
@@ -54,8 +60,7 @@ def markdown_table(report: dict) -> str:
              "|---|" + "---:|" * (len(titles) + 1) + "---|"]
     for name, row in report["rows"].items():
         cells = " | ".join(_cell(k, row[k]) for k, _ in COLUMNS)
-        lines.append(f"| {LABELS.get(name, name)} | {cells} | {row['valid']['recall@10']:.4f} "
-                     f"| {_params(row)} |")
+        lines.append(f"| {LABELS.get(name, name)} | {cells} | {_valid(row)} | {_params(row)} |")
     return "\n".join(lines)
 
 

@@ -138,7 +138,9 @@ def evaluate(args: argparse.Namespace) -> int:
     split_name = split_for(args.protocol)
     meta = artifacts.check(path, data, split_name, "movierec train sasrec")
     built = protocols.build(data, args.protocol, int(meta["split_seed"]))
-    rows = {MODEL: runner.measure(served_factory(SasRecEncoder.load(path)), built)}
+    refit = meta.get("fit_on") == "train+valid"     # trained on the validation ratings
+    rows = {MODEL: runner.measure(served_factory(SasRecEncoder.load(path)), built,
+                                  valid={} if refit else None)}
     if not args.no_baselines:
         rows.update(runner.run_baselines(built))
     result = {"dataset": data.name, "protocol": args.protocol, "split": split_name,
