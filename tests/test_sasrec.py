@@ -117,13 +117,19 @@ def read_item_vectors_of(path):
     return np.load(path / "item_vectors.npy")
 
 
+def _train_args(tmp_path, **overrides) -> argparse.Namespace:
+    """``movierec train sasrec``'s arguments for a tiny model on synthetic data."""
+    return argparse.Namespace(**{
+        "dataset": "synthetic-120x80-s3", "data_dir": None, "seed": 5, "artifacts": tmp_path,
+        "split": "leave_last_out", "dim": 16, "layers": 1, "heads": 1, "max_len": 16,
+        "ffn": 1, "batch": 64, "max_epochs": 2, "patience": 2, "eval_every": 1,
+        "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "time_budget": 1.0,
+        "train_seed": None, "threads": 1, "no_progress": True,
+        "checkpoint_dir": str(tmp_path / "ckpt"), "with_valid_epochs": 0, **overrides})
+
+
 def test_train_and_evaluate_commands_round_trip(tmp_path, capsys) -> None:
-    args = argparse.Namespace(
-        dataset="synthetic-120x80-s3", data_dir=None, seed=5, artifacts=tmp_path,
-        split="leave_last_out", dim=16, layers=1, heads=2, max_len=16, ffn=1, batch=64,
-        max_epochs=2, patience=2, eval_every=1, dropout=0.1, lr=1e-3, weight_decay=0.0,
-        time_budget=1.0, train_seed=None, threads=1, no_progress=True,
-        checkpoint_dir=str(tmp_path / "ckpt"), with_valid_epochs=0)
+    args = _train_args(tmp_path, heads=2)
     assert commands.train(args) == 0
     path = latest("sasrec", tmp_path)
     meta = read_metadata(path)
@@ -161,12 +167,7 @@ def test_a_refit_trains_on_the_validation_ratings_for_the_epochs_it_is_given(cha
 def test_a_refit_artifact_reports_no_validation(tmp_path, capsys) -> None:
     """An artifact trained on the validation ratings says so, and its evaluation shows
     no validation metrics (they would be measured on its own training data)."""
-    args = argparse.Namespace(
-        dataset="synthetic-120x80-s3", data_dir=None, seed=5, artifacts=tmp_path,
-        split="leave_last_out", dim=16, layers=1, heads=1, max_len=16, ffn=1, batch=64,
-        max_epochs=2, patience=2, eval_every=1, dropout=0.1, lr=1e-3, weight_decay=0.0,
-        time_budget=1.0, train_seed=None, threads=1, no_progress=True,
-        checkpoint_dir=str(tmp_path / "ckpt"), with_valid_epochs=2)
+    args = _train_args(tmp_path, with_valid_epochs=2)
     assert commands.train(args) == 0
     meta = read_metadata(latest("sasrec", tmp_path))
     assert meta["fit_on"] == "train+valid" and meta["valid_metrics"] == {}
