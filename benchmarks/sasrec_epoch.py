@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -51,14 +50,9 @@ def main() -> int:
     data = load_dataset("ml-1m")
     split = make_split(data, "leave_last_out", seed=2026)
     index = ItemIndex.of(data.movies["movie_id"])
-    seqs = [s for s in timed_sequences(training_ratings(data, split), index).values()
-            if len(s[0]) >= 2]
     config = sasrec_train.TrainConfig(dim=args.dim)
-    torch.manual_seed(config.seed)
-    model = sasrec_model.SasRec(config.dims(index.size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    scheduler = sasrec_train.schedule(optimizer, config, -(-len(seqs) // config.batch))
-    rng = np.random.default_rng(config.seed)
+    rng, seqs, model, optimizer, scheduler = sasrec_train._start(   # training's own setup
+        timed_sequences(training_ratings(data, split), index), index, config)
     for epoch in range(1, args.epochs + 1):
         started = time.perf_counter()
         loss = sasrec_train._epoch(model, seqs, config, optimizer, rng, scheduler)

@@ -30,6 +30,9 @@ from movierec.models.sasrec.export import export
 from movierec.models.sasrec.train import TrainConfig, last_hidden, task_scorer
 from movierec.models.sasrec.train import train as run_training
 
+#: an artifact's ``fit_on`` when it was also trained on the validation ratings (a refit)
+WITH_VALID = "train+valid"
+
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
@@ -105,7 +108,7 @@ def train(args: argparse.Namespace) -> int:
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
             "trained_through": trained_through(seen), "split_seed": args.seed,
-            "fit_on": "train+valid" if config.fixed_epochs else "train",
+            "fit_on": WITH_VALID if config.fixed_epochs else "train",
             "metrics": {"test": test_metrics},
             "wall_seconds": round(time.perf_counter() - started, 1)}
     trained = np.isin(index.movie_ids, seen["movie_id"].to_numpy(np.int64))
@@ -138,7 +141,7 @@ def evaluate(args: argparse.Namespace) -> int:
     split_name = split_for(args.protocol)
     meta = artifacts.check(path, data, split_name, "movierec train sasrec")
     built = protocols.build(data, args.protocol, int(meta["split_seed"]))
-    refit = meta.get("fit_on") == "train+valid"     # trained on the validation ratings
+    refit = meta.get("fit_on") == WITH_VALID      # trained on the validation ratings
     rows = {MODEL: runner.measure(served_factory(SasRecEncoder.load(path)), built,
                                   valid={} if refit else None)}
     if not args.no_baselines:
