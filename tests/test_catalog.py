@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pandas as pd
 import prometheus_client
 import psycopg
 import pytest
@@ -19,6 +20,7 @@ from movierec.catalog.v1 import catalog_pb2 as pb
 from movierec.catalog.v1 import catalog_pb2_grpc
 from movierec.common.v1 import common_pb2
 from movierec.data.synthetic import generate
+from movierec.models.user_input import newest_first
 from movierec.server import metrics
 from movierec.services.catalog import loader
 from movierec.services.catalog.server import CatalogSettings, create_server
@@ -161,6 +163,27 @@ def test_user_and_history_newest_first(catalog_url: str) -> None:
     assert len(history.history.movie_ids) == int((DATA.ratings.user_id == 3).sum())
     assert len(liked.history.ratings) <= 2 and all(r >= 4 for r in liked.history.ratings)
     assert missing[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_ratings_of_one_second_are_listed_most_recently_recorded_first(
+        database_url: str) -> None:
+    """Ties in time keep the order the ratings were recorded in (the file's lines), the
+    order the evaluation's newest_first reads; a re-rating is recorded anew."""
+    url = _fresh_database(database_url)
+    ratings = pd.DataFrame({"user_id": [3] * 5, "movie_id": [30, 10, 20, 40, 5],
+                            "rating": [4, 3, 5, 2, 4], "timestamp": [500, 500, 500, 100, 900]},
+                           index=[7, 8, 9, 10, 2])
+    asyncio.run(loader.load(url, DATA, ratings, progress=False))
+
+    async def scenario(stub):
+        before = await stub.GetUserHistory(pb.GetUserHistoryRequest(user_id=3), timeout=5)
+        await stub.RecordRating(pb.RecordRatingRequest(user_id=3, movie_id=10, rating=4),
+                                timeout=5)
+        after = await stub.GetUserHistory(pb.GetUserHistoryRequest(user_id=3), timeout=5)
+        return list(before.history.movie_ids), list(after.history.movie_ids)
+    before, after = run(url, scenario)
+    assert before == [5, 20, 10, 30, 40] == newest_first(ratings)["movie_id"].tolist()
+    assert after == [10, 5, 20, 30, 40]
 
 
 def test_record_rating_upserts_and_validates(catalog_url: str) -> None:

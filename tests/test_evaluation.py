@@ -187,8 +187,8 @@ def test_newest_history_matches_the_catalog_order() -> None:
     class R:
         def __init__(self, movie_id, rating, timestamp):
             self.movie_id, self.rating, self.timestamp = movie_id, rating, timestamp
-    items = [R(5, 3, 10), R(2, 4, 30), R(9, 5, 30), R(1, 5, 20)]
-    assert newest_history(items, 3) == [2, 9, 1]
+    items = [R(5, 3, 10), R(9, 4, 30), R(2, 5, 30), R(1, 5, 20)]
+    assert newest_history(items, 3) == [9, 2, 1]      # one second's ratings: as listed
     from movierec.data.movielens import age_bucket
     assert all(age_bucket(years) == code for code, years in AGE_BUCKET_YEARS.items())
 

@@ -27,7 +27,12 @@ from movierec.models.sasrec.data import (
 )
 from movierec.models.sasrec.encoder import SasRecEncoder
 from movierec.models.sasrec.train import TrainConfig, last_hidden, task_scorer, train
-from movierec.models.user_input import History, embed_user_history, oldest_first
+from movierec.models.user_input import (
+    History,
+    embed_user_history,
+    newest_first,
+    oldest_first,
+)
 
 torch.set_num_threads(1)
 QUICK = TrainConfig(dim=32, max_len=20, batch=64, max_epochs=12, eval_every=3, patience=2,
@@ -63,13 +68,17 @@ def chain():
 
 
 def test_sequences_are_the_catalog_order_reversed() -> None:
-    frame = pd.DataFrame({"user_id": [1, 1, 1, 1, 2], "movie_id": [30, 10, 20, 40, 10],
+    frame = pd.DataFrame({"user_id": [1, 1, 1, 1, 2], "movie_id": [20, 10, 30, 40, 10],
                           "rating": [5, 4, 3, 2, 1], "timestamp": [5, 7, 5, 1, 3]})
     index = ItemIndex.of([10, 20, 30, 40])
-    assert oldest_first(frame)["movie_id"].tolist() == [40, 30, 20, 10, 10]
+    # movies 20 and 30 share a second: they stay in the order they were recorded
+    assert oldest_first(frame)["movie_id"].tolist() == [40, 20, 30, 10, 10]
+    assert oldest_first(frame.iloc[::-1])["movie_id"].tolist() == [40, 20, 30, 10, 10]
     seqs = sequences(frame, index)
-    assert seqs[1].tolist() == [4, 3, 2, 1] and seqs[2].tolist() == [1]
-    catalog = History.of(frame.movie_id[:4], frame.rating[:4], frame.timestamp[:4]).newest(10)
+    assert seqs[1].tolist() == [4, 2, 3, 1] and seqs[2].tolist() == [1]
+    listed = newest_first(frame[frame.user_id == 1])
+    catalog = History.of(listed.movie_id, listed.rating, listed.timestamp).newest(10)
+    assert catalog.movie_ids.tolist() == [10, 30, 20, 40]
     assert index.lookup(catalog.movie_ids)[::-1].tolist() == seqs[1].tolist()
     assert left_padded([np.array([1, 2, 3])], 5).tolist() == [[0, 0, 1, 2, 3]]
     assert left_padded([np.array([1, 2, 3])], 2).tolist() == [[2, 3]]

@@ -38,6 +38,7 @@ from movierec.evaluation import artifacts, protocols
 from movierec.evaluation.serving import ItemSpace, PathScorers, ServedModels
 from movierec.models import reasons, registry
 from movierec.models.artifact import read_item_vectors
+from movierec.models.user_input import newest_first
 
 OLD_ANCHORS = 50
 RULES = ("served", "before")
@@ -166,8 +167,7 @@ def score_users(args, built, models, rows_of, reference, users) -> dict[str, Tal
         rows = np.sort(np.random.default_rng(0).choice(rows, min(args.users, len(rows)),
                                                        replace=False))
     scorer = PathScorers(models, built, users).user_id(task)
-    frame = task.history_frame.sort_values(["timestamp", "movie_id"],
-                                           ascending=[False, True])
+    frame = newest_first(task.history_frame)
     histories = {u: g for u, g in frame.groupby("user_id", sort=False)}
     column = {int(m): i for i, m in enumerate(task.movie_ids)}
     tallies = {rule: Tally() for rule in RULES}

@@ -40,7 +40,12 @@ from movierec.models import registry
 from movierec.models.artifact import latest
 from movierec.models.content import ContentMap
 from movierec.models.fusion.inference import Profile
-from movierec.models.user_input import DEFAULT_HISTORY_LIMIT, History, embed_user_history
+from movierec.models.user_input import (
+    DEFAULT_HISTORY_LIMIT,
+    History,
+    embed_user_history,
+    newest_first,
+)
 
 LIKED = 4
 
@@ -75,8 +80,7 @@ def scorers(data: MovieLens, held: list[int], task: RankingTask, history: pd.Dat
     """One row per registered model, on the path it serves (the history model: the
     user-id path; the profile model: profile with id; a liked-only model: the user's
     liked kept movies), against its content vectors of the held-out movies."""
-    per_user = {u: g.sort_values(["timestamp", "movie_id"], ascending=[False, True])
-                for u, g in history.groupby("user_id")}
+    per_user = dict(tuple(newest_first(history).groupby("user_id", sort=False)))
     users = data.users.set_index("user_id")
 
     def history_vectors(encoder, rows):

@@ -39,6 +39,7 @@ from movierec.models.user_input import (
     History,
     catalog_profile,
     embed_user_history,
+    newest_first,
     oldest_first,
 )
 
@@ -105,10 +106,10 @@ class _Rating:
 
 
 def _history_lists(task: RankingTask, rows: np.ndarray) -> dict[int, list[_Rating]]:
-    """Each row's catalog history as rating records."""
+    """Each row's catalog history as rating records, in the catalog's order."""
     frame = task.history_frame
     wanted = set(task.user_ids[rows].tolist())
-    frame = frame[frame["user_id"].isin(wanted)]
+    frame = newest_first(frame[frame["user_id"].isin(wanted)])
     out: dict[int, list[_Rating]] = {}
     for user, movie, rating, stamp in frame[["user_id", "movie_id", "rating",
                                              "timestamp"]].itertuples(index=False):
@@ -186,8 +187,8 @@ class PathScorers:
 
 def _ordered_lists(task: RankingTask) -> dict[int, list[int]]:
     """Each user's history movies as a liked list, oldest first (the catalog's
-    newest-first order reversed: time ascending, movie id descending on ties), the order
-    a sequence model reads a web user's clicks in; PinSage ignores the order."""
+    newest-first order reversed: time ascending, ties as recorded), the order a sequence
+    model reads a web user's clicks in; PinSage ignores the order."""
     frame = task.history_frame
     if frame is None:
         coo = task.history.tocoo()

@@ -2,7 +2,8 @@
 embedder service and by the served-paths evaluation (``movierec evaluate serving``).
 
 * History: the user's catalog ratings (:class:`History`, parallel arrays), newest first
-  (timestamp descending, movie id ascending on ties: the catalog's order), at most
+  (timestamp descending; ratings of one second most recently recorded first: the
+  catalog's order, see :func:`oldest_first`), at most
   ``limit`` of them; the PinSage encoder weighs them with its artifact's rating weights
   (``embed_history``).
 * Profile of a catalog user without history: the ml-1m age bucket becomes its
@@ -58,16 +59,30 @@ class History:
                       [r.timestamp for r in rows])
 
     def newest(self, limit: int) -> History:
-        """The ``limit`` newest ratings, newest first (ties: smaller movie id first)."""
-        order = np.lexsort((self.movie_ids, -self.timestamps))[:limit]
+        """The ``limit`` newest ratings, newest first. Ratings of the same second keep the
+        order they came in: the catalog's, most recently recorded first."""
+        order = np.argsort(-self.timestamps, kind="stable")[:limit]
         return History(self.movie_ids[order], self.ratings[order], self.timestamps[order])
 
 
 def oldest_first(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rating rows sorted per user oldest first: :meth:`History.newest`'s order reversed
-    (time ascending, movie id descending on ties), the order a sequence reads them in."""
-    return frame.assign(_neg=-frame["movie_id"].to_numpy(np.int64)).sort_values(
-        ["user_id", "timestamp", "_neg"], kind="stable").drop(columns="_neg")
+    """Rating rows sorted per user oldest first, the order a sequence reads them in:
+    time ascending, ratings of one second in the order they were recorded, which is the
+    frame's index order (a MovieLens file's line order, kept by every split; the
+    catalog's insertion order in its snapshots). MovieLens stamps half of a user's
+    consecutive ratings with the same second, and the order they were recorded in
+    predicts the next one (docs/sequence.md, "Ties"). :meth:`History.newest`'s order
+    (the catalog's) is this one reversed."""
+    return frame.sort_index(kind="stable").sort_values(["user_id", "timestamp"],
+                                                       kind="stable")
+
+
+def newest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rating rows sorted per user as the catalog lists them: :func:`oldest_first`
+    reversed within each user (time descending, most recently recorded first)."""
+    ordered = oldest_first(frame)
+    flipped = ordered.iloc[::-1]
+    return flipped.iloc[np.argsort(flipped["user_id"].to_numpy(), kind="stable")]
 
 
 def newest_history(ratings: Iterable[RatingLike], limit: int) -> list[int]:

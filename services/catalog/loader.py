@@ -14,6 +14,7 @@ loads every rating instead.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -28,7 +29,8 @@ _STAGE = """
 CREATE TEMP TABLE stage_movies (movie_id int, title text, year int, genres text[]) ON COMMIT DROP;
 CREATE TEMP TABLE stage_users (user_id int, gender char(1), age smallint, occupation smallint,
                                zip text) ON COMMIT DROP;
-CREATE TEMP TABLE stage_ratings (user_id int, movie_id int, rating smallint, ts bigint)
+CREATE TEMP TABLE stage_ratings (user_id int, movie_id int, rating smallint, ts bigint,
+                                 line bigint)
     ON COMMIT DROP;"""
 _MERGE = [
     """INSERT INTO movies SELECT * FROM stage_movies ON CONFLICT (movie_id) DO UPDATE
@@ -42,7 +44,7 @@ _MERGE = [
              (excluded.gender, excluded.age, excluded.occupation, excluded.zip)""",
     """INSERT INTO ratings (user_id, movie_id, rating, rated_at)
        SELECT user_id, movie_id, rating, to_timestamp(ts) FROM stage_ratings
-       ORDER BY user_id, movie_id
+       ORDER BY line
        ON CONFLICT (user_id, movie_id) DO NOTHING""",
 ]
 
@@ -64,7 +66,15 @@ def tables(data: MovieLens, ratings: pd.DataFrame) -> dict[str, pd.DataFrame]:
                            "genres": data.movies.genres.map(_pg_array)})
     users = data.users[["user_id", "gender", "age", "occupation", "zip"]]
     return {"stage_movies": movies, "stage_users": users,
-            "stage_ratings": ratings[["user_id", "movie_id", "rating", "timestamp"]]}
+            "stage_ratings": recording_order(ratings)}
+
+
+def recording_order(ratings: pd.DataFrame) -> pd.DataFrame:
+    """The ratings' staging rows with their line: the frame's index order, the order
+    they were recorded in (a MovieLens file's lines). Inserted in that order, they take
+    ``ratings.recorded`` numbers in it (migration 0006)."""
+    rows = ratings[["user_id", "movie_id", "rating", "timestamp"]].sort_index(kind="stable")
+    return rows.assign(line=np.arange(len(rows), dtype=np.int64))
 
 
 async def _copy(conn: psycopg.AsyncConnection, table: str, frame: pd.DataFrame,

@@ -28,7 +28,7 @@ _USERS = ("SELECT user_id, gender, age, occupation, coalesce(zip, '') FROM users
           "WHERE gender IS NOT NULL AND age IS NOT NULL AND occupation IS NOT NULL "
           "ORDER BY user_id")
 _RATINGS = ("COPY (SELECT user_id, movie_id, rating, extract(epoch FROM rated_at)::bigint "
-            "FROM ratings ORDER BY user_id, rated_at, movie_id) TO STDOUT")
+            "FROM ratings ORDER BY user_id, rated_at, recorded) TO STDOUT")
 
 
 @dataclass(frozen=True)

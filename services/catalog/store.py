@@ -125,7 +125,8 @@ WITH new_user AS (
 )
 INSERT INTO ratings (user_id, movie_id, rating, rated_at)
 VALUES (%(user)s, %(movie)s, %(rating)s, now())
-ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = now()
+ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = now(),
+    recorded = DEFAULT
 RETURNING user_id, movie_id, rating, rated_at"""
 
 
@@ -133,18 +134,18 @@ RETURNING user_id, movie_id, rating, rated_at"""
 #: an unknown user, empty arrays for a user without ratings.
 _USER_HISTORY = """
 SELECT u.gender, u.age, u.occupation, u.zip,
-       coalesce(array_agg(h.movie_id ORDER BY h.rated_at DESC, h.movie_id)
+       coalesce(array_agg(h.movie_id ORDER BY h.rated_at DESC, h.recorded DESC)
                 FILTER (WHERE h.movie_id IS NOT NULL), '{}'),
-       coalesce(array_agg(h.rating ORDER BY h.rated_at DESC, h.movie_id)
+       coalesce(array_agg(h.rating ORDER BY h.rated_at DESC, h.recorded DESC)
                 FILTER (WHERE h.movie_id IS NOT NULL), '{}'),
        coalesce(array_agg(extract(epoch FROM h.rated_at)::bigint
-                          ORDER BY h.rated_at DESC, h.movie_id)
+                          ORDER BY h.rated_at DESC, h.recorded DESC)
                 FILTER (WHERE h.movie_id IS NOT NULL), '{}')
 FROM users u
 LEFT JOIN LATERAL (
-    SELECT movie_id, rating, rated_at FROM ratings
+    SELECT movie_id, rating, rated_at, recorded FROM ratings
     WHERE user_id = u.user_id AND rating >= %(min)s
-    ORDER BY rated_at DESC, movie_id LIMIT %(limit)s) h ON true
+    ORDER BY rated_at DESC, recorded DESC LIMIT %(limit)s) h ON true
 WHERE u.user_id = %(user)s
 GROUP BY u.user_id"""
 

@@ -51,7 +51,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                              "sits at the last position")
     parser.add_argument("--shuffle-ties", action=argparse.BooleanOptionalAction,
                         default=d.shuffle_ties,
-                        help="a random order inside same-second groups, each epoch")
+                        help="a random order inside same-second groups, each epoch "
+                             "(default: the order they were recorded in)")
     parser.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
                         help="learning rate after the warm-up: cosine decay to 0 at "
                              "--max-epochs, or constant")

@@ -1,13 +1,12 @@
 """Ordered item sequences for SASRec, in the order the embedder serves them.
 
 Every rating is an interaction (the published ml-1m preprocessing's rule). A user's
-sequence is ordered by timestamp ascending, ties by movie id *descending*: the reverse
-of the catalog's newest-first order (ties by movie id ascending,
-:meth:`movierec.models.user_input.History.newest`), so a served history reversed is
-exactly a training sequence. Items are indexed 1..N in movie-id order; 0 pads.
-Ratings given in the same second have no order: training shuffles them each epoch
-(:func:`shuffle_ties`), so the tie order the catalog happens to serve in (movie id)
-carries no meaning for the model.
+sequence is ordered by timestamp ascending, ratings of one second in the order they
+were recorded (:func:`movierec.models.user_input.oldest_first`): the reverse of the
+catalog's newest-first order, so a served history reversed is exactly a training
+sequence. Items are indexed 1..N in movie-id order; 0 pads. :func:`shuffle_ties`
+draws a random order inside each second instead (``--shuffle-ties``), for data whose
+recording order inside a second means nothing.
 """
 
 from __future__ import annotations
@@ -66,8 +65,7 @@ def sequences(frame: pd.DataFrame, index: ItemIndex) -> dict[int, np.ndarray]:
 
 def shuffle_ties(items: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``items`` (in time order) with the items of each same-second group in a random
-    order: MovieLens stamps half of its consecutive ratings with the same second, so any
-    fixed order inside a group is an artefact a model must not learn."""
+    order, so that no fixed order inside a group is learnt."""
     return items[np.lexsort((rng.random(len(items)), times))]
 
 

@@ -57,7 +57,7 @@ def _training_metadata(result: TrainResult, config: TrainConfig) -> dict[str, An
         "optimizer": {"name": "AdamW", "lr": config.lr, "batch": config.batch,
                       "schedule": config.schedule, "warmup_steps": config.warmup_steps,
                       "max_epochs": config.max_epochs, "dropout": config.dropout},
-        "interactions": "every rating, ordered by time (ties: movie id descending)",
+        "interactions": "every rating, ordered by time (ties: as recorded)",
         "training": {"seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
                      "epochs_run": len(result.log), "threads": torch.get_num_threads(),
                      "torch": torch.__version__, "python": platform.python_version(),

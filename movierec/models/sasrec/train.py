@@ -43,7 +43,7 @@ class TrainConfig:
     schedule: str = "cosine"   # or "constant"
     warmup_steps: int = 100
     crop: float = 0.0          # share of long histories trained on an older window
-    shuffle_ties: bool = True  # a random order inside same-second groups, each epoch
+    shuffle_ties: bool = False  # True: a random order inside each second, each epoch
     horizon: int = 1           # a target up to this many steps ahead (1: the next item)
     patience: int = 5          # evaluations without a better validation NDCG@10
     eval_every: int = 3
