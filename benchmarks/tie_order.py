@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header  # noqa: E402
 from movierec.data.source import load_dataset  # noqa: E402
 from movierec.data.splits import make_split  # noqa: E402
+from movierec.evaluation.onboarding import in_time_order  # noqa: E402
 from movierec.models.user_input import oldest_first  # noqa: E402
 
 ORDERS = ("recorded", "shuffled", "movie id")
@@ -41,10 +42,10 @@ def ordered(frame: pd.DataFrame, order: str, seed: int) -> pd.DataFrame:
     """``frame`` per user by time, ties in ``order``."""
     if order == "recorded":
         return oldest_first(frame)
-    tie = (np.random.default_rng(seed).random(len(frame)) if order == "shuffled"
-           else -frame["movie_id"].to_numpy())
-    return frame.assign(_tie=tie).sort_values(["user_id", "timestamp", "_tie"]).drop(
-        columns="_tie")
+    if order == "shuffled":
+        return in_time_order(frame, seed)      # the onboarding protocol's seeded draw
+    return frame.assign(_tie=-frame["movie_id"].to_numpy()).sort_values(
+        ["user_id", "timestamp", "_tie"]).drop(columns="_tie")
 
 
 def transitions(frame: pd.DataFrame, size: int) -> sparse.csr_matrix:
