@@ -97,16 +97,23 @@ def test_a_history_asked_for_what_comes_next_is_read_in_time_order(stack: Stack)
             taste = request((10, 20, 30, 40))
             taste.ClearField("purpose")
             return [await stub.EmbedHistory(r, timeout=5) for r in (
-                request((10, 20, 30, 40)), request((40, 30, 20, 10)), taste)]
-    forward, backward, taste = asyncio.run(ask())
+                request((10, 20, 30, 40)), request((40, 30, 20, 10)), taste,
+                request((10, 11, 12, 10 ** 6)))]
+    forward, backward, taste, later = asyncio.run(ask())
     assert taste.embedding.model == registry.for_input("history").name != model
     assert forward.embedding.model == model
     assert list(forward.used_movie_ids) == movies[::-1]           # newest first
-    np.testing.assert_allclose(forward.embedding.vector, encoder.embed_sequence(movies),
-                               atol=1e-5)
+    times = [10, 20, 30, 40]
+    np.testing.assert_allclose(forward.embedding.vector,
+                               encoder.embed_sequence(movies, times), atol=1e-5)
     np.testing.assert_allclose(backward.embedding.vector,
-                               encoder.embed_sequence(movies[::-1]), atol=1e-5)
+                               encoder.embed_sequence(movies[::-1], times), atol=1e-5)
     assert not np.allclose(forward.embedding.vector, backward.embedding.vector, atol=1e-4)
+    # the times between ratings are read too (the model's gap table)
+    np.testing.assert_allclose(later.embedding.vector,
+                               encoder.embed_sequence(movies, [10, 11, 12, 10 ** 6]),
+                               atol=1e-5)
+    assert not np.allclose(later.embedding.vector, forward.embedding.vector, atol=1e-4)
 
 
 def test_the_live_version_of_each_model_is_exported(stack: Stack, tmp_path: Path) -> None:

@@ -106,8 +106,10 @@ class PinSageEncoder:
         """The user vector of a liked list (weights default 1), see :mod:`.aggregation`."""
         return self._embed(self.liked_tower, movie_ids, weights)
 
-    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> np.ndarray:
-        """A known user's vector from their rated history, weighted by the artifact's scheme."""
+    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float],
+                      timestamps: Sequence[int] | None = None) -> np.ndarray:
+        """A known user's vector from their rated history, weighted by the artifact's
+        scheme (a bag of ratings: their times are not read)."""
         weights = history_weights(np.asarray(ratings), self.aggregation)
         return self._embed(self.tower, movie_ids, weights)
 

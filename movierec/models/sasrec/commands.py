@@ -53,6 +53,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         default=d.shuffle_ties,
                         help="a random order inside same-second groups, each epoch "
                              "(default: the order they were recorded in)")
+    parser.add_argument("--gaps", action=argparse.BooleanOptionalAction, default=d.gaps,
+                        help="add the time since the rating before (doubling buckets) to "
+                             "each input: whether a user is rating within one session")
     parser.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
                         help="learning rate after the warm-up: cosine decay to 0 at "
                              "--max-epochs, or constant")
@@ -105,7 +108,7 @@ def train(args: argparse.Namespace) -> int:
     result = run_training(timed_sequences(seen, index), index, valid, config,
                           progress=not args.no_progress, checkpoints=checkpoints)
     items = result.model.item_table().detach().numpy()
-    scorer = task_scorer(lambda s: last_hidden(result.model, s), items, index, test)
+    scorer = task_scorer(lambda s, t: last_hidden(result.model, s, t), items, index, test)
     test_metrics = {k: round(v, 5) for k, v in rank_evaluate(scorer, test).items()}
     info = {"dataset": data.name, "data_checksum": data.checksum, "split": args.split,
             "trained_through": trained_through(seen), "split_seed": args.seed,
@@ -126,11 +129,11 @@ def served_factory(encoder: SasRecEncoder):
     catalog's order, through the numpy encoder (what the embedder runs)."""
     index = ItemIndex(encoder.movie_ids)
 
-    def encode(seqs: list[np.ndarray]) -> np.ndarray:
+    def encode(seqs: list[np.ndarray], times: list[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(seqs), encoder.dim), np.float32)
-        for i, seq in enumerate(seqs):
+        for i, (seq, seconds) in enumerate(zip(seqs, times, strict=True)):
             if len(seq):
-                out[i] = encoder.weights.encode(seq)
+                out[i] = encoder.weights.encode(seq, seconds)
         return out
     return lambda task: task_scorer(encode, encoder.vectors, index, task)
 

@@ -69,6 +69,23 @@ def shuffle_ties(items: np.ndarray, times: np.ndarray, rng: np.random.Generator)
     return items[np.lexsort((rng.random(len(items)), times))]
 
 
+#: rows of the gap table: 0 pads, 1 "no earlier rating known" (a sequence's first, or a
+#: list given without times), 2 + floor(log2(1 + seconds since the rating before))
+GAP_ROWS = 34
+
+
+def gap_buckets(times: np.ndarray | None, length: int | None = None) -> np.ndarray:
+    """The gap row (1..GAP_ROWS-1) of each rating of a sequence in time order: how long
+    after the rating before it it came, in doubling buckets (the same second, 1 s, 2-3 s,
+    ..., years). ``times`` None: ``length`` ratings with no known gap."""
+    if times is None:
+        return np.ones(int(length or 0), np.int64)
+    seconds = np.maximum(np.diff(np.asarray(times, np.int64), prepend=0), 0)
+    rows = 2 + np.minimum(np.log2(1.0 + seconds).astype(np.int64), GAP_ROWS - 3)
+    rows[:1] = 1
+    return rows
+
+
 def left_padded(seqs: list[np.ndarray], length: int) -> np.ndarray:
     """The last ``length`` items of each sequence, left-padded with 0."""
     out = np.zeros((len(seqs), length), np.int64)

@@ -22,6 +22,7 @@ import numpy as np
 
 from movierec.errors import InvalidArgument
 from movierec.models.artifact import item_rows, latest, read_item_vectors, read_metadata
+from movierec.models.sasrec.data import gap_buckets
 
 MODEL = "sasrec"
 WEIGHTS_FILE = "weights.npz"
@@ -70,13 +71,16 @@ class Weights:
         h = np.maximum(h @ self[p + "ff1.weight"].T + self[p + "ff1.bias"], 0.0)
         return x + h @ self[p + "ff2.weight"].T + self[p + "ff2.bias"]
 
-    def encode(self, items: np.ndarray) -> np.ndarray:
-        """Hidden state after the last of ``items`` (indices 1..N, oldest first)."""
-        items = items[-self.max_len:]
+    def encode(self, items: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
+        """Hidden state after the last of ``items`` (indices 1..N, oldest first);
+        ``times`` their rating times, read when the network has a gap table (None: no
+        gap known)."""
         table = self["items.weight"]
-        x = table[items] * np.float32(np.sqrt(table.shape[1]))
-        first = self.max_len - len(items) if self.positions == "newest" else 0
-        x = x + self["positions.weight"][first:first + len(items)]
+        x = table[items[-self.max_len:]] * np.float32(np.sqrt(table.shape[1]))
+        if "gaps.weight" in self.arrays:
+            x = x + self["gaps.weight"][gap_buckets(times, len(items))[-self.max_len:]]
+        first = self.max_len - len(x) if self.positions == "newest" else 0
+        x = x + self["positions.weight"][first:first + len(x)]
         for i in range(self.layers):
             x = self.block(i, x, last=i == self.layers - 1)
         return _norm(x[-1], self["norm.weight"], self["norm.bias"]).astype(np.float32)
@@ -114,11 +118,14 @@ class SasRecEncoder:
         """Item index (1..N) of each movie id; unknown ids raise InvalidArgument."""
         return item_rows(self.movie_ids, movie_ids) + 1
 
-    def embed_sequence(self, movie_ids: Sequence[int]) -> np.ndarray:
-        """The user vector after watching ``movie_ids`` (oldest first)."""
+    def embed_sequence(self, movie_ids: Sequence[int],
+                       timestamps: Sequence[int] | None = None) -> np.ndarray:
+        """The user vector after watching ``movie_ids`` (oldest first), at ``timestamps``
+        (unix seconds, oldest first) when known."""
         if len(movie_ids) == 0:
             raise InvalidArgument("liked_movie_ids", "at least one movie is required")
-        return self.weights.encode(self.rows(movie_ids))
+        times = None if timestamps is None else np.asarray(timestamps, np.int64)
+        return self.weights.encode(self.rows(movie_ids), times)
 
     def embed_liked(self, movie_ids: Sequence[int],
                     weights: Sequence[float] | None = None) -> np.ndarray:
@@ -128,7 +135,10 @@ class SasRecEncoder:
             movie_ids = [m for m, w in zip(movie_ids, weights, strict=True) if w > 0]
         return self.embed_sequence(movie_ids)
 
-    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float]) -> np.ndarray:
-        """A known user's history, newest first (the catalog's order): every rating is an
-        interaction, whatever its stars (the model was trained so)."""
-        return self.embed_sequence(list(movie_ids)[::-1])
+    def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float],
+                      timestamps: Sequence[int] | None = None) -> np.ndarray:
+        """A known user's history, newest first (the catalog's order), with its rating
+        times when known: every rating is an interaction, whatever its stars (the model
+        was trained so)."""
+        times = None if timestamps is None else list(timestamps)[::-1]
+        return self.embed_sequence(list(movie_ids)[::-1], times)

@@ -52,7 +52,7 @@ def _training_metadata(result: TrainResult, config: TrainConfig) -> dict[str, An
     return {
         "dims": {"hidden": config.dim, "layers": config.layers, "heads": config.heads,
                  "max_len": config.max_len, "ffn": config.ffn,
-                 "positions": config.positions},
+                 "positions": config.positions, "gaps": config.gaps},
         "objective": "full softmax cross-entropy, next item at every position",
         "optimizer": {"name": "AdamW", "lr": config.lr, "batch": config.batch,
                       "schedule": config.schedule, "warmup_steps": config.warmup_steps,

@@ -1,12 +1,14 @@
 """The SASRec network (Kang & McAuley, ICDM 2018), pre-norm, in plain torch layers.
 
-``x = E[item] * sqrt(d) + P[position]``; each block adds causal multi-head attention
-and a feed-forward layer to the stream, each after a LayerNorm (pre-norm); a final
-LayerNorm gives the hidden state ``h_t``. The score of item ``j`` after position ``t``
-is ``h_t . E[j]``: the item table is both input and output (as in SASRec), so the
-served query vector is ``h`` at the last position and the Milvus item vectors are the
-rows of ``E``. Written with explicit projections so :mod:`.encoder` repeats it in
-numpy exactly (tested). Positions are right-aligned: the newest item is at ``L - 1``.
+``x = E[item] * sqrt(d) + P[position]`` (``+ G[gap]`` with ``Dims.gaps``: the time
+since the rating before, in doubling buckets, :func:`.data.gap_buckets`); each block
+adds causal multi-head attention and a feed-forward layer to the stream, each after a
+LayerNorm (pre-norm); a final LayerNorm gives the hidden state ``h_t``. The score of
+item ``j`` after position ``t`` is ``h_t . E[j]``: the item table is both input and
+output (as in SASRec), so the served query vector is ``h`` at the last position and the
+Milvus item vectors are the rows of ``E``. Written with explicit projections so
+:mod:`.encoder` repeats it in numpy exactly (tested). Positions are right-aligned: the
+newest item is at ``L - 1``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from movierec.models.sasrec.data import GAP_ROWS
 
 #: additive mask value (finite: a fully masked padding row stays NaN-free)
 MASKED = -1e9
@@ -55,6 +59,7 @@ class Dims:
     ffn: int = 1         # feed-forward hidden = ffn * dim
     dropout: float = 0.2
     positions: str = "newest"   # position 0 is: "oldest" item of the window, or "newest" at L-1
+    gaps: bool = False   # add an embedding of the time since the rating before (data.gap_buckets)
 
 
 class Block(nn.Module):
@@ -90,6 +95,7 @@ class SasRec(nn.Module):
         self.dims = dims
         self.items = nn.Embedding(dims.items + 1, dims.dim, padding_idx=0)
         self.positions = nn.Embedding(dims.max_len, dims.dim)
+        self.gaps = nn.Embedding(GAP_ROWS, dims.dim, padding_idx=0) if dims.gaps else None
         self.blocks = nn.ModuleList(Block(dims) for _ in range(dims.layers))
         self.norm = nn.LayerNorm(dims.dim)
         self.drop = ByteDropout(dims.dropout)
@@ -97,10 +103,14 @@ class SasRec(nn.Module):
         with torch.no_grad():
             self.items.weight[0].zero_()
 
-    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, seqs: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
+        """``gaps`` (B, L): each item's gap row (0 under padding); None: no gap known
+        (row 1), used only when the network has a gap table."""
         length = seqs.shape[1]
         keep = (seqs > 0).unsqueeze(-1).float()
         x = self.items(seqs) * math.sqrt(self.dims.dim) + self.positions(self._positions(seqs))
+        if self.gaps is not None:
+            x = x + self.gaps((seqs > 0).long() if gaps is None else gaps)
         x = self.drop(x) * keep
         causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
         allowed = causal[None] & (seqs > 0)[:, None, :]

@@ -20,7 +20,13 @@ import torch
 
 from movierec.evaluation.ranking import RankingTask, Scorer
 from movierec.evaluation.ranking import evaluate as rank_evaluate
-from movierec.models.sasrec.data import ItemIndex, left_padded, sequences, shuffle_ties
+from movierec.models.sasrec.data import (
+    ItemIndex,
+    gap_buckets,
+    left_padded,
+    shuffle_ties,
+    timed_sequences,
+)
 from movierec.models.sasrec.loss import full_cross_entropy
 from movierec.models.sasrec.model import Dims, SasRec
 
@@ -50,10 +56,11 @@ class TrainConfig:
     time_budget_s: float = 28 * 60
     seed: int = 2026
     fixed_epochs: int = 0      # > 0: exactly this many epochs, no validation (a refit)
+    gaps: bool = True          # the time since the rating before as an input (data.gap_buckets)
 
     def dims(self, items: int) -> Dims:
         return Dims(items, self.dim, self.layers, self.heads, self.max_len, self.ffn,
-                    self.dropout, self.positions)
+                    self.dropout, self.positions, self.gaps)
 
 
 @dataclass
@@ -66,35 +73,43 @@ class TrainResult:
     log: list[dict] = field(default_factory=list)
 
 
-def _window(seq: np.ndarray, length: int, crop: float, rng: np.random.Generator) -> np.ndarray:
-    """The newest ``length + 1`` items of ``seq``; with probability ``crop`` (a history
-    longer than that) an older window chosen uniformly instead (more of long histories
-    is trained on over the epochs)."""
-    if len(seq) <= length + 1 or rng.random() >= crop:
-        return seq[-length - 1:]
-    end = int(rng.integers(length + 1, len(seq) + 1))
-    return seq[end - length - 1:end]
+def _window(size: int, length: int, crop: float, rng: np.random.Generator) -> slice:
+    """The newest ``length + 1`` of a sequence of ``size`` items; with probability
+    ``crop`` (a history longer than that) an older window chosen uniformly instead (more
+    of long histories is trained on over the epochs)."""
+    if size <= length + 1 or rng.random() >= crop:
+        return slice(max(size - length - 1, 0), size)
+    end = int(rng.integers(length + 1, size + 1))
+    return slice(end - length - 1, end)
 
 
-def _batches(seqs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig,
+def _batches(seqs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], config: TrainConfig,
              rng: np.random.Generator):
-    """(inputs, targets) per batch: inputs are window[:-1], targets window[1:] of each
-    user's (items, times) sequence, same-second ties shuffled (``shuffle_ties``). Users of
-    similar length share a batch (sorted by length with a random tie-break, the batches
-    then shuffled), and a batch is padded only to its longest window: no compute on
-    padding a shorter batch does not need."""
-    windows = [_window(shuffle_ties(items, times, rng) if config.shuffle_ties else items,
-                       config.max_len + config.horizon - 1, config.crop, rng)
-               for items, times in seqs]
+    """(inputs, targets, gaps) per batch: inputs are window[:-1], targets window[1:] of
+    each user's (items, times, gap rows) sequence, same-second ties shuffled
+    (``shuffle_ties``; the gap rows are the same in any order inside a second), gaps the
+    inputs' gap rows (None unless ``config.gaps``). Users of similar length share a
+    batch (sorted by length with a random tie-break, the batches then shuffled), and a
+    batch is padded only to its longest window: no compute on padding a shorter batch
+    does not need."""
+    windows, gap_windows = [], []
+    for items, times, gaps in seqs:
+        seq = shuffle_ties(items, times, rng) if config.shuffle_ties else items
+        cut = _window(len(seq), config.max_len + config.horizon - 1, config.crop, rng)
+        windows.append(seq[cut])
+        gap_windows.append(gaps[cut][:-1][-config.max_len:])
     sizes = np.array([len(w) for w in windows])
     order = np.lexsort((rng.random(len(windows)), sizes))
     starts = np.arange(0, len(order), config.batch)
     for start in rng.permutation(starts):
-        pairs = [_pairs(windows[i], config, rng) for i in order[start:start + config.batch]]
+        rows = order[start:start + config.batch]
+        pairs = [_pairs(windows[i], config, rng) for i in rows]
         width = max(len(i) for i, _ in pairs)
         inputs = left_padded([i for i, _ in pairs], width)
         targets = left_padded([t for _, t in pairs], width)
-        yield torch.from_numpy(inputs), torch.from_numpy(targets)
+        gaps = (torch.from_numpy(left_padded([gap_windows[i] for i in rows], width))
+                if config.gaps else None)
+        yield torch.from_numpy(inputs), torch.from_numpy(targets), gaps
 
 
 def _pairs(window: np.ndarray, config: TrainConfig,
@@ -131,8 +146,8 @@ def _epoch(model: SasRec, seqs: list[tuple[np.ndarray, np.ndarray]], config: Tra
            scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
     model.train()
     total, count = 0.0, 0
-    for inputs, targets in _batches(seqs, config, rng):
-        hidden = model(inputs)
+    for inputs, targets, gaps in _batches(seqs, config, rng):
+        hidden = model(inputs, gaps)
         keep = targets > 0
         loss = full_cross_entropy(hidden[keep], model.item_table(), targets[keep] - 1)
         optimizer.zero_grad()
@@ -144,42 +159,50 @@ def _epoch(model: SasRec, seqs: list[tuple[np.ndarray, np.ndarray]], config: Tra
     return total / max(count, 1)
 
 
-def last_hidden(model: SasRec, seqs: list[np.ndarray], batch: int = 256) -> np.ndarray:
-    """The query vector (hidden state at the newest position) of each sequence."""
+def last_hidden(model: SasRec, seqs: list[np.ndarray],
+                times: list[np.ndarray | None] | None = None, batch: int = 256) -> np.ndarray:
+    """The query vector (hidden state at the newest position) of each sequence; ``times``
+    each sequence's rating times (None: no gap known, the row the network reads then)."""
     model.eval()
     out = np.zeros((len(seqs), model.dims.dim), np.float32)
+    times = [None] * len(seqs) if times is None else times
     with torch.no_grad():
         for start in range(0, len(seqs), batch):
             chunk = left_padded(seqs[start:start + batch], model.dims.max_len)
-            out[start:start + batch] = model(torch.from_numpy(chunk))[:, -1].numpy()
+            gaps = left_padded([gap_buckets(t, len(s)) for s, t in
+                                zip(seqs[start:start + batch], times[start:start + batch],
+                                    strict=True)], model.dims.max_len)
+            out[start:start + batch] = model(torch.from_numpy(chunk),
+                                             torch.from_numpy(gaps))[:, -1].numpy()
     return out
 
 
-def task_scorer(encode: Callable[[list[np.ndarray]], np.ndarray], item_vectors: np.ndarray,
-                index: ItemIndex, task: RankingTask,
-                histories: dict[int, np.ndarray] | None = None) -> Scorer:
-    """Scores of ``task``'s users: their history frame in sequence order (``histories``
-    when already built), encoded by ``encode``, against ``item_vectors`` (rows: index
-    1..N) on the task's movie columns."""
-    histories = sequences(task.history_frame, index) if histories is None else histories
+def task_scorer(encode: Callable[[list[np.ndarray], list[np.ndarray]], np.ndarray],
+                item_vectors: np.ndarray, index: ItemIndex, task: RankingTask,
+                histories: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> Scorer:
+    """Scores of ``task``'s users: their history frame in sequence order with its times
+    (``histories`` when already built), encoded by ``encode(items, times)``, against
+    ``item_vectors`` (rows: index 1..N) on the task's movie columns."""
+    if histories is None:
+        histories = timed_sequences(task.history_frame, index)
     columns = index.lookup(task.movie_ids)
     table = np.zeros((len(task.movie_ids), item_vectors.shape[1]), np.float32)
     table[columns > 0] = item_vectors[columns[columns > 0] - 1]
-    empty = np.zeros(0, np.int64)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     def score(rows: np.ndarray) -> np.ndarray:
-        seqs = [histories.get(int(task.user_ids[r]), empty) for r in rows]
-        out = encode(seqs) @ table.T
+        pairs = [histories.get(int(task.user_ids[r]), empty) for r in rows]
+        out = encode([i for i, _ in pairs], [t for _, t in pairs]) @ table.T
         out[:, columns == 0] = -np.inf
         return out
     return score
 
 
 def _validate(model: SasRec, index: ItemIndex, valid: RankingTask,
-              histories: dict[int, np.ndarray]) -> dict[str, float]:
+              histories: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     items = model.item_table().detach().numpy()
-    return rank_evaluate(task_scorer(lambda s: last_hidden(model, s), items, index, valid,
-                                     histories), valid)
+    return rank_evaluate(task_scorer(lambda s, t: last_hidden(model, s, t), items, index,
+                                     valid, histories), valid)
 
 
 def _start(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex,
@@ -188,7 +211,8 @@ def _start(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemInde
     schedule."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    seqs = [s for s in train_seqs.values() if len(s[0]) >= 2]
+    seqs = [(items, times, gap_buckets(times)) for items, times in train_seqs.values()
+            if len(items) >= 2]
     model = SasRec(config.dims(index.size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -208,7 +232,7 @@ def train(train_seqs: dict[int, tuple[np.ndarray, np.ndarray]], index: ItemIndex
     if valid is None:
         return _train_fixed(train_seqs, index, config, progress)
     rng, seqs, model, optimizer, scheduler = _start(train_seqs, index, config)
-    histories = sequences(valid.history_frame, index)   # the validation users, read once
+    histories = timed_sequences(valid.history_frame, index)   # the validation users, once
     started, log = time.perf_counter(), []
     best: tuple[float, int, dict, dict] = (-1.0, 0, {}, {})
     waited = 0
