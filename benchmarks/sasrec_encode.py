@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                          replace=False)
         history = History.of(ids, np.full(len(ids), 4.0), np.arange(len(ids))[::-1])
         newest_first, stars = ids.tolist(), [4.0] * len(ids)
-        direct = cpu_ms(lambda i=newest_first, r=stars: encoder.embed_history(i, r),
+        times = history.timestamps.tolist()
+        direct = cpu_ms(lambda i=newest_first, r=stars, t=times: encoder.embed_history(i, r, t),
                         args.calls, args.repeat)
         served = cpu_ms(lambda h=history: embed_user_history(encoder, h, 5000), args.calls,
                         args.repeat)

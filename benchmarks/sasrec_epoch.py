@@ -41,6 +41,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--gaps", action=argparse.BooleanOptionalAction,
+                        default=sasrec_train.TrainConfig().gaps,
+                        help="the gap table (the default; --no-gaps: without it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.reference:
@@ -50,7 +53,7 @@ def main() -> int:
     data = load_dataset("ml-1m")
     split = make_split(data, "leave_last_out", seed=2026)
     index = ItemIndex.of(data.movies["movie_id"])
-    config = sasrec_train.TrainConfig(dim=args.dim)
+    config = sasrec_train.TrainConfig(dim=args.dim, gaps=args.gaps)
     rng, seqs, model, optimizer, scheduler = sasrec_train._start(   # training's own setup
         timed_sequences(training_ratings(data, split), index), index, config)
     for epoch in range(1, args.epochs + 1):
