@@ -141,8 +141,8 @@ def schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _epoch(model: SasRec, seqs: list[tuple[np.ndarray, np.ndarray]], config: TrainConfig,
-           optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+def _epoch(model: SasRec, seqs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+           config: TrainConfig, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
            scheduler: torch.optim.lr_scheduler.LambdaLR) -> float:
     model.train()
     total, count = 0.0, 0
