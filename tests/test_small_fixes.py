@@ -531,3 +531,17 @@ def test_tool_entries_are_real(tool: registry.Service) -> None:
     package, _, name = tool.health.rpartition(".")
     pb2 = importlib.import_module(f"{package}.{name.lower()}_pb2")
     assert pb2.DESCRIPTOR.services_by_name[name].full_name == tool.health == module.SERVICE
+
+
+@pytest.mark.parametrize("model", ["fusion", "pinsage", "sasrec"])
+def test_every_first_run_is_a_valid_train_command(model) -> None:
+    """``make run``'s first-start arguments (registry ``first_run``) parse as
+    ``movierec train MODEL`` arguments: a typo there would only show on a fresh machine."""
+    from movierec.models import registry as models
+    from movierec.models.cli import parser_for
+    parser, _ = parser_for("train", model)
+    args = parser.parse_args(["--dataset", "ml-1m", *models.get(model).first_run,
+                              "--no-progress"])
+    assert args.dataset == "ml-1m"
+    if model == "sasrec":
+        assert args.gaps is False and args.dim == 64 and args.split == "leave_last_out"
