@@ -76,8 +76,8 @@ GAP_ROWS = 34
 
 def gap_buckets(times: np.ndarray | None, length: int | None = None) -> np.ndarray:
     """The gap row (1..GAP_ROWS-1) of each rating of a sequence in time order: how long
-    after the rating before it it came, in doubling buckets (the same second, 1 s, 2-3 s,
-    ..., years). ``times`` None: ``length`` ratings with no known gap."""
+    after the rating before it it came, in doubling buckets (the same second, 1-2 s,
+    3-6 s, 7-14 s, ..., years). ``times`` None: ``length`` ratings with no known gap."""
     if times is None:
         return np.ones(int(length or 0), np.int64)
     seconds = np.maximum(np.diff(np.asarray(times, np.int64), prepend=0), 0)
