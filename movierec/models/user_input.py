@@ -37,7 +37,7 @@ class RatingLike(Protocol):
 
 class HistoryEncoder(Protocol):
     def embed_history(self, movie_ids: list[int], ratings: list[float],
-                      timestamps: list[int] | None = None) -> np.ndarray: ...
+                      timestamps: np.ndarray | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def embed_user_history(encoder: HistoryEncoder, history: History,
     """(user vector, movie ids used) from a user's ratings, as the embedder serves it."""
     chosen = history.newest(limit)
     ids = chosen.movie_ids.tolist()
-    return encoder.embed_history(ids, chosen.ratings.tolist(), chosen.timestamps.tolist()), ids
+    return encoder.embed_history(ids, chosen.ratings.tolist(), chosen.timestamps), ids
 
 
 def catalog_profile(age_bucket: int, gender: str, occupation: int,

@@ -107,7 +107,7 @@ class PinSageEncoder:
         return self._embed(self.liked_tower, movie_ids, weights)
 
     def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float],
-                      timestamps: Sequence[int] | None = None) -> np.ndarray:
+                      timestamps: np.ndarray | None = None) -> np.ndarray:
         """A known user's vector from their rated history, weighted by the artifact's
         scheme (a bag of ratings: their times are not read)."""
         weights = history_weights(np.asarray(ratings), self.aggregation)

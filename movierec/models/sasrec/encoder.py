@@ -136,9 +136,9 @@ class SasRecEncoder:
         return self.embed_sequence(movie_ids)
 
     def embed_history(self, movie_ids: Sequence[int], ratings: Sequence[float],
-                      timestamps: Sequence[int] | None = None) -> np.ndarray:
+                      timestamps: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """A known user's history, newest first (the catalog's order), with its rating
         times when known: every rating is an interaction, whatever its stars (the model
         was trained so)."""
-        times = None if timestamps is None else list(timestamps)[::-1]
+        times = None if timestamps is None else np.asarray(timestamps, np.int64)[::-1]
         return self.embed_sequence(list(movie_ids)[::-1], times)

@@ -169,11 +169,13 @@ def last_hidden(model: SasRec, seqs: list[np.ndarray],
     with torch.no_grad():
         for start in range(0, len(seqs), batch):
             chunk = left_padded(seqs[start:start + batch], model.dims.max_len)
-            gaps = left_padded([gap_buckets(t, len(s)) for s, t in
-                                zip(seqs[start:start + batch], times[start:start + batch],
-                                    strict=True)], model.dims.max_len)
-            out[start:start + batch] = model(torch.from_numpy(chunk),
-                                             torch.from_numpy(gaps))[:, -1].numpy()
+            gaps = None
+            if model.dims.gaps:         # a network without a gap table reads no times
+                gaps = torch.from_numpy(left_padded(
+                    [gap_buckets(t, len(s)) for s, t in zip(
+                        seqs[start:start + batch], times[start:start + batch], strict=True)],
+                    model.dims.max_len))
+            out[start:start + batch] = model(torch.from_numpy(chunk), gaps)[:, -1].numpy()
     return out
 
 
